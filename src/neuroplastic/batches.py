@@ -1,0 +1,94 @@
+"""Iterating user data: any re-iterable of ``(inputs, labels)`` batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.types import Batch, Data
+
+
+def require_reiterable(data: Any, name: str) -> None:
+    """Raise if ``data`` is missing or would be exhausted after one pass (a generator)."""
+    if data is None:
+        raise NeuroplasticError(f"{name} data is missing")
+    if not isinstance(data, Iterable):
+        raise NeuroplasticError(f"{name} data must be an iterable of (inputs, labels) batches")
+    if iter(data) is data:
+        raise NeuroplasticError(
+            f"{name} data is a one-shot iterator; pass something re-iterable such as a DataLoader"
+        )
+
+
+def iter_batches(data: Data, *, device: torch.device | str | None, name: str) -> Iterator[Batch]:
+    """Yield ``(x, y)`` batches of ``data`` moved to ``device``, checking their form."""
+    for batch in data:
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise NeuroplasticError(f"{name} data must yield (inputs, labels) batches")
+        x, y = batch[0], batch[1]
+        if not isinstance(x, Tensor) or not isinstance(y, Tensor):
+            raise NeuroplasticError(f"{name} data must yield tensors, got {type(x).__name__}")
+        if x.shape[0] != y.shape[0]:
+            raise NeuroplasticError(
+                f"{name} batch has {x.shape[0]} inputs but {y.shape[0]} labels"
+            )
+        if x.shape[0] == 0:
+            continue
+        yield x.to(device), y.to(device)
+
+
+class ConcatData:
+    """Re-iterable concatenation of several data sources (e.g. retain then forget)."""
+
+    def __init__(self, *parts: Data) -> None:
+        self.parts = parts
+
+    def __iter__(self) -> Iterator[Batch]:
+        for part in self.parts:
+            yield from part
+
+
+def count_samples(data: Data) -> int:
+    """Number of samples in ``data`` (one pass, no forward)."""
+    return sum(int(batch[1].shape[0]) for batch in data)
+
+
+def labels_of(data: Data) -> Tensor:
+    """All labels of ``data`` concatenated (one pass, no forward)."""
+    parts = [batch[1].reshape(-1).cpu() for batch in data]
+    return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
+
+
+def logits_of(output: Any) -> Tensor:
+    """The logits of a model output: a tensor, or an object/dict with ``logits``."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, dict) and "logits" in output:
+        return output["logits"]
+    if hasattr(output, "logits"):
+        return output.logits
+    raise NeuroplasticError(f"cannot find logits in model output of type {type(output).__name__}")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for a parameterless model)."""
+    for param in model.parameters():
+        return param.device
+    return torch.device("cpu")
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode for the body and restore each module's mode after."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes.items():
+            module.training = mode

@@ -1,0 +1,45 @@
+"""Data: the shipped default (digits), loaders for real formats, forgetting scenarios."""
+
+from neuroplastic.data.digits import COARSE_NAMES, coarse_label, digits
+from neuroplastic.data.loaders import (
+    load_csv,
+    load_data,
+    load_image_folder,
+    load_npz,
+    load_torchvision,
+)
+from neuroplastic.data.scenarios import (
+    SCENARIOS,
+    ForgetScenario,
+    add_trigger,
+    corrective,
+    full_class,
+    given_indices,
+    random_samples,
+    sub_class,
+)
+from neuroplastic.data.splits import DataSplit, as_dataset, loader, split_dataset, subset
+
+__all__ = [
+    "COARSE_NAMES",
+    "SCENARIOS",
+    "DataSplit",
+    "ForgetScenario",
+    "add_trigger",
+    "as_dataset",
+    "coarse_label",
+    "corrective",
+    "digits",
+    "full_class",
+    "given_indices",
+    "load_csv",
+    "load_data",
+    "load_image_folder",
+    "load_npz",
+    "load_torchvision",
+    "loader",
+    "random_samples",
+    "split_dataset",
+    "sub_class",
+    "subset",
+]

@@ -1,0 +1,181 @@
+"""Loaders for real data formats: NPZ, CSV, image folders, torchvision datasets.
+
+Every loader returns a :class:`DataSplit`; a file that has its own test split
+keeps it, otherwise a fixed stratified split is made.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from torch.utils.data import TensorDataset
+
+from neuroplastic.data.digits import digits
+from neuroplastic.data.splits import DataSplit, as_dataset, split_dataset
+from neuroplastic.errors import NeuroplasticError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", seed: int = 0) -> DataSplit:
+    """Arrays ``x`` (N, ...) and ``y`` (N,) from an ``.npz``; ``x_test``/``y_test`` if present
+    are used as the test split (then 1/8 of the rest is held out for validation)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise NeuroplasticError(f"cannot read NPZ file {path}: {err}") from None
+    for key in (x_key, y_key):
+        if key not in arrays:
+            raise NeuroplasticError(f"NPZ file {path} has no array {key!r} (has {sorted(arrays)})")
+    x, y = arrays[x_key], arrays[y_key]
+    as_dataset(x, y, name=str(path))  # shape and label checks with a clear message
+    if "x_test" in arrays and "y_test" in arrays:
+        test = as_dataset(arrays["x_test"], arrays["y_test"], name=f"{path} (test)")
+        return _with_own_test(path.stem, x, y, test, seed=seed)
+    return split_dataset(path.stem, x, y, seed=seed)
+
+
+def _with_own_test(name: str, x: np.ndarray, y: np.ndarray, test: TensorDataset, *,
+                   seed: int) -> DataSplit:
+    """Split (x, y) into train and a 1/9 validation part; ``test`` is the given test split."""
+    train_idx, val_idx = _stratified_halves(y, val_fraction=1 / 9, seed=seed, name=name)
+    split = DataSplit(name=name, train=as_dataset(x[train_idx], y[train_idx], name=name),
+                      val=as_dataset(x[val_idx], y[val_idx], name=name), test=test,
+                      num_classes=int(max(y.max(), test.tensors[1].max())) + 1)
+    if tuple(test.tensors[0].shape[1:]) != split.input_shape:
+        raise NeuroplasticError(f"{name}: the test inputs have another shape than the training inputs")
+    split.class_names = [str(i) for i in range(split.num_classes)]
+    return split
+
+
+def _stratified_halves(y: np.ndarray, *, val_fraction: float, seed: int,
+                       name: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    try:
+        return train_test_split(np.arange(len(y)), test_size=val_fraction, random_state=seed,
+                                stratify=y)
+    except ValueError as err:
+        raise NeuroplasticError(f"{name}: cannot split off a validation set: {err}") from None
+
+
+def load_csv(path: str | Path, *, label_column: str | int = "label", seed: int = 0) -> DataSplit:
+    """A CSV with a header row; the ``label_column`` (name or index, default ``label``, else
+    the last column) holds integer labels and every other column is a numeric feature."""
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError) as err:
+        raise NeuroplasticError(f"cannot read CSV file {path}: {err}") from None
+    if len(rows) < 2:
+        raise NeuroplasticError(f"CSV file {path} needs a header row and at least one data row")
+    header = rows[0]
+    if isinstance(label_column, int):
+        col = label_column
+    elif label_column in header:
+        col = header.index(label_column)
+    else:
+        col = len(header) - 1
+    try:
+        table = np.array([[float(v) for v in row] for row in rows[1:]], dtype=np.float64)
+    except ValueError as err:
+        raise NeuroplasticError(f"CSV file {path} has a non-numeric value: {err}") from None
+    if table.ndim != 2 or table.shape[1] != len(header):
+        raise NeuroplasticError(f"CSV file {path}: every row must have {len(header)} values")
+    y = table[:, col]
+    x = np.delete(table, col, axis=1).astype(np.float32)
+    return split_dataset(path.stem, x, y, seed=seed)
+
+
+def load_image_folder(root: str | Path, *, size: tuple[int, int] | None = None,
+                      grayscale: bool = False, seed: int = 0) -> DataSplit:
+    """``root/<class name>/<image>`` (torchvision ``ImageFolder`` layout), classes sorted by
+    name; images resized to ``size`` (default: the first image's size), scaled to [0, 1]."""
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    if not classes:
+        raise NeuroplasticError(f"image folder {root} has no class sub-folders")
+    images, labels = [], []
+    mode = "L" if grayscale else "RGB"
+    for label, name in enumerate(classes):
+        for file in sorted((root / name).iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as img:
+                    img = img.convert(mode)
+                    size = size or (img.height, img.width)
+                    img = img.resize((size[1], size[0]))
+                    arr = np.asarray(img, dtype=np.float32) / 255.0
+            except (OSError, UnidentifiedImageError) as err:
+                raise NeuroplasticError(f"cannot read image {file}: {err}") from None
+            images.append(arr[None] if grayscale else arr.transpose(2, 0, 1))
+            labels.append(label)
+    if not images:
+        raise NeuroplasticError(f"image folder {root} contains no images")
+    return split_dataset(root.name, np.stack(images), np.array(labels), seed=seed,
+                         class_names=classes)
+
+
+def load_torchvision(name: str, root: str | Path, *, seed: int = 0) -> DataSplit:
+    """A torchvision classification dataset already on disk (never downloads), e.g.
+    ``CIFAR10``; its own train/test splits are kept, 10% of train held out for validation."""
+    try:
+        import torchvision.datasets as tvd
+    except ImportError:
+        raise NeuroplasticError(
+            "torchvision is not installed; install the 'vision' extra"
+        ) from None
+    cls = getattr(tvd, name, None)
+    if cls is None:
+        raise NeuroplasticError(f"torchvision has no dataset {name!r}")
+    try:
+        train = cls(root=str(root), train=True, download=False)
+        test = cls(root=str(root), train=False, download=False)
+    except (RuntimeError, OSError) as err:
+        raise NeuroplasticError(f"cannot load {name} from {root}: {err}") from None
+
+    def arrays(ds: object) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(ds.data, dtype=np.float32)  # type: ignore[attr-defined]
+        x = x / 255.0 if x.max() > 1 else x
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        return x, np.asarray(ds.targets)  # type: ignore[attr-defined]
+
+    x, y = arrays(train)
+    x_test, y_test = arrays(test)
+    inner = _with_own_test(name, x, y, as_dataset(x_test, y_test, name=f"{name} (test)"),
+                           seed=seed)
+    classes = getattr(train, "classes", None)
+    if classes:
+        inner.class_names = list(classes)
+    return inner
+
+
+def load_data(spec: str, *, seed: int = 0) -> DataSplit:
+    """Load data named by ``spec``: ``digits`` (default), a ``.npz`` or ``.csv`` file, an
+    image folder, or ``torchvision:<Name>:<root>``."""
+    if spec == "digits":
+        return digits(seed=seed)
+    if spec.startswith("torchvision:"):
+        parts = spec.split(":", 2)
+        if len(parts) != 3:
+            raise NeuroplasticError("torchvision data is named torchvision:<Name>:<root>")
+        return load_torchvision(parts[1], parts[2], seed=seed)
+    path = Path(spec)
+    if not path.exists():
+        raise NeuroplasticError(f"data not found: {spec}")
+    if path.is_dir():
+        return load_image_folder(path, seed=seed)
+    if path.suffix == ".npz":
+        return load_npz(path, seed=seed)
+    if path.suffix == ".csv":
+        return load_csv(path, seed=seed)
+    raise NeuroplasticError(f"unknown data format {path.suffix!r}: use .npz, .csv or a folder")

@@ -1,0 +1,190 @@
+"""SSD with the selection threshold chosen per request, and repair when dampening hurts."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import TensorDataset
+
+from neuroplastic import select
+from neuroplastic.batches import iter_batches, labels_of
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.evaluate.outputs import accuracy
+from neuroplastic.forget.base import Timer, UnlearnResult, require_retain
+from neuroplastic.forget.ssd import SSD
+from neuroplastic.importance.base import ImportanceEstimator
+from neuroplastic.importance.cache import ImportanceCache
+from neuroplastic.intervene.dampen import dampen_
+from neuroplastic.registry import register
+from neuroplastic.targets import Targets
+from neuroplastic.training import train_epochs
+from neuroplastic.types import Data, Scores
+
+
+def reservoir_sample(data: Data, *, size: int, seed: int) -> TensorDataset:
+    """A uniform random sample of ``size`` rows of ``data`` in one pass (reservoir sampling)."""
+    gen = torch.Generator().manual_seed(seed)
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    seen = 0
+    for x, y in iter_batches(data, device="cpu", name="retain"):
+        for i in range(x.shape[0]):
+            if len(xs) < size:
+                xs.append(x[i])
+                ys.append(y[i])
+            else:
+                j = int(torch.randint(0, seen + 1, (1,), generator=gen))
+                if j < size:
+                    xs[j], ys[j] = x[i], y[i]
+            seen += 1
+    return TensorDataset(torch.stack(xs), torch.stack(ys))
+
+
+@register("ssd-auto", kind="forget")
+class SSDAuto(SSD):
+    """SSD that picks alpha per request and repairs with a short retain finetune if needed.
+
+    Why: SSD's usable alpha window is narrow and differs per class (measured on
+    digits: 12 to 30; the published 10 wrecks the model, and for some classes
+    no alpha both forgets and keeps the rest). So, with no test set:
+
+    1. I_D (cached) and I_f are computed once, as in :class:`SSD`.
+    2. The target forget accuracy is ``target_forget_acc`` if given; else 0
+       when the forget labels never occur in the retain data (a retrained
+       model cannot predict a class it never saw); else the accuracy on
+       ``holdout`` data (what a model that never saw the samples reaches).
+    3. Bisection on log(alpha) finds the largest alpha (fewest dampened
+       weights) whose forget accuracy is <= target + ``forget_tol``. Each
+       candidate is a dampen of the original weights plus a forward pass
+       over the forget set and a random retain sample.
+    4. If the chosen candidate loses more than ``retain_tol`` accuracy on the
+       retain sample, the model is repaired by ``repair_epochs`` (default 1)
+       of Adam on the retain data — the stated cost budget.
+
+    Args:
+        alpha_range: (low, high) bounds of the search.
+        steps: bisection steps after the two bounds.
+        lam: dampening constant lambda.
+        target_forget_acc: the forget accuracy to reach (see 2.).
+        forget_tol: slack on the forget target.
+        retain_tol: largest tolerated drop of retain-sample accuracy before repair.
+        retain_sample: size of the random retain sample used to score candidates.
+        repair_epochs: repair budget in passes over the retain data (0 disables repair).
+        repair_lr: Adam learning rate of the repair.
+        seed: seeds the retain sample.
+        estimator, targets, cache: as in :class:`SSD`.
+    """
+
+    name = "ssd-auto"
+
+    def __init__(self, *, alpha_range: tuple[float, float] = (1.0, 100.0), steps: int = 8,
+                 lam: float = 1.0, target_forget_acc: float | None = None,
+                 forget_tol: float = 0.01, retain_tol: float = 0.01, retain_sample: int = 512,
+                 repair_epochs: float = 1.0, repair_lr: float = 1e-3, seed: int = 0,
+                 estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
+                 cache: ImportanceCache | None = None) -> None:
+        low, high = alpha_range
+        if not 0 < low < high:
+            raise NeuroplasticError(f"alpha_range must satisfy 0 < low < high, got {alpha_range}")
+        if target_forget_acc is not None and not 0 <= target_forget_acc <= 1:
+            raise NeuroplasticError(f"target_forget_acc must be in [0, 1], got {target_forget_acc}")
+        if repair_epochs < 0 or retain_sample < 1 or steps < 0:
+            raise NeuroplasticError("repair_epochs, retain_sample and steps must be non-negative")
+        super().__init__(alpha=high, lam=lam, estimator=estimator, targets=targets, cache=cache)
+        self.alpha_range = (float(low), float(high))
+        self.steps = steps
+        self.target_forget_acc = target_forget_acc
+        self.forget_tol, self.retain_tol = forget_tol, retain_tol
+        self.retain_sample = retain_sample
+        self.repair_epochs, self.repair_lr = repair_epochs, repair_lr
+        self.seed = seed
+
+    def resolve_target(self, model: nn.Module, forget: Data, retain: Data,
+                       holdout: Data | None) -> tuple[float, str]:
+        """The target forget accuracy and where it came from."""
+        if self.target_forget_acc is not None:
+            return self.target_forget_acc, "given"
+        forget_labels = set(labels_of(forget).tolist())
+        if not forget_labels & set(labels_of(retain).tolist()):
+            return 0.0, "unseen-class"
+        if holdout is not None:
+            return accuracy(model, holdout), "holdout"
+        raise NeuroplasticError(
+            "ssd-auto cannot tell how well a retrained model would do on these samples: "
+            "pass holdout data or target_forget_acc"
+        )
+
+    def _unlearn(self, model: nn.Module, forget: Data, retain: Data | None, *,
+                 full: Data | None, holdout: Data | None) -> UnlearnResult:
+        retain = require_retain(retain, self.name)
+        result = UnlearnResult(metrics={"lam": self.lam})
+        metrics = result.metrics
+        timer = Timer(metrics)
+        i_f, i_d = self.importances(model, forget, retain, full, timer)
+        with timer.phase("search"):
+            target, source = self.resolve_target(model, forget, retain, holdout)
+            sample = reservoir_sample(retain, size=self.retain_sample, seed=self.seed)
+            sample_batches = [(sample.tensors[0], sample.tensors[1])]
+            original = {n: p.detach().clone() for n, p in model.named_parameters() if n in i_f}
+            base_forget, base_retain = accuracy(model, forget), accuracy(model, sample_batches)
+            goal = target + self.forget_tol
+            metrics.update(target_forget_acc=target, target_source=source,
+                           original_forget_acc=base_forget, original_retain_sample_acc=base_retain)
+
+            def evaluate(alpha: float) -> tuple[float, float]:
+                self._apply(model, original, i_f, i_d, alpha)
+                f_acc, r_acc = accuracy(model, forget), accuracy(model, sample_batches)
+                mask = select.ratio(i_f, i_d, alpha=alpha)
+                result.trace.append({"alpha": alpha, "forget_acc": f_acc, "retain_acc": r_acc,
+                                     "selected_fraction": select.fraction_selected(mask)})
+                return f_acc, r_acc
+
+            alpha = self._search(evaluate, base_forget, goal)
+            if alpha is None:  # already at the target: nothing to dampen
+                self._restore(model, original)
+                f_acc, r_acc = base_forget, base_retain
+            else:
+                f_acc, r_acc = evaluate(alpha)
+        metrics.update(alpha=alpha if alpha is not None else math.inf,
+                       target_reached=float(f_acc <= goal), search_forget_acc=f_acc,
+                       search_retain_sample_acc=r_acc, candidates=float(len(result.trace)))
+        needs_repair = base_retain - r_acc > self.retain_tol and self.repair_epochs > 0
+        metrics["repaired"] = float(needs_repair)
+        metrics["repair_seconds"] = 0.0
+        if needs_repair:
+            with timer.phase("repair"):
+                train_epochs(model, retain, epochs=self.repair_epochs, lr=self.repair_lr)
+        return result
+
+    def _search(self, evaluate, base_forget: float, goal: float) -> float | None:  # type: ignore[no-untyped-def]
+        """Largest alpha in range whose forget accuracy meets ``goal`` (bisection in log space);
+        ``None`` if the model already meets it; the low bound if nothing does."""
+        if base_forget <= goal:
+            return None
+        low, high = self.alpha_range
+        if evaluate(high)[0] <= goal:
+            return high
+        if evaluate(low)[0] > goal:
+            return low
+        feasible, infeasible = low, high
+        for _ in range(self.steps):
+            mid = math.sqrt(feasible * infeasible)
+            if evaluate(mid)[0] <= goal:
+                feasible = mid
+            else:
+                infeasible = mid
+        return feasible
+
+    @staticmethod
+    @torch.no_grad()
+    def _restore(model: nn.Module, original: dict[str, Tensor]) -> None:
+        for name, param in model.named_parameters():
+            if name in original:
+                param.copy_(original[name])
+
+    def _apply(self, model: nn.Module, original: dict[str, Tensor], i_f: Scores, i_d: Scores,
+               alpha: float) -> None:
+        self._restore(model, original)
+        dampen_(model, i_f, i_d, mask=select.ratio(i_f, i_d, alpha=alpha), lam=self.lam)

@@ -1,0 +1,74 @@
+"""The estimator interface: ``estimate(model, data, *, loss_fn=None) -> Scores``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import Tensor, nn
+
+from neuroplastic.batches import eval_mode, iter_batches, logits_of, model_device
+from neuroplastic.distributed import all_reduce_sums_
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.targets import Targets
+from neuroplastic.types import Data, LossFn, Scores
+
+
+def cross_entropy(output: Tensor, labels: Tensor) -> Tensor:
+    """Batch-mean cross-entropy over the last dimension (token-level for sequence logits)."""
+    logits = logits_of(output)
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+
+
+class ImportanceEstimator(ABC):
+    """Scores every targeted parameter entry of a model on some data.
+
+    Estimators keep no reference to the model; it is passed per call.
+    """
+
+    def __init__(self, *, targets: Targets | None = None) -> None:
+        self.targets = targets or Targets()
+
+    @property
+    def cache_key(self) -> str:
+        """Identifies what is computed (estimator + its settings + targets) for caching."""
+        return f"{type(self).__name__}:{self.targets!r}"
+
+    @abstractmethod
+    def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
+        """Return one non-negative score tensor per targeted parameter."""
+
+
+class BatchGradientEstimator(ImportanceEstimator):
+    """Mean over batches of ``transform(grad of the batch objective, parameter)``.
+
+    Each batch's objective is computed in eval mode (BatchNorm uses running
+    statistics), and a short last batch counts as a full one — as in the
+    SSD reference code. Subclasses choose the objective and the transform.
+    """
+
+    def objective(self, output: Tensor, labels: Tensor, loss_fn: LossFn | None) -> Tensor:
+        return (loss_fn or cross_entropy)(output, labels)
+
+    @abstractmethod
+    def transform(self, grad: Tensor, param: Tensor) -> Tensor:
+        """Per-entry score of one batch gradient."""
+
+    def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
+        named = self.targets.named_parameters(model)
+        params = [p for _, p in named]
+        sums = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in named}
+        batches = 0
+        device = model_device(model)
+        with eval_mode(model):
+            for x, y in iter_batches(data, device=device, name="importance"):
+                loss = self.objective(model(x), y, loss_fn)
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                for (name, param), grad in zip(named, grads, strict=True):
+                    if grad is not None:
+                        sums[name].add_(self.transform(grad.float(), param.detach().float()))
+                batches += 1
+        batches = all_reduce_sums_(sums, batches)
+        if batches == 0:
+            raise NeuroplasticError("cannot estimate importance: the data is empty")
+        return {name: total.div_(batches) for name, total in sums.items()}

@@ -1,0 +1,134 @@
+"""Full-data importance computed once per (estimator, model, data) and reused.
+
+Unlearning requests on the same trained model all need the importance over
+the full training set; only the forget-set importance differs between
+requests. Entries live in memory and on disk (safetensors), keyed by a hash
+of the estimator settings, every tensor of the model's state and every
+batch of the data (so a shuffled loader, whose batches differ per pass,
+never hits: the batch-mean Fisher depends on the batching).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from neuroplastic.batches import iter_batches
+from neuroplastic.importance.base import ImportanceEstimator
+from neuroplastic.io import load_tensors, save_tensors
+from neuroplastic.types import Data, LossFn, Scores
+
+
+def _update_with_tensor(digest: hashlib._Hash, tensor: Tensor) -> None:
+    tensor = tensor.detach().cpu().contiguous()
+    digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """SHA-256 over the class name and every named tensor of ``model.state_dict()``."""
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        _update_with_tensor(digest, tensor)
+    return digest.hexdigest()
+
+
+def data_fingerprint(data: Data) -> str:
+    """SHA-256 over every batch (inputs, labels and the batch boundaries) of ``data``."""
+    digest = hashlib.sha256()
+    for x, y in iter_batches(data, device="cpu", name="fingerprinted"):
+        _update_with_tensor(digest, x)
+        _update_with_tensor(digest, y)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$NEUROPLASTIC_CACHE_DIR`` or ``~/.cache/neuroplastic``."""
+    root = os.environ.get("NEUROPLASTIC_CACHE_DIR") or Path.home() / ".cache" / "neuroplastic"
+    return Path(root)
+
+
+class ImportanceCache:
+    """Memory + disk cache of importance scores.
+
+    Args:
+        directory: where safetensors entries are kept; ``None`` keeps
+            entries in memory only.
+        max_memory_entries: least-recently-used entries beyond this are
+            dropped from memory (they stay on disk).
+    """
+
+    def __init__(self, *, directory: str | os.PathLike[str] | None = None,
+                 max_memory_entries: int = 8) -> None:
+        self.directory = Path(directory) if directory is not None else None
+        self.max_memory_entries = max_memory_entries
+        self._memory: OrderedDict[str, Scores] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, estimator: ImportanceEstimator, model: nn.Module, data: Data,
+            loss_fn: LossFn | None = None) -> str:
+        """Cache key of one (estimator, model, data, loss) combination."""
+        loss_name = "default" if loss_fn is None else getattr(loss_fn, "__qualname__", repr(loss_fn))
+        parts = [estimator.cache_key, loss_name, model_fingerprint(model), data_fingerprint(data)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
+
+    def get_or_compute(self, estimator: ImportanceEstimator, model: nn.Module, data: Data, *,
+                       loss_fn: LossFn | None = None) -> Scores:
+        """Return cached scores, computing and storing them on a miss.
+
+        The returned tensors are on the model's device; callers must not
+        modify them in place.
+        """
+        key = self.key(estimator, model, data, loss_fn)
+        scores = self._lookup(key)
+        if scores is None:
+            self.misses += 1
+            scores = estimator.estimate(model, data, loss_fn=loss_fn)
+            self._store(key, scores)
+        else:
+            self.hits += 1
+        device = next(iter(model.parameters())).device
+        return {name: value.to(device) for name, value in scores.items()}
+
+    def _lookup(self, key: str) -> Scores | None:
+        if key in self._memory:
+            self._memory.move_to_end(key)
+            return self._memory[key]
+        if self.directory is not None and (self.directory / f"{key}.safetensors").is_file():
+            scores = load_tensors(self.directory / f"{key}.safetensors")
+            self._remember(key, scores)
+            return scores
+        return None
+
+    def _store(self, key: str, scores: Scores) -> None:
+        self._remember(key, scores)
+        if self.directory is not None:
+            save_tensors(scores, self.directory / f"{key}.safetensors")
+
+    def _remember(self, key: str, scores: Scores) -> None:
+        self._memory[key] = scores
+        self._memory.move_to_end(key)
+        while len(self._memory) > self.max_memory_entries:
+            self._memory.popitem(last=False)
+
+    def clear_memory(self) -> None:
+        """Forget the in-memory entries (disk entries stay)."""
+        self._memory.clear()
+
+
+_DEFAULT: ImportanceCache | None = None
+
+
+def default_cache() -> ImportanceCache:
+    """The process-wide cache, on disk under :func:`default_cache_dir` ``/importance``."""
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = ImportanceCache(directory=default_cache_dir() / "importance")
+    return _DEFAULT

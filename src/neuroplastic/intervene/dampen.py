@@ -1,0 +1,57 @@
+"""Selective Synaptic Dampening: scale selected parameters down in place."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.select import check_aligned, check_finite
+from neuroplastic.types import Masks, Scores
+
+
+@torch.no_grad()
+def dampen_(model: nn.Module, forget: Scores, full: Scores, *, mask: Masks,
+            lam: float = 1.0) -> int:
+    """Multiply each selected parameter entry by beta = min(lam * I_D / I_f, 1).
+
+    Implements the dampening step of SSD (Foster et al., AAAI 2024). All
+    inputs are checked before any weight changes, so a bad call leaves the
+    model untouched.
+
+    Args:
+        model: modified in place.
+        forget: I_f, importance on the forget set.
+        full: I_D, importance on the full training set.
+        mask: entries to dampen (e.g. from :func:`neuroplastic.select.ratio`);
+            a selected entry must have I_f > 0.
+        lam: dampening constant lambda > 0 (published default 1).
+
+    Returns:
+        The number of parameter entries dampened.
+    """
+    if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
+        raise NeuroplasticError(f"lambda must be a finite number > 0, got {lam!r}")
+    check_aligned(forget, full)
+    check_aligned(forget, mask)
+    check_finite(forget, "forget")
+    check_finite(full, "full-data")
+    params = dict(model.named_parameters())
+    for name in mask:
+        if name not in params:
+            raise NeuroplasticError(f"model has no parameter {name!r}")
+        if params[name].shape != mask[name].shape:
+            raise NeuroplasticError(f"mask shape of {name!r} does not match the parameter")
+        if bool((mask[name] & (forget[name] <= 0)).any()):
+            raise NeuroplasticError(f"mask of {name!r} selects entries with zero forget importance")
+    dampened = 0
+    for name, selected in mask.items():
+        if not bool(selected.any()):
+            continue
+        param = params[name]
+        beta = (lam * full[name][selected] / forget[name][selected]).clamp_(max=1.0)
+        param[selected] = param[selected] * beta.to(param.dtype)
+        dampened += int(selected.sum())
+    return dampened

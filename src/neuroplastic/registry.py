@@ -1,0 +1,78 @@
+"""Registry of methods by name and kind (``forget``, ``sparse``, ...), in the style of timm."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from neuroplastic.errors import NeuroplasticError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered method."""
+
+    name: str
+    kind: str
+    cls: type
+    summary: str
+
+
+_ENTRIES: dict[tuple[str, str], Entry] = {}
+
+
+def register(name: str, *, kind: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: register ``cls`` under ``name`` for ``kind``.
+
+    The first paragraph of the class docstring becomes its one-line summary.
+    """
+
+    def decorate(cls: type[T]) -> type[T]:
+        key = (kind, name)
+        if key in _ENTRIES and _ENTRIES[key].cls is not cls:
+            raise NeuroplasticError(f"{kind} method {name!r} is already registered")
+        first_paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+        summary = " ".join(first_paragraph.split())
+        _ENTRIES[key] = Entry(name=name, kind=kind, cls=cls, summary=summary)
+        return cls
+
+    return decorate
+
+
+def _load_builtin() -> None:
+    # Importing the pillars registers their methods; done lazily so that
+    # importing the registry has no side effects.
+    import neuroplastic.forget  # noqa: F401
+
+
+def available(kind: str | None = None) -> list[Entry]:
+    """All registered methods (of one kind, if given), sorted by kind then name."""
+    _load_builtin()
+    return sorted(
+        (e for e in _ENTRIES.values() if kind is None or e.kind == kind),
+        key=lambda e: (e.kind, e.name),
+    )
+
+
+def get(name: str, *, kind: str) -> type:
+    """The class registered as ``name`` for ``kind``.
+
+    Raises:
+        NeuroplasticError: naming the registered choices if ``name`` is unknown.
+    """
+    _load_builtin()
+    try:
+        return _ENTRIES[(kind, name)].cls
+    except KeyError:
+        choices = ", ".join(e.name for e in available(kind))
+        raise NeuroplasticError(
+            f"unknown {kind} method {name!r}; registered: {choices}"
+        ) from None
+
+
+def create(name: str, *, kind: str, **kwargs: Any) -> Any:
+    """Instantiate the method registered as ``name`` with keyword hyperparameters."""
+    return get(name, kind=kind)(**kwargs)

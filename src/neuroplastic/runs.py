@@ -1,0 +1,33 @@
+"""Run folders: every CLI command writes config.json, metrics.json, report.html, weights."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from neuroplastic.errors import NeuroplasticError
+
+
+def run_dir(command: str, out: str | Path | None) -> Path:
+    """``out`` or ``runs/<command>-<YYYYmmdd-HHMMSS>``, created; an existing non-empty folder
+    is refused so earlier results are never overwritten."""
+    path = Path(out) if out is not None else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise NeuroplasticError(f"output folder {path} already exists and is not empty")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_metrics(metrics: dict[str, object]) -> None:
+    """The metrics.json contract: flat keys with str or float values; accuracies and attack
+    rates (``*_acc``, ``mia*``, ``attack_success``, ``*_fraction``) in [0, 1], and their
+    differences to retrain (``gap.*``) in [-1, 1]."""
+    for key, value in metrics.items():
+        if not isinstance(value, (str, float, int)) or isinstance(value, bool):
+            raise TypeError(f"metrics.json value of {key!r} is {type(value).__name__}")
+        leaf = key.rsplit(".", 1)[-1]
+        bounded = (leaf.endswith("_acc") or leaf.startswith("mia") or leaf == "attack_success"
+                   or leaf.endswith("_fraction"))
+        low = -1.0 if key.startswith("gap.") else 0.0
+        if bounded and isinstance(value, float) and value == value and not low <= value <= 1:
+            raise ValueError(f"metrics.json value of {key!r} is {value}, outside [{low:g}, 1]")

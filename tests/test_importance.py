@@ -1,0 +1,106 @@
+"""Importance estimators against slow, independent reference loops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from neuroplastic import NeuroplasticError, Targets
+from neuroplastic.importance import Fisher, Gradient, LossFree, Magnitude, Taylor
+from tests.conftest import tiny_batches
+
+
+def slow_batch_grads(model, batches, objective):
+    """Per batch, the gradient of objective(model(x), y) via .backward() on a fresh graph."""
+    model.eval()
+    out = []
+    for x, y in batches:
+        model.zero_grad()
+        objective(model(x), y).backward()
+        out.append({n: p.grad.detach().clone() for n, p in model.named_parameters()})
+    model.zero_grad()
+    return out
+
+
+def test_batch_sq_fisher_is_mean_over_batches_of_squared_batch_mean_gradient(tiny_model):
+    batches = tiny_batches()  # 22 samples in batches of 8: the short last batch counts fully
+    grads = slow_batch_grads(tiny_model, batches, nn.functional.cross_entropy)
+    expected = {n: sum(g[n] ** 2 for g in grads) / len(batches) for n in grads[0]}
+    got = Fisher(mode="batch_sq").estimate(tiny_model, batches)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=1e-10)
+
+
+def test_per_sample_fisher_equals_batch_size_one_loop(tiny_model):
+    batches = tiny_batches()
+    singles = [(x[i:i + 1], y[i:i + 1]) for x, y in batches for i in range(len(x))]
+    grads = slow_batch_grads(tiny_model, singles, nn.functional.cross_entropy)
+    expected = {n: sum(g[n] ** 2 for g in grads) / len(singles) for n in grads[0]}
+    got = Fisher(mode="per_sample").estimate(tiny_model, batches)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-9)
+    # and it is a different quantity from the batch-mean form
+    batch_sq = Fisher(mode="batch_sq").estimate(tiny_model, batches)
+    assert not torch.allclose(batch_sq["fc.weight"], got["fc.weight"])
+
+
+def test_loss_free_importance_is_mean_abs_gradient_of_squared_logit_norm(tiny_model):
+    batches = tiny_batches()
+    grads = slow_batch_grads(tiny_model, batches, lambda out, y: (out ** 2).sum(1).mean())
+    expected = {n: sum(g[n].abs() for g in grads) / len(batches) for n in grads[0]}
+    got = LossFree().estimate(tiny_model, batches)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-6, atol=1e-10)
+    # labels are unused: shuffling them changes nothing
+    relabelled = [(x, torch.flip(y, [0])) for x, y in batches]
+    torch.testing.assert_close(LossFree().estimate(tiny_model, relabelled)["fc.weight"],
+                               got["fc.weight"])
+
+
+def test_gradient_and_taylor_estimators(tiny_model):
+    batches = tiny_batches()
+    grads = slow_batch_grads(tiny_model, batches, nn.functional.cross_entropy)
+    params = dict(tiny_model.named_parameters())
+    gradient = Gradient().estimate(tiny_model, batches)
+    taylor = Taylor().estimate(tiny_model, batches)
+    for name in params:
+        torch.testing.assert_close(gradient[name], sum(g[name].abs() for g in grads) / len(batches))
+        expected = sum((g[name] * params[name].detach()).abs() for g in grads) / len(batches)
+        torch.testing.assert_close(taylor[name], expected)
+
+
+def test_magnitude_needs_no_data(tiny_model):
+    scores = Magnitude().estimate(tiny_model)
+    torch.testing.assert_close(scores["fc.weight"], tiny_model.fc.weight.detach().abs())
+
+
+def test_estimation_leaves_model_mode_grads_and_weights_alone(tiny_model):
+    tiny_model.train()
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    Fisher().estimate(tiny_model, tiny_batches())
+    assert tiny_model.training and tiny_model.bn.training
+    assert all(p.grad is None for p in tiny_model.parameters())
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # BN running stats untouched too
+
+
+def test_targets_select_by_pattern_and_module_type(tiny_model):
+    names = [n for n, _ in Targets(exclude=("*.bias",)).named_parameters(tiny_model)]
+    assert names == ["conv.weight", "bn.weight", "fc.weight"]
+    linear = Targets(module_types=(nn.Linear,)).named_parameters(tiny_model)
+    assert [n for n, _ in linear] == ["fc.weight", "fc.bias"]
+    scores = Fisher(targets=Targets(include=("fc.*",))).estimate(tiny_model, tiny_batches())
+    assert set(scores) == {"fc.weight", "fc.bias"}
+    with pytest.raises(NeuroplasticError, match="no parameter"):
+        Targets(include=("nothing*",)).named_parameters(tiny_model)
+
+
+def test_bad_estimator_input_is_a_clear_error(tiny_model):
+    with pytest.raises(NeuroplasticError, match="mode"):
+        Fisher(mode="diag")  # type: ignore[arg-type]
+    with pytest.raises(NeuroplasticError, match="empty"):
+        Fisher().estimate(tiny_model, [])
+    with pytest.raises(NeuroplasticError, match="inputs but"):
+        Fisher().estimate(tiny_model, [(torch.randn(4, 1, 4, 4), torch.zeros(3, dtype=torch.long))])
