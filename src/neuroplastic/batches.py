@@ -39,6 +39,8 @@ def iter_batches(data: Data, *, device: torch.device | str | None, name: str) ->
             )
         if x.shape[0] == 0:
             continue
+        if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+            raise NeuroplasticError(f"{name} inputs contain NaN or inf")
         yield x.to(device), y.to(device)
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from neuroplastic import __version__, registry
@@ -28,7 +28,7 @@ from neuroplastic.data import (
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.report import Report, grouped_bars, tradeoff
 from neuroplastic.forget.experiment import ForgetRun, run_forget, seeded_model, trained_model
-from neuroplastic.io import load_model_weights, save_model, write_json
+from neuroplastic.io import load_model_weights, save_model, to_json, write_json
 from neuroplastic.models import build, default_model, load_factory
 from neuroplastic.runs import check_metrics, run_dir
 from neuroplastic.training import TrainConfig
@@ -213,7 +213,7 @@ def forget(
                       f"cached request: {run.metrics['cached_request_seconds']:.3f}s")
     console.print(f"run folder: {folder}")
     if json_out:
-        sys.stdout.write(json.dumps(run.metrics, indent=2, sort_keys=True) + "\n")
+        sys.stdout.write(to_json(run.metrics) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except NeuroplasticError as err:
-        console.print(f"[red]error:[/red] {err}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
         return 2
     except typer.Exit as exit_:
         return exit_.exit_code

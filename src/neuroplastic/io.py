@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -39,9 +40,24 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    return value
+
+
+def to_json(payload: Any) -> str:
+    """Strict JSON (NaN and infinities, e.g. an unknown duration, become null)."""
+    return json.dumps(_finite_or_none(payload), indent=2, sort_keys=True, allow_nan=False)
+
+
 def write_json(path: str | os.PathLike[str], payload: Any) -> None:
-    """Write ``payload`` as indented JSON, atomically."""
-    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Write ``payload`` as indented strict JSON, atomically."""
+    write_text(path, to_json(payload) + "\n")
 
 
 def save_tensors(tensors: Mapping[str, Tensor], path: str | os.PathLike[str], *,

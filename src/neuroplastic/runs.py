@@ -9,12 +9,12 @@ from neuroplastic.errors import NeuroplasticError
 
 
 def run_dir(command: str, out: str | Path | None) -> Path:
-    """``out`` or ``runs/<command>-<YYYYmmdd-HHMMSS>``, created; an existing non-empty folder
-    is refused so earlier results are never overwritten."""
+    """``out`` or ``runs/<command>-<YYYYmmdd-HHMMSS>``; an existing non-empty folder is
+    refused so earlier results are never overwritten. Not created here: the command
+    writes its files (atomically) only once it has succeeded."""
     path = Path(out) if out is not None else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise NeuroplasticError(f"output folder {path} already exists and is not empty")
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import time
 from collections.abc import Callable
@@ -92,6 +93,10 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     """
     say = status or (lambda _msg: None)
     kwargs = dict(method_kwargs or {})
+    accepts = inspect.signature(registry.get(method, kind="forget")).parameters
+    if scenario.target_forget_acc is not None and "target_forget_acc" in accepts:
+        # the request itself says what a clean model scores (corrective: the labels are wrong)
+        kwargs.setdefault("target_forget_acc", scenario.target_forget_acc)
     unlearner = cold_method(method, kwargs)
     bs = config.batch_size
     forget = loader(scenario.forget, batch_size=bs)

@@ -20,7 +20,7 @@ from neuroplastic.intervene.dampen import dampen_
 from neuroplastic.registry import register
 from neuroplastic.targets import Targets
 from neuroplastic.training import train_epochs
-from neuroplastic.types import Data, Scores
+from neuroplastic.types import Data, Masks, Scores
 
 
 def reservoir_sample(data: Data, *, size: int, seed: int) -> TensorDataset:
@@ -44,7 +44,7 @@ def reservoir_sample(data: Data, *, size: int, seed: int) -> TensorDataset:
 
 @register("ssd-auto", kind="forget")
 class SSDAuto(SSD):
-    """SSD that picks alpha per request and repairs with a short retain finetune if needed.
+    """SSD that picks alpha and lambda per request and repairs with a short retain finetune if needed.
 
     Why: SSD's usable alpha window is narrow and differs per class (measured on
     digits: 12 to 30; the published 10 wrecks the model, and for some classes
@@ -55,10 +55,17 @@ class SSDAuto(SSD):
        when the forget labels never occur in the retain data (a retrained
        model cannot predict a class it never saw); else the accuracy on
        ``holdout`` data (what a model that never saw the samples reaches).
-    3. Bisection on log(alpha) finds the largest alpha (fewest dampened
-       weights) whose forget accuracy is <= target + ``forget_tol``. Each
-       candidate is a dampen of the original weights plus a forward pass
-       over the forget set and a random retain sample.
+    3. For each lambda in ``lams`` (gentlest first), bisection on log(alpha)
+       finds the largest alpha (fewest dampened weights) whose forget
+       accuracy is <= target + ``forget_tol``. Each candidate is a dampen of
+       the original weights plus a forward pass over the forget set and a
+       random retain sample. The search stops at the first lambda whose
+       candidate meets the target and keeps the retain sample within
+       ``retain_tol``; otherwise the candidate with the best retain-sample
+       accuracy among those meeting the target is kept (or, if none does,
+       the one that forgets most). A small lambda is needed where lambda = 1
+       cannot forget: with lambda = 1 an entry selected at a small alpha is
+       scaled by only I_D / I_f ~ 1 / alpha.
     4. If the chosen candidate loses more than ``retain_tol`` accuracy on the
        retain sample, the model is repaired by ``repair_epochs`` (default 1)
        of Adam on the retain data — the stated cost budget.
@@ -66,7 +73,7 @@ class SSDAuto(SSD):
     Args:
         alpha_range: (low, high) bounds of the search.
         steps: bisection steps after the two bounds.
-        lam: dampening constant lambda.
+        lams: dampening constants lambda to try, in order.
         target_forget_acc: the forget accuracy to reach (see 2.).
         forget_tol: slack on the forget target.
         retain_tol: largest tolerated drop of retain-sample accuracy before repair.
@@ -80,7 +87,7 @@ class SSDAuto(SSD):
     name = "ssd-auto"
 
     def __init__(self, *, alpha_range: tuple[float, float] = (1.0, 100.0), steps: int = 8,
-                 lam: float = 1.0, target_forget_acc: float | None = None,
+                 lams: tuple[float, ...] = (1.0, 0.1, 0.01), target_forget_acc: float | None = None,
                  forget_tol: float = 0.01, retain_tol: float = 0.01, retain_sample: int = 512,
                  repair_epochs: float = 1.0, repair_lr: float = 1e-3, seed: int = 0,
                  estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
@@ -92,7 +99,11 @@ class SSDAuto(SSD):
             raise NeuroplasticError(f"target_forget_acc must be in [0, 1], got {target_forget_acc}")
         if repair_epochs < 0 or retain_sample < 1 or steps < 0:
             raise NeuroplasticError("repair_epochs, retain_sample and steps must be non-negative")
-        super().__init__(alpha=high, lam=lam, estimator=estimator, targets=targets, cache=cache)
+        if not lams or any(not lam > 0 for lam in lams):
+            raise NeuroplasticError(f"lams must be a non-empty sequence of values > 0, got {lams}")
+        super().__init__(alpha=high, lam=lams[0], estimator=estimator, targets=targets,
+                         cache=cache)
+        self.lams = tuple(float(lam) for lam in lams)
         self.alpha_range = (float(low), float(high))
         self.steps = steps
         self.target_forget_acc = target_forget_acc
@@ -119,7 +130,7 @@ class SSDAuto(SSD):
     def _unlearn(self, model: nn.Module, forget: Data, retain: Data | None, *,
                  full: Data | None, holdout: Data | None) -> UnlearnResult:
         retain = require_retain(retain, self.name)
-        result = UnlearnResult(metrics={"lam": self.lam})
+        result = UnlearnResult()
         metrics = result.metrics
         timer = Timer(metrics)
         i_f, i_d = self.importances(model, forget, retain, full, timer)
@@ -133,23 +144,24 @@ class SSDAuto(SSD):
             metrics.update(target_forget_acc=target, target_source=source,
                            original_forget_acc=base_forget, original_retain_sample_acc=base_retain)
 
-            def evaluate(alpha: float) -> tuple[float, float]:
-                self._apply(model, original, i_f, i_d, alpha)
+            def evaluate(alpha: float, lam: float) -> tuple[float, float]:
+                mask = self._apply(model, original, i_f, i_d, alpha, lam)
                 f_acc, r_acc = accuracy(model, forget), accuracy(model, sample_batches)
-                mask = select.ratio(i_f, i_d, alpha=alpha)
-                result.trace.append({"alpha": alpha, "forget_acc": f_acc, "retain_acc": r_acc,
+                result.trace.append({"alpha": alpha, "lam": lam, "forget_acc": f_acc,
+                                     "retain_acc": r_acc,
                                      "selected_fraction": select.fraction_selected(mask)})
                 return f_acc, r_acc
 
-            alpha = self._search(evaluate, base_forget, goal)
-            if alpha is None:  # already at the target: nothing to dampen
+            choice = self._choose(evaluate, base_forget, base_retain, goal)
+            if choice is None:  # already at the target: nothing to dampen
                 self._restore(model, original)
                 f_acc, r_acc = base_forget, base_retain
             else:
-                f_acc, r_acc = evaluate(alpha)
-        metrics.update(alpha=alpha if alpha is not None else math.inf,
-                       target_reached=float(f_acc <= goal), search_forget_acc=f_acc,
-                       search_retain_sample_acc=r_acc, candidates=float(len(result.trace)))
+                metrics["alpha"], metrics["lam"] = choice
+                f_acc, r_acc = evaluate(*choice)
+        metrics.update(dampened=float(choice is not None), target_reached=float(f_acc <= goal),
+                       search_forget_acc=f_acc, search_retain_sample_acc=r_acc,
+                       candidates=float(len(result.trace)))
         needs_repair = base_retain - r_acc > self.retain_tol and self.repair_epochs > 0
         metrics["repaired"] = float(needs_repair)
         metrics["repair_seconds"] = 0.0
@@ -158,24 +170,41 @@ class SSDAuto(SSD):
                 train_epochs(model, retain, epochs=self.repair_epochs, lr=self.repair_lr)
         return result
 
-    def _search(self, evaluate, base_forget: float, goal: float) -> float | None:  # type: ignore[no-untyped-def]
-        """Largest alpha in range whose forget accuracy meets ``goal`` (bisection in log space);
-        ``None`` if the model already meets it; the low bound if nothing does."""
+    def _choose(self, evaluate, base_forget: float, base_retain: float,  # type: ignore[no-untyped-def]
+                goal: float) -> tuple[float, float] | None:
+        """(alpha, lambda) as described in the class docstring; ``None`` if the model
+        already meets the goal."""
         if base_forget <= goal:
             return None
+        found = []  # (meets goal, retain accuracy, -forget accuracy, order, alpha, lam)
+        for order, lam in enumerate(self.lams):
+            alpha, f_acc, r_acc = self._largest_feasible_alpha(evaluate, lam, goal)
+            found.append((f_acc <= goal, r_acc, -f_acc, -order, alpha, lam))
+            if f_acc <= goal and base_retain - r_acc <= self.retain_tol:
+                break
+        best = max(found)
+        return best[4], best[5]
+
+    def _largest_feasible_alpha(self, evaluate, lam: float,  # type: ignore[no-untyped-def]
+                                goal: float) -> tuple[float, float, float]:
+        """Bisection in log space for the largest alpha meeting ``goal`` at this lambda;
+        the low bound if none does. Returns (alpha, forget acc, retain-sample acc)."""
         low, high = self.alpha_range
-        if evaluate(high)[0] <= goal:
-            return high
-        if evaluate(low)[0] > goal:
-            return low
-        feasible, infeasible = low, high
+        f_acc, r_acc = evaluate(high, lam)
+        if f_acc <= goal:
+            return high, f_acc, r_acc
+        f_low, r_low = evaluate(low, lam)
+        if f_low > goal:
+            return low, f_low, r_low
+        feasible, infeasible, best = low, high, (f_low, r_low)
         for _ in range(self.steps):
             mid = math.sqrt(feasible * infeasible)
-            if evaluate(mid)[0] <= goal:
-                feasible = mid
+            f_mid, r_mid = evaluate(mid, lam)
+            if f_mid <= goal:
+                feasible, best = mid, (f_mid, r_mid)
             else:
                 infeasible = mid
-        return feasible
+        return feasible, *best
 
     @staticmethod
     @torch.no_grad()
@@ -185,6 +214,8 @@ class SSDAuto(SSD):
                 param.copy_(original[name])
 
     def _apply(self, model: nn.Module, original: dict[str, Tensor], i_f: Scores, i_d: Scores,
-               alpha: float) -> None:
+               alpha: float, lam: float) -> Masks:
         self._restore(model, original)
-        dampen_(model, i_f, i_d, mask=select.ratio(i_f, i_d, alpha=alpha), lam=self.lam)
+        mask = select.ratio(i_f, i_d, alpha=alpha)
+        dampen_(model, i_f, i_d, mask=mask, lam=lam)
+        return mask

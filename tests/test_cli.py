@@ -1,0 +1,140 @@
+"""The command line, end to end on small budgets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from neuroplastic.cli import main
+from neuroplastic.data import digits, full_class, loader
+from neuroplastic.evaluate import accuracy
+from neuroplastic.io import load_model_weights, save_model
+from neuroplastic.models import default_model
+
+QUICK = ["--epochs", "3"]
+
+
+def test_list_prints_the_registry(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("ssd", "lfssd", "ssd-auto", "neggrad+", "random-labels", "retrain", "finetune"):
+        assert name in out
+
+
+def test_forget_class_writes_a_complete_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["forget", "--forget-class", "3", *QUICK, "--compare", "ssd", "--out", str(out),
+                 "--json"])
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert printed == metrics
+    for model in ("original", "unlearned", "retrain", "ssd"):
+        for key in ("forget_acc", "retain_acc", "test_acc", "mia", "seconds"):
+            assert isinstance(metrics[f"{model}.{key}"], float), f"{model}.{key}"
+    assert metrics["method"] == "ssd-auto" and metrics["scenario"] == "class"
+    for key in ("speedup_vs_retrain", "cached_request_seconds", "gap.forget_acc"):
+        assert isinstance(metrics[key], float)
+    assert metrics["speedup_vs_retrain"] == pytest.approx(
+        metrics["retrain.seconds"] / metrics["unlearned.seconds"])
+    for key, value in metrics.items():
+        if key.endswith("_acc") or key.endswith(".mia"):
+            assert (-1 if key.startswith("gap.") else 0) <= value <= 1, key
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["forget_class"] == 3 and config["train"]["epochs"] == 3
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # per-class bars + alpha trade-off
+    # the saved weights are the unlearned model: re-evaluating them reproduces the metrics
+    data = digits()
+    model = load_model_weights(default_model((1, 8, 8), 10), out / "model.safetensors")
+    scenario = full_class(data, 3)
+    assert accuracy(model, loader(scenario.forget)) == pytest.approx(metrics["unlearned.forget_acc"])
+    assert accuracy(model, loader(scenario.test_retain)) == pytest.approx(metrics["unlearned.test_acc"])
+
+
+@pytest.mark.parametrize("scenario", ["random", "subclass", "corrective"])
+def test_other_scenarios_run(tmp_path, scenario):
+    out = tmp_path / scenario
+    assert main(["forget", "--scenario", scenario, *QUICK, "--no-retrain", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scenario"] == scenario and "retrain.forget_acc" not in metrics
+    if scenario == "corrective":
+        assert 0 <= metrics["unlearned.attack_success"] <= 1
+        assert metrics["choice.target_forget_acc"] == 0.0
+    if scenario == "subclass":
+        assert "unlearned.forget_test_acc" in metrics
+
+
+def test_bring_your_own_model_and_data(tmp_path, monkeypatch):
+    (tmp_path / "mymodels.py").write_text(
+        "from torch import nn\n"
+        "def build_model():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    x = (rng.normal(size=(120, 12)) + y[:, None]).astype("float32")
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    import mymodels
+
+    torch.manual_seed(0)
+    weights = tmp_path / "weights.safetensors"
+    save_model(mymodels.build_model(), weights)
+    out = tmp_path / "run"
+    code = main(["forget", "--data", str(tmp_path / "data.npz"), "--model-factory",
+                 "mymodels:build_model", "--model", str(weights), "--forget-class", "1",
+                 "--method", "ssd", "--alpha", "5", *QUICK, "--out", str(out)])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["choice.alpha"] == 5.0 and "original.seconds" in metrics
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--forget-class", "42"], "not among the labels"),
+    (["--forget-indices", "1,99999"], "out of range"),
+    (["--method", "ssd", "--alpha", "-1", "--forget-class", "1"], "alpha"),
+    (["--alpha", "20", "--forget-class", "1"], "chooses alpha itself"),
+    (["--method", "magic", "--forget-class", "1"], "unknown forget method"),
+    (["--scenario", "weird"], "unknown scenario"),
+    (["--data", "nowhere.npz", "--forget-class", "1"], "not found"),
+])
+def test_bad_input_exits_nonzero_with_one_line(tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    assert main(["forget", *args, *QUICK, "--out", str(out)]) == 2
+    assert message in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_corrupt_checkpoint_and_wrong_data_file(tmp_path, capsys):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00garbage")
+    assert main(["forget", "--model", str(bad), "--forget-class", "1", *QUICK]) == 2
+    assert "cannot read safetensors" in one_line_error(capsys)
+    assert main(["forget", "--model", str(tmp_path / "none.safetensors"), "--forget-class", "1"]) == 2
+    assert "checkpoint not found" in one_line_error(capsys)
+    wrong = tmp_path / "wrong.safetensors"
+    save_model(torch.nn.Linear(3, 3), wrong)
+    assert main(["forget", "--model", str(wrong), "--forget-class", "1"]) == 2
+    assert "does not fit the model" in one_line_error(capsys)
+    csv = tmp_path / "d.csv"
+    csv.write_text("a,b,label\n1,2,x\n")
+    assert main(["forget", "--data", str(csv), "--forget-class", "1"]) == 2
+    assert "non-numeric" in one_line_error(capsys)
+
+
+def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("precious")
+    assert main(["forget", "--forget-class", "1", "--out", str(tmp_path)]) == 2
+    assert "already exists" in one_line_error(capsys)
+    assert (tmp_path / "keep.txt").read_text() == "precious"
