@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/neuroplastic forget --forget-class 8
+	$(BIN)/neuroplastic forget --forget-class 8 --compare ssd
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -83,3 +83,25 @@ def test_bad_settings_are_refused():
         SSDAuto(alpha_range=(5.0, 1.0))
     with pytest.raises(NeuroplasticError):
         SSDAuto(target_forget_acc=1.5)
+
+
+def test_repair_never_revives_what_was_forgotten(trained_mlp, class3, digits_data):
+    """Retain data that still holds the forgotten behaviour (like unidentified poisoned
+    samples): an unguarded finetune would relearn it; the guarded repair keeps the goal."""
+    scenario = class3["scenario"]
+    leaky = torch.utils.data.ConcatDataset([scenario.retain] + [scenario.forget] * 5)
+    leaky_retain = loader(leaky, batch_size=64, shuffle=True)
+    model = copy.deepcopy(trained_mlp)
+    auto = SSDAuto(alpha_range=(0.05, 0.1), target_forget_acc=0.0, cache=ImportanceCache())
+    result = auto.unlearn(model, class3["forget"], leaky_retain, full=class3["full"])
+    assert result.metrics["repaired"] == 1.0 and result.metrics["repair_stopped"] == 1.0
+    assert accuracy(model, class3["forget"]) <= auto.forget_tol
+    # the same budget of plain retraining on this retain data does revive the class
+    unguarded = copy.deepcopy(trained_mlp)
+    SSDAuto(alpha_range=(0.05, 0.1), target_forget_acc=0.0, repair_epochs=0,
+            cache=ImportanceCache()).unlearn(unguarded, class3["forget"], leaky_retain,
+                                             full=class3["full"])
+    from neuroplastic.training import train_epochs
+
+    train_epochs(unguarded, leaky_retain, epochs=1, lr=1e-3)
+    assert accuracy(unguarded, class3["forget"]) > 0.5

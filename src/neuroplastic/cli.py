@@ -115,9 +115,11 @@ def write_report(path: Path, run: ForgetRun, columns: list[str], class_names: li
     curves: dict[str, list[tuple[float, float, float]]] = {}
     if run.sweep:
         curves["pure dampening (test split, report only)"] = run.sweep
-    if run.trace:
-        curves[f"{metrics['method']} search (retain sample)"] = [
-            (t["alpha"], t["forget_acc"], t["retain_acc"]) for t in run.trace]
+    for lam in sorted({t["lam"] for t in run.trace}, reverse=True):
+        # retain-sample accuracy is only measured for candidates that could be chosen
+        curves[f"{metrics['method']} search, lambda={lam:g} (retain sample)"] = [
+            (t["alpha"], t["forget_acc"], t.get("retain_acc", float("nan")))
+            for t in run.trace if t["lam"] == lam]
     if curves:
         report.figure("Forget vs retain trade-off across alpha",
                       tradeoff(curves, xlabel="forget accuracy", ylabel="retained accuracy"))

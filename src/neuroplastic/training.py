@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -33,9 +34,11 @@ class TrainConfig:
 
 def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
                  weight_decay: float = 0.0, loss_fn: LossFn | None = None,
-                 description: str | None = None) -> int:
+                 description: str | None = None,
+                 should_stop: Callable[[int], bool] | None = None) -> int:
     """Train ``model`` in place with Adam for ``epochs`` passes over ``data`` (fractional
-    epochs stop mid-pass). Shows a progress bar when ``description`` is given.
+    epochs stop mid-pass). Shows a progress bar when ``description`` is given;
+    ``should_stop(steps)`` is asked after every step and ends training early if true.
 
     Returns:
         The number of optimizer steps taken.
@@ -61,6 +64,9 @@ def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
                 optimizer.step()
                 steps += 1
                 progress.advance(task)
+                if should_stop is not None and should_stop(steps):
+                    model.eval()
+                    return steps
     model.eval()
     return steps
 

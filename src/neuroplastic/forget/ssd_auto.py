@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from neuroplastic import select
-from neuroplastic.batches import iter_batches, labels_of
+from neuroplastic.batches import iter_batches, labels_of, model_device
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.forget.base import Timer, UnlearnResult, require_retain
 from neuroplastic.forget.ssd import SSD
 from neuroplastic.importance.base import ImportanceEstimator
 from neuroplastic.importance.cache import ImportanceCache
+from neuroplastic.intervene.atomic import restore_, snapshot
 from neuroplastic.intervene.dampen import dampen_
 from neuroplastic.registry import register
 from neuroplastic.targets import Targets
@@ -23,23 +25,20 @@ from neuroplastic.training import train_epochs
 from neuroplastic.types import Data, Masks, Scores
 
 
-def reservoir_sample(data: Data, *, size: int, seed: int) -> TensorDataset:
-    """A uniform random sample of ``size`` rows of ``data`` in one pass (reservoir sampling)."""
+def random_sample(data: Data, *, size: int, seed: int) -> TensorDataset:
+    """A uniform random sample (without replacement) of ``size`` rows of ``data`` in one pass:
+    every row draws a random key and the ``size`` smallest keys are kept."""
     gen = torch.Generator().manual_seed(seed)
-    xs: list[Tensor] = []
-    ys: list[Tensor] = []
-    seen = 0
+    kept: tuple[Tensor, Tensor, Tensor] | None = None
     for x, y in iter_batches(data, device="cpu", name="retain"):
-        for i in range(x.shape[0]):
-            if len(xs) < size:
-                xs.append(x[i])
-                ys.append(y[i])
-            else:
-                j = int(torch.randint(0, seen + 1, (1,), generator=gen))
-                if j < size:
-                    xs[j], ys[j] = x[i], y[i]
-            seen += 1
-    return TensorDataset(torch.stack(xs), torch.stack(ys))
+        keys = torch.rand(x.shape[0], generator=gen)
+        if kept is not None:
+            keys, x, y = torch.cat([kept[0], keys]), torch.cat([kept[1], x]), torch.cat([kept[2], y])
+        order = keys.argsort()[:size]
+        kept = (keys[order], x[order], y[order])
+    if kept is None:
+        raise NeuroplasticError("the retain set is empty")
+    return TensorDataset(kept[1], kept[2])
 
 
 @register("ssd-auto", kind="forget")
@@ -67,8 +66,13 @@ class SSDAuto(SSD):
        cannot forget: with lambda = 1 an entry selected at a small alpha is
        scaled by only I_D / I_f ~ 1 / alpha.
     4. If the chosen candidate loses more than ``retain_tol`` accuracy on the
-       retain sample, the model is repaired by ``repair_epochs`` (default 1)
-       of Adam on the retain data — the stated cost budget.
+       retain sample, the model is repaired by at most ``repair_epochs``
+       (default 1) of Adam on the retain data — the stated cost budget. The
+       repair is guarded: every ``repair_check_every`` steps the forget
+       accuracy is checked, and if training on the retain data revived the
+       forgotten behaviour (as it does when unidentified poisoned samples sit
+       in the retain set), the last state that met the goal is kept and the
+       repair stops.
 
     Args:
         alpha_range: (low, high) bounds of the search.
@@ -80,6 +84,7 @@ class SSDAuto(SSD):
         retain_sample: size of the random retain sample used to score candidates.
         repair_epochs: repair budget in passes over the retain data (0 disables repair).
         repair_lr: Adam learning rate of the repair.
+        repair_check_every: optimizer steps between the repair's forget-set checks.
         seed: seeds the retain sample.
         estimator, targets, cache: as in :class:`SSD`.
     """
@@ -89,7 +94,8 @@ class SSDAuto(SSD):
     def __init__(self, *, alpha_range: tuple[float, float] = (1.0, 100.0), steps: int = 8,
                  lams: tuple[float, ...] = (1.0, 0.1, 0.01), target_forget_acc: float | None = None,
                  forget_tol: float = 0.01, retain_tol: float = 0.01, retain_sample: int = 512,
-                 repair_epochs: float = 1.0, repair_lr: float = 1e-3, seed: int = 0,
+                 repair_epochs: float = 1.0, repair_lr: float = 1e-3,
+                 repair_check_every: int = 5, seed: int = 0,
                  estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
                  cache: ImportanceCache | None = None) -> None:
         low, high = alpha_range
@@ -110,6 +116,7 @@ class SSDAuto(SSD):
         self.forget_tol, self.retain_tol = forget_tol, retain_tol
         self.retain_sample = retain_sample
         self.repair_epochs, self.repair_lr = repair_epochs, repair_lr
+        self.repair_check_every = max(1, repair_check_every)
         self.seed = seed
 
     def resolve_target(self, model: nn.Module, forget: Data, retain: Data,
@@ -135,8 +142,10 @@ class SSDAuto(SSD):
         timer = Timer(metrics)
         i_f, i_d = self.importances(model, forget, retain, full, timer)
         with timer.phase("search"):
+            # the forget set is small by nature: keep it in memory for the repeated evaluations
+            forget = list(iter_batches(forget, device=model_device(model), name="forget"))
             target, source = self.resolve_target(model, forget, retain, holdout)
-            sample = reservoir_sample(retain, size=self.retain_sample, seed=self.seed)
+            sample = random_sample(retain, size=self.retain_sample, seed=self.seed)
             sample_batches = [(sample.tensors[0], sample.tensors[1])]
             original = {n: p.detach().clone() for n, p in model.named_parameters() if n in i_f}
             base_forget, base_retain = accuracy(model, forget), accuracy(model, sample_batches)
@@ -144,21 +153,30 @@ class SSDAuto(SSD):
             metrics.update(target_forget_acc=target, target_source=source,
                            original_forget_acc=base_forget, original_retain_sample_acc=base_retain)
 
-            def evaluate(alpha: float, lam: float) -> tuple[float, float]:
+            def forget_acc(alpha: float, lam: float) -> float:
                 mask = self._apply(model, original, i_f, i_d, alpha, lam)
-                f_acc, r_acc = accuracy(model, forget), accuracy(model, sample_batches)
-                result.trace.append({"alpha": alpha, "lam": lam, "forget_acc": f_acc,
-                                     "retain_acc": r_acc,
+                acc = accuracy(model, forget)
+                result.trace.append({"alpha": alpha, "lam": lam, "forget_acc": acc,
                                      "selected_fraction": select.fraction_selected(mask)})
-                return f_acc, r_acc
+                return acc
 
-            choice = self._choose(evaluate, base_forget, base_retain, goal)
+            def retain_acc(alpha: float, lam: float) -> float:
+                """Retain-sample accuracy (evaluated only for candidates that may be chosen)."""
+                self._apply(model, original, i_f, i_d, alpha, lam)
+                acc = accuracy(model, sample_batches)
+                for record in result.trace:
+                    if (record["alpha"], record["lam"]) == (alpha, lam):
+                        record["retain_acc"] = acc
+                return acc
+
+            choice = self._choose(forget_acc, retain_acc, base_forget, base_retain, goal)
             if choice is None:  # already at the target: nothing to dampen
                 self._restore(model, original)
                 f_acc, r_acc = base_forget, base_retain
             else:
                 metrics["alpha"], metrics["lam"] = choice
-                f_acc, r_acc = evaluate(*choice)
+                self._apply(model, original, i_f, i_d, *choice)
+                f_acc, r_acc = accuracy(model, forget), accuracy(model, sample_batches)
         metrics.update(dampened=float(choice is not None), target_reached=float(f_acc <= goal),
                        search_forget_acc=f_acc, search_retain_sample_acc=r_acc,
                        candidates=float(len(result.trace)))
@@ -167,44 +185,74 @@ class SSDAuto(SSD):
         metrics["repair_seconds"] = 0.0
         if needs_repair:
             with timer.phase("repair"):
-                train_epochs(model, retain, epochs=self.repair_epochs, lr=self.repair_lr)
+                metrics.update(self._guarded_repair(model, forget, retain, goal))
         return result
 
-    def _choose(self, evaluate, base_forget: float, base_retain: float,  # type: ignore[no-untyped-def]
-                goal: float) -> tuple[float, float] | None:
+    def _guarded_repair(self, model: nn.Module, forget: Data, retain: Data,
+                        goal: float) -> dict[str, float]:
+        """Finetune on ``retain``, keeping only states whose forget accuracy meets ``goal``."""
+        good = snapshot(model)  # parameters and buffers (BatchNorm statistics move too)
+        reverted = False
+
+        def check(step: int) -> bool:
+            nonlocal reverted
+            if step % self.repair_check_every:
+                return False
+            if accuracy(model, forget) > goal:
+                reverted = True
+                return True
+            for key, tensor in model.state_dict().items():
+                good[key].copy_(tensor)
+            return False
+
+        steps = train_epochs(model, retain, epochs=self.repair_epochs, lr=self.repair_lr,
+                             should_stop=check)
+        if reverted or accuracy(model, forget) > goal:
+            reverted = True
+            restore_(model, good)
+        return {"repair_steps": float(steps), "repair_stopped": float(reverted)}
+
+    def _choose(self, forget_acc: Callable[[float, float], float],
+                retain_acc: Callable[[float, float], float], base_forget: float,
+                base_retain: float, goal: float) -> tuple[float, float] | None:
         """(alpha, lambda) as described in the class docstring; ``None`` if the model
         already meets the goal."""
         if base_forget <= goal:
             return None
-        found = []  # (meets goal, retain accuracy, -forget accuracy, order, alpha, lam)
+        met, missed = [], []  # (retain acc, -order, alpha, lam) / (forget acc, alpha, lam)
         for order, lam in enumerate(self.lams):
-            alpha, f_acc, r_acc = self._largest_feasible_alpha(evaluate, lam, goal)
-            found.append((f_acc <= goal, r_acc, -f_acc, -order, alpha, lam))
-            if f_acc <= goal and base_retain - r_acc <= self.retain_tol:
+            alpha, f_acc = self._largest_feasible_alpha(forget_acc, lam, goal)
+            if f_acc > goal:
+                missed.append((f_acc, alpha, lam))
+                continue
+            r_acc = retain_acc(alpha, lam)
+            met.append((r_acc, -order, alpha, lam))
+            if base_retain - r_acc <= self.retain_tol:
                 break
-        best = max(found)
-        return best[4], best[5]
+        if met:
+            return max(met)[2:]
+        return min(missed)[1:]
 
-    def _largest_feasible_alpha(self, evaluate, lam: float,  # type: ignore[no-untyped-def]
-                                goal: float) -> tuple[float, float, float]:
+    def _largest_feasible_alpha(self, forget_acc: Callable[[float, float], float], lam: float,
+                                goal: float) -> tuple[float, float]:
         """Bisection in log space for the largest alpha meeting ``goal`` at this lambda;
-        the low bound if none does. Returns (alpha, forget acc, retain-sample acc)."""
+        the low bound if none does. Returns (alpha, its forget accuracy)."""
         low, high = self.alpha_range
-        f_acc, r_acc = evaluate(high, lam)
-        if f_acc <= goal:
-            return high, f_acc, r_acc
-        f_low, r_low = evaluate(low, lam)
+        f_high = forget_acc(high, lam)
+        if f_high <= goal:
+            return high, f_high
+        f_low = forget_acc(low, lam)
         if f_low > goal:
-            return low, f_low, r_low
-        feasible, infeasible, best = low, high, (f_low, r_low)
+            return low, f_low
+        feasible, infeasible, f_best = low, high, f_low
         for _ in range(self.steps):
             mid = math.sqrt(feasible * infeasible)
-            f_mid, r_mid = evaluate(mid, lam)
+            f_mid = forget_acc(mid, lam)
             if f_mid <= goal:
-                feasible, best = mid, (f_mid, r_mid)
+                feasible, f_best = mid, f_mid
             else:
                 infeasible = mid
-        return feasible, *best
+        return feasible, f_best
 
     @staticmethod
     @torch.no_grad()

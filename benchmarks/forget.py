@@ -1,0 +1,191 @@
+"""Forgetting benchmark on the default data: every scenario x every method, against retraining.
+
+Writes benchmarks/results/forget.json and the README table between the
+``forget-benchmark`` markers. Run: ``.venv/bin/python benchmarks/forget.py``
+(about 5 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from neuroplastic.data import (
+    COARSE_NAMES,
+    coarse_label,
+    corrective,
+    digits,
+    full_class,
+    loader,
+    random_samples,
+    sub_class,
+)
+from neuroplastic.forget.experiment import run_forget, trained_model
+from neuroplastic.io import write_json, write_text
+from neuroplastic.models import default_model
+from neuroplastic.training import TrainConfig, train_epochs
+
+ROOT = Path(__file__).resolve().parent
+METHODS = ("ssd", "lfssd", "ssd-auto", "finetune", "neggrad+", "random-labels")
+KEYS = ("forget_acc", "retain_acc", "test_acc", "mia", "seconds")
+
+
+def epoch_seconds(data, factory, config: TrainConfig) -> float:
+    """Steady-state seconds of one training epoch over the full training set (mean of 3,
+    after one warm-up epoch)."""
+    model = factory()
+    batches = loader(data.train, batch_size=config.batch_size, shuffle=True, seed=config.seed)
+    train_epochs(model, batches, epochs=1, lr=config.lr)
+    start = time.perf_counter()
+    train_epochs(model, batches, epochs=3, lr=config.lr)
+    return (time.perf_counter() - start) / 3
+
+
+def per_method(metrics: dict, epoch: float) -> dict[str, dict[str, float]]:
+    """Regroup one run's flat metrics by method (ssd-auto is the run's main method)."""
+    out = {}
+    for name in (*METHODS, "retrain"):
+        prefix = "unlearned" if name == "ssd-auto" else name
+        row = {k: metrics.get(f"{prefix}.{k}", math.nan) for k in (*KEYS, "attack_success")}
+        if name == "ssd-auto":
+            row["cached_request_seconds"] = metrics["cached_request_seconds"]
+            row["repair_seconds"] = metrics.get("unlearned.repair_seconds", 0.0)
+            row["repaired"] = metrics.get("choice.repaired", 0.0)
+        elif f"{name}.cached_request_seconds" in metrics:
+            row["cached_request_seconds"] = metrics[f"{name}.cached_request_seconds"]
+        row["epochs"] = row["seconds"] / epoch
+        row["time_vs_retrain"] = row["seconds"] / metrics["retrain.seconds"]
+        out[name] = row
+    return out
+
+
+def run_scenario(scenario, config, factory, epoch):
+    model, _ = trained_model(scenario.data, factory, config)
+    run = run_forget(scenario, model, method="ssd-auto", config=config, factory=factory,
+                     retrain=True, sweep=False, compare=tuple(m for m in METHODS if m != "ssd-auto"))
+    return per_method(run.metrics, epoch)
+
+
+def summarise_classes(per_class: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean and worst-case figures over the ten class-forgetting requests."""
+    summary = {}
+    for name in (*METHODS, "retrain"):
+        rows = [c[name] for c in per_class]
+        forget_gap = [c[name]["forget_acc"] - c["retrain"]["forget_acc"] for c in per_class]
+        test_gap = [c["retrain"]["test_acc"] - c[name]["test_acc"] for c in per_class]
+        summary[name] = {f"mean_{k}": statistics.fmean(r[k] for r in rows)
+                         for k in (*KEYS, "epochs", "time_vs_retrain")}
+        summary[name]["worst_forget_gap"] = max(forget_gap)
+        summary[name]["worst_test_drop"] = max(test_gap)
+        if "cached_request_seconds" in rows[0]:
+            summary[name]["mean_cached_request_seconds"] = statistics.fmean(
+                r["cached_request_seconds"] for r in rows)
+            summary[name]["cache_speedup"] = statistics.fmean(
+                r["seconds"] / r["cached_request_seconds"] for r in rows)
+    return summary
+
+
+def markdown(results: dict) -> str:
+    """The README tables."""
+    s = results["class_summary"]
+    lines = [
+        f"Default data (digits, {results['train_size']} training images), reference CNN, "
+        f"one training epoch = {results['epoch_seconds']:.3f} s, retrain = "
+        f"{results['config']['epochs']} epochs. Class forgetting: mean over the 10 classes, "
+        "worst = largest gap to retrain over the classes.",
+        "",
+        "| method | forget acc | retained test acc | MIA | worst forget gap | worst test drop "
+        "| seconds | epochs of cost | time / retrain | cached request (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("retrain", "ssd-auto", "ssd", "lfssd", "finetune", "neggrad+", "random-labels"):
+        r = s[name]
+        cached = r.get("mean_cached_request_seconds", math.nan)
+        lines.append(
+            f"| {name} | {r['mean_forget_acc']:.3f} | {r['mean_test_acc']:.3f} | {r['mean_mia']:.3f} | "
+            f"{r['worst_forget_gap']:+.3f} | {r['worst_test_drop']:+.3f} | {r['mean_seconds']:.2f} | "
+            f"{r['mean_epochs']:.2f} | {r['mean_time_vs_retrain']:.3f} | "
+            + ("—" if math.isnan(cached) else f"{cached:.3f}") + " |")
+    lines += ["", "Per class, forget acc / retained test acc (retrain | ssd-auto | ssd alpha=10):", "",
+              "| class | retrain | ssd-auto | ssd |", "|---|---|---|---|"]
+    for c, row in enumerate(results["classes"]):
+        cells = [f"{row[m]['forget_acc']:.3f} / {row[m]['test_acc']:.3f}"
+                 for m in ("retrain", "ssd-auto", "ssd")]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    lines += ["", "Other scenarios (forget acc / retained test acc / MIA; corrective adds the "
+              "attack success rate on triggered test images):", "",
+              "| scenario | " + " | ".join(("retrain", "ssd-auto", "ssd", "lfssd", "finetune",
+                                             "neggrad+", "random-labels")) + " |",
+              "|---|" + "---|" * 7]
+    for scen in ("random", "subclass", "corrective"):
+        row = results[scen]
+        cells = []
+        for m in ("retrain", "ssd-auto", "ssd", "lfssd", "finetune", "neggrad+", "random-labels"):
+            text = f"{row[m]['forget_acc']:.2f} / {row[m]['test_acc']:.2f} / {row[m]['mia']:.2f}"
+            if scen == "corrective":
+                text += f" / ASR {row[m]['attack_success']:.2f}"
+            cells.append(text)
+        lines.append(f"| {results['descriptions'][scen]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    readme = ROOT.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(r"(<!-- forget-benchmark:start -->\n).*?(<!-- forget-benchmark:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit("README.md has no forget-benchmark markers")
+    write_text(readme, pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    config = TrainConfig()
+    data = digits()
+
+    def factory():
+        return default_model(data.input_shape, data.num_classes)
+
+    epoch = epoch_seconds(data, factory, config)
+    results: dict = {"config": config.to_dict(), "epoch_seconds": epoch,
+                     "train_size": len(data.train), "torch": torch.__version__,
+                     "machine": platform.platform(), "threads": torch.get_num_threads(),
+                     "classes": [], "descriptions": {}}
+    for cls in args.classes:
+        print(f"class {cls}", flush=True)
+        results["classes"].append(run_scenario(full_class(data, cls), config, factory, epoch))
+    results["class_summary"] = summarise_classes(results["classes"])
+    others = {
+        "random": random_samples(data, fraction=0.1, seed=0),
+        "subclass": sub_class(data, 8, coarse_of={d: coarse_label(d) for d in range(10)},
+                              coarse_names=COARSE_NAMES),
+        "corrective": corrective(data, target=0, poison_fraction=0.1, identified_fraction=0.5),
+    }
+    for name, scenario in others.items():
+        print(name, flush=True)
+        shape, classes = scenario.data.input_shape, scenario.data.num_classes
+        results[name] = run_scenario(scenario, config,
+                                     lambda s=shape, c=classes: default_model(s, c), epoch)
+        results["descriptions"][name] = scenario.description
+    (ROOT / "results").mkdir(exist_ok=True)
+    write_json(ROOT / "results" / "forget.json", results)
+    table = markdown(results)
+    write_text(ROOT / "results" / "forget.md", table + "\n")
+    print(table)
+    if not args.no_readme and len(args.classes) == 10:
+        update_readme(table)
+
+
+if __name__ == "__main__":
+    main()
