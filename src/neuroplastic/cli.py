@@ -195,8 +195,8 @@ def forget(
         net = load_model_weights(seeded_model(factory, seed, device), model)
         train_seconds = float("nan")
     else:
-        with console.status("training the base model (cached after the first run)"):
-            net, train_seconds = trained_model(request.data, factory, config, device=device)
+        net, train_seconds = trained_model(request.data, factory, config, device=device,
+                                           description="training the base model (cached)")
     with console.status("") as status:
         run = run_forget(request, net, method=method, method_kwargs=method_kwargs, config=config,
                          factory=factory, retrain=retrain, original_seconds=train_seconds,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from rich.console import Console
 from rich.progress import Progress
 from torch import nn
 
@@ -52,7 +53,9 @@ def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
     device = model_device(model)
     steps = 0
     model.train()
-    with Progress(disable=description is None, transient=True) as progress:
+    progress_bar = Progress(console=Console(stderr=True), disable=description is None,
+                            transient=True)
+    with progress_bar as progress:
         task = progress.add_task(description or "", total=budget)
         full_epochs = int(epochs) + (0 if float(epochs).is_integer() else 1)
         for _ in range(full_epochs):
