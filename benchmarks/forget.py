@@ -59,6 +59,8 @@ def per_method(metrics: dict, epoch: float) -> dict[str, dict[str, float]]:
             row["cached_request_seconds"] = metrics["cached_request_seconds"]
             row["repair_seconds"] = metrics.get("unlearned.repair_seconds", 0.0)
             row["repaired"] = metrics.get("choice.repaired", 0.0)
+            row["alpha"] = metrics.get("choice.alpha", math.nan)
+            row["lam"] = metrics.get("choice.lam", math.nan)
         elif f"{name}.cached_request_seconds" in metrics:
             row["cached_request_seconds"] = metrics[f"{name}.cached_request_seconds"]
         row["epochs"] = row["seconds"] / epoch
@@ -115,11 +117,16 @@ def markdown(results: dict) -> str:
             f"{r['worst_forget_gap']:+.3f} | {r['worst_test_drop']:+.3f} | {r['mean_seconds']:.2f} | "
             f"{r['mean_epochs']:.2f} | {r['mean_time_vs_retrain']:.3f} | "
             + ("— | — |" if math.isnan(cached) else f"{cached:.3f} | {speedup:.1f}x |"))
-    lines += ["", "Per class, forget acc / retained test acc (retrain | ssd-auto | ssd alpha=10):", "",
-              "| class | retrain | ssd-auto | ssd |", "|---|---|---|---|"]
+    lines += ["", "Per class, forget acc / retained test acc (retrain | ssd-auto | ssd alpha=10), "
+              "and what ssd-auto chose:", "",
+              "| class | retrain | ssd-auto | ssd | ssd-auto alpha, lambda, repaired |",
+              "|---|---|---|---|---|"]
     for c, row in enumerate(results["classes"]):
         cells = [f"{row[m]['forget_acc']:.3f} / {row[m]['test_acc']:.3f}"
                  for m in ("retrain", "ssd-auto", "ssd")]
+        auto = row["ssd-auto"]
+        cells.append(f"{auto.get('alpha', math.nan):.1f}, {auto.get('lam', math.nan):g}, "
+                     + ("yes" if auto.get("repaired") else "no"))
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += ["", "Other scenarios (forget acc / retained test acc / MIA; corrective adds the "
               "attack success rate on triggered test images):", "",

@@ -16,9 +16,11 @@ def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 @torch.no_grad()
 def restore_(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
-    """Copy ``saved`` back into the model's own tensors (keeps their identity)."""
+    """Copy ``saved`` (all or some of the state-dict entries) back into the model's own
+    tensors, keeping their identity."""
     for key, tensor in model.state_dict(keep_vars=True).items():
-        tensor.copy_(saved[key])
+        if key in saved:
+            tensor.copy_(saved[key])
 
 
 @contextmanager
