@@ -82,3 +82,14 @@ def test_ssd_second_request_only_estimates_the_forget_set(tiny_model):
     second = ssd.unlearn(copy.deepcopy(tiny_model), forget_b, retain, full=full)
     assert estimator.calls == 3  # full + forget_a, then only forget_b
     assert first.metrics["cache_hit"] == 0.0 and second.metrics["cache_hit"] == 1.0
+
+
+def test_tensor_fast_path_fingerprint_equals_iterating_the_loader():
+    from neuroplastic.batches import ConcatData
+
+    dataset = torch.utils.data.TensorDataset(torch.randn(21, 1, 4, 4), torch.arange(21) % 3)
+    for drop_last in (False, True):
+        fast = torch.utils.data.DataLoader(dataset, batch_size=8, drop_last=drop_last)
+        batches = list(fast)  # a list takes the slow, iterating path
+        assert data_fingerprint(fast) == data_fingerprint(batches)
+        assert data_fingerprint(ConcatData(fast, fast)) == data_fingerprint(batches + batches)

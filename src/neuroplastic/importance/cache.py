@@ -13,15 +13,18 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
+from torch.utils.data._utils.collate import default_collate
 
-from neuroplastic.batches import iter_batches
+from neuroplastic.batches import ConcatData, iter_batches
 from neuroplastic.importance.base import ImportanceEstimator
 from neuroplastic.io import load_tensors, save_tensors
-from neuroplastic.types import Data, LossFn, Scores
+from neuroplastic.types import Batch, Data, LossFn, Scores
 
 
 def _update_with_tensor(digest: hashlib._Hash, tensor: Tensor) -> None:
@@ -39,10 +42,30 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def _tensor_batches(data: Data) -> Iterator[Batch]:
+    """The batches of ``data``, read straight from the tensors for an unshuffled
+    ``DataLoader`` over a ``TensorDataset`` (the same batches, without per-sample
+    collation), else by iterating it."""
+    if isinstance(data, ConcatData):
+        for part in data.parts:
+            yield from _tensor_batches(part)
+        return
+    if (isinstance(data, DataLoader) and isinstance(data.dataset, TensorDataset)
+            and type(data.sampler) is SequentialSampler and data.batch_size is not None
+            and data.collate_fn is default_collate and len(data.dataset.tensors) == 2):
+        x, y = data.dataset.tensors
+        step = data.batch_size
+        stop = len(x) - len(x) % step if data.drop_last else len(x)
+        for start in range(0, stop, step):
+            yield x[start:start + step], y[start:start + step]
+        return
+    yield from iter_batches(data, device="cpu", name="fingerprinted")
+
+
 def data_fingerprint(data: Data) -> str:
     """SHA-256 over every batch (inputs, labels and the batch boundaries) of ``data``."""
     digest = hashlib.sha256()
-    for x, y in iter_batches(data, device="cpu", name="fingerprinted"):
+    for x, y in _tensor_batches(data):
         _update_with_tensor(digest, x)
         _update_with_tensor(digest, y)
     return digest.hexdigest()
