@@ -27,9 +27,9 @@ from neuroplastic.data import (
 )
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.report import Report, grouped_bars, tradeoff
-from neuroplastic.forget.experiment import ForgetRun, run_forget, seeded_model, trained_model
+from neuroplastic.forget.experiment import ForgetRun, run_forget, trained_model
 from neuroplastic.io import load_model_weights, save_model, to_json, write_json
-from neuroplastic.models import build, default_model, load_factory
+from neuroplastic.models import build, default_model, load_factory, seeded_model
 from neuroplastic.runs import check_metrics, run_dir
 from neuroplastic.training import TrainConfig
 

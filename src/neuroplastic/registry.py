@@ -45,7 +45,8 @@ def register(name: str, *, kind: str) -> Callable[[type[T]], type[T]]:
 def _load_builtin() -> None:
     # Importing the pillars registers their methods; done lazily so that
     # importing the registry has no side effects.
-    import neuroplastic.forget  # noqa: F401
+    import neuroplastic.forget
+    import neuroplastic.sparse  # noqa: F401
 
 
 def available(kind: str | None = None) -> list[Entry]:

@@ -8,6 +8,7 @@ from neuroplastic.data.loaders import (
     load_npz,
     load_torchvision,
 )
+from neuroplastic.data.mnist1d import mnist1d
 from neuroplastic.data.scenarios import (
     SCENARIOS,
     ForgetScenario,
@@ -38,6 +39,7 @@ __all__ = [
     "load_npz",
     "load_torchvision",
     "loader",
+    "mnist1d",
     "random_samples",
     "split_dataset",
     "sub_class",

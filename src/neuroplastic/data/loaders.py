@@ -14,6 +14,7 @@ import numpy as np
 from torch.utils.data import TensorDataset
 
 from neuroplastic.data.digits import digits
+from neuroplastic.data.mnist1d import mnist1d
 from neuroplastic.data.splits import DataSplit, as_dataset, split_dataset
 from neuroplastic.errors import NeuroplasticError
 
@@ -160,10 +161,12 @@ def load_torchvision(name: str, root: str | Path, *, seed: int = 0) -> DataSplit
 
 
 def load_data(spec: str, *, seed: int = 0) -> DataSplit:
-    """Load data named by ``spec``: ``digits`` (default), a ``.npz`` or ``.csv`` file, an
-    image folder, or ``torchvision:<Name>:<root>``."""
+    """Load data named by ``spec``: ``digits`` (default), ``mnist1d`` (generated), a ``.npz``
+    or ``.csv`` file, an image folder, or ``torchvision:<Name>:<root>``."""
     if spec == "digits":
         return digits(seed=seed)
+    if spec == "mnist1d":
+        return mnist1d()
     if spec.startswith("torchvision:"):
         parts = spec.split(":", 2)
         if len(parts) != 3:

@@ -29,16 +29,8 @@ from neuroplastic.forget.ssd import SSD
 from neuroplastic.importance.cache import ImportanceCache, data_fingerprint, default_cache_dir
 from neuroplastic.intervene.dampen import dampen_
 from neuroplastic.io import load_model_weights, read_metadata, save_model
+from neuroplastic.models.factory import ModelFactory, seeded_model
 from neuroplastic.training import TrainConfig, fit
-
-ModelFactory = Callable[[], nn.Module]
-
-
-def seeded_model(factory: ModelFactory, seed: int, device: str | torch.device) -> nn.Module:
-    """``factory()`` under ``torch.manual_seed(seed)`` (global RNG state restored after)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return factory().to(device)
 
 
 def trained_model(data: DataSplit, factory: ModelFactory, config: TrainConfig, *,

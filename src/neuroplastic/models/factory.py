@@ -5,9 +5,19 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from neuroplastic.errors import NeuroplasticError
+
+ModelFactory = Callable[[], nn.Module]
+
+
+def seeded_model(factory: ModelFactory, seed: int, device: str | torch.device) -> nn.Module:
+    """``factory()`` under ``torch.manual_seed(seed)`` (global RNG state restored after)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory().to(device)
 
 
 def load_factory(spec: str) -> Callable[[], nn.Module]:

@@ -1,0 +1,23 @@
+"""The sparse pillar: train or compress to a target sparsity, pruning and regrowing."""
+
+from neuroplastic.sparse.base import Sparsifier
+from neuroplastic.sparse.density import erk_counts, uniform_counts
+from neuroplastic.sparse.gmp import GMP
+from neuroplastic.sparse.granet import GraNet
+from neuroplastic.sparse.masks import SparseMasks
+from neuroplastic.sparse.oneshot import SNIP, MagnitudePruning
+from neuroplastic.sparse.rigl import RigL
+from neuroplastic.sparse.set_ import SET
+
+__all__ = [
+    "GMP",
+    "SET",
+    "SNIP",
+    "GraNet",
+    "MagnitudePruning",
+    "RigL",
+    "SparseMasks",
+    "Sparsifier",
+    "erk_counts",
+    "uniform_counts",
+]

@@ -1,0 +1,220 @@
+"""The sparse verb: a ``Sparsifier`` plugs into any training loop (``step()`` after
+``optimizer.step()``) and owns the model's weight masks."""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.sparse.density import erk_counts, uniform_counts
+from neuroplastic.sparse.masks import SparseMasks, density
+from neuroplastic.targets import Targets
+from neuroplastic.types import Masks
+
+#: Default targets: the weights of every linear and convolution layer, classifier included.
+PRUNABLE = Targets(include=("*weight",), module_types=(nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+
+
+def check_sparsity(sparsity: float) -> float:
+    if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+        raise NeuroplasticError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    return float(sparsity)
+
+
+def prunable_weights(model: nn.Module, targets: Targets | None) -> dict[str, nn.Parameter]:
+    """The weights a sparsifier masks; a one-line error if there are none."""
+    try:
+        return dict((targets or PRUNABLE).named_parameters(model))
+    except NeuroplasticError:
+        raise NeuroplasticError(
+            f"{type(model).__name__} has no prunable layers (linear or convolution weights)"
+        ) from None
+
+
+def keep_top(scores: Tensor, k: int) -> Tensor:
+    """Bool mask of the ``k`` largest entries of ``scores`` (same shape)."""
+    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
+    k = max(0, min(k, scores.numel()))
+    if k:
+        mask[torch.topk(scores.reshape(-1), k, sorted=False).indices] = True
+    return mask.reshape(scores.shape)
+
+
+def random_masks(weights: dict[str, Tensor], counts: dict[str, int],
+                 generator: torch.Generator) -> Masks:
+    """Uniformly random masks with the given number of active entries per tensor."""
+    return {name: keep_top(torch.rand(w.shape, generator=generator).to(w.device), counts[name])
+            for name, w in weights.items()}
+
+
+def magnitude_masks(weights: dict[str, Tensor], *, active: int | None = None,
+                    counts: dict[str, int] | None = None) -> Masks:
+    """Keep the largest |w|: ``active`` entries globally, or ``counts[name]`` per tensor."""
+    if counts is not None:
+        return {n: keep_top(w.detach().abs(), counts[n]) for n, w in weights.items()}
+    flat = torch.cat([w.detach().abs().reshape(-1) for w in weights.values()])
+    keep = keep_top(flat, int(active or 0))
+    out, start = {}, 0
+    for name, w in weights.items():
+        out[name] = keep[start:start + w.numel()].reshape(w.shape)
+        start += w.numel()
+    return out
+
+
+def drop_and_grow(weight: Tensor, mask: Tensor, grow_scores: Tensor, n: int) -> Tensor:
+    """Drop the ``n`` smallest-magnitude active entries, then activate the ``n`` inactive
+    entries (just-dropped ones included) with the highest ``grow_scores``."""
+    n = min(n, int(mask.sum()))
+    if n <= 0:
+        return mask
+    magnitude = torch.where(mask, weight.detach().abs(), torch.full_like(weight, math.inf))
+    drop = torch.topk(magnitude.reshape(-1), n, largest=False, sorted=False).indices
+    kept = mask.clone().reshape(-1)
+    kept[drop] = False
+    scores = torch.where(kept, torch.full_like(grow_scores, -math.inf).reshape(-1),
+                         grow_scores.reshape(-1).float())
+    grow = torch.topk(scores, n, sorted=False).indices
+    kept[grow] = True
+    return kept.reshape(mask.shape)
+
+
+@dataclass
+class SparsityLog:
+    """What happened to the masks: per step, overall density and which steps were updates."""
+
+    steps: list[int] = field(default_factory=list)
+    densities: list[float] = field(default_factory=list)
+    update_steps: list[int] = field(default_factory=list)
+    layer_counts: list[dict[str, int]] = field(default_factory=list)
+
+
+class Sparsifier:
+    """Base class: masks the prunable weights of ``model`` and updates them on ``step()``.
+
+    Call ``step()`` once after every ``optimizer.step()``; create the optimizer
+    after the sparsifier (the masked weights are re-registered as
+    parametrizations, keeping the same Parameter objects).
+
+    Args:
+        model: any ``nn.Module``; modified in place.
+        sparsity: final fraction of zero weights among the targeted ones, in [0, 1).
+        total_steps: optimizer steps in the whole training run.
+        distribution: ``"erk"`` or ``"uniform"`` layer densities (where the method uses them).
+        dense_layers: parameter names kept dense (e.g. the first layer).
+        update_frequency: optimizer steps between mask updates.
+        targets: which weights to mask (default: every linear / conv weight).
+        seed: seeds random initial masks and random regrowth.
+    """
+
+    name = "sparsifier"
+    uses_dense_gradient = False
+
+    def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
+                 distribution: str = "erk", dense_layers: tuple[str, ...] = (),
+                 update_frequency: int = 100, targets: Targets | None = None,
+                 seed: int = 0) -> None:
+        self.sparsity = check_sparsity(sparsity)
+        if total_steps < 1:
+            raise NeuroplasticError(f"total_steps must be >= 1, got {total_steps}")
+        if update_frequency < 1:
+            raise NeuroplasticError(f"update_frequency must be >= 1, got {update_frequency}")
+        if distribution not in ("erk", "uniform"):
+            raise NeuroplasticError(f"distribution must be 'erk' or 'uniform', got {distribution!r}")
+        self.total_steps = total_steps
+        self.distribution = distribution
+        self.dense_layers = tuple(dense_layers)
+        self.update_frequency = update_frequency
+        self.generator = torch.Generator().manual_seed(seed)
+        self.step_count = 0
+        self.log = SparsityLog()
+        weights = prunable_weights(model, targets)
+        self.shapes = {n: tuple(w.shape) for n, w in weights.items()}
+        initial = self.initial_masks(weights)
+        self.masks = SparseMasks()
+        self.masks.prepare(model, initial)
+        self._record()
+        self.masks.capture_dense_grads(self.uses_dense_gradient and self.is_update_step(1))
+
+    # -- pieces methods use -------------------------------------------------------------
+    def layer_counts(self, density_: float) -> dict[str, int]:
+        """Active weights per layer for overall ``density_`` under this distribution."""
+        fn = erk_counts if self.distribution == "erk" else uniform_counts
+        return fn(self.shapes, density=density_, dense=self.dense_layers)
+
+    def weights(self) -> dict[str, Tensor]:
+        """Current trainable tensors behind the masks (inactive entries are zero)."""
+        return {n: self.masks.original(n) for n in self.masks.names}
+
+    def is_update_step(self, step: int) -> bool:
+        return step % self.update_frequency == 0 and step <= self.update_end()
+
+    def update_end(self) -> int:
+        """Last step at which masks may change (default: the end of training)."""
+        return self.total_steps
+
+    @abstractmethod
+    def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
+        """Masks at step 0."""
+
+    def update(self, step: int) -> None:
+        """Change the masks at an update step (default: never)."""
+
+    # -- the training-loop interface -------------------------------------------------------
+    def step(self) -> None:
+        """Advance one optimizer step; update masks when it is time."""
+        self.step_count += 1
+        if self.is_update_step(self.step_count):
+            self.update(self.step_count)
+            self.log.update_steps.append(self.step_count)
+            self._record()
+        self.masks.capture_dense_grads(
+            self.uses_dense_gradient and self.is_update_step(self.step_count + 1))
+
+    def _record(self) -> None:
+        masks = self.masks.masks
+        self.log.steps.append(self.step_count)
+        self.log.densities.append(density(masks))
+        self.log.layer_counts.append({n: int(m.sum()) for n, m in masks.items()})
+
+    @property
+    def current_sparsity(self) -> float:
+        return 1.0 - density(self.masks.masks)
+
+    def export(self) -> nn.Module:
+        """Bake the masks in and return the plain model (the sparsifier is then done)."""
+        return self.masks.squash()
+
+    # -- checkpointing -----------------------------------------------------------------
+    def state_dict(self) -> dict[str, Tensor]:
+        """Masks, step counter and random state as tensors (safetensors-friendly)."""
+        state = {f"mask.{n}": m for n, m in self.masks.state_dict().items()}
+        state["step"] = torch.tensor([self.step_count], dtype=torch.int64)
+        state["rng"] = self.generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        masks = {k.removeprefix("mask."): v for k, v in state.items() if k.startswith("mask.")}
+        self.masks.load_state_dict(masks)
+        self.step_count = int(state["step"][0])
+        self.generator.set_state(state["rng"])
+        self.masks.capture_dense_grads(
+            self.uses_dense_gradient and self.is_update_step(self.step_count + 1))
+        self.log = SparsityLog()
+        self._record()
+
+
+def dense_grads(sparsifier: Sparsifier) -> dict[str, Tensor]:
+    """The dense gradients captured for this update, with a clear error if missing."""
+    grads = sparsifier.masks.dense_grads()
+    missing = [n for n, g in grads.items() if g is None]
+    if missing:
+        raise NeuroplasticError(
+            f"{sparsifier.name} needs the dense gradient of {missing[0]!r} at step "
+            f"{sparsifier.step_count}: call step() right after backward() and optimizer.step()"
+        )
+    return grads  # type: ignore[return-value]

@@ -1,0 +1,148 @@
+"""Export a sparse model so that it is faster, not only full of zeros.
+
+* :func:`to_csr` replaces sparse ``nn.Linear`` layers by :class:`CSRLinear`,
+  a compressed-sparse-row matmul (a masked dense layer gives no speed-up).
+* :func:`remove_dead_units` deletes neurons / channels whose weights are all
+  zero, rewriting the shapes of the layer that produces them and of the
+  layer that consumes them (found by tracing the model with ``torch.fx``).
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+import warnings
+
+import torch
+from torch import Tensor, fx, nn
+
+from neuroplastic.errors import NeuroplasticError
+
+#: Modules between two layers that map 0 to 0 channel by channel, so a dead unit stays dead.
+ZERO_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Hardtanh,
+                   nn.Dropout, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
+                   nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class CSRLinear(nn.Module):
+    """A linear layer whose weight is stored and multiplied as a CSR sparse matrix."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": we test what we use
+            warnings.simplefilter("ignore", UserWarning)
+            self.register_buffer("weight", linear.weight.detach().to_sparse_csr())
+        bias = linear.bias.detach().clone() if linear.bias is not None else None
+        self.register_buffer("bias", bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.in_features)
+        out = torch.mm(self.weight, flat.t()).t()
+        if self.bias is not None:
+            out = out + self.bias
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def density_of(weight: Tensor) -> float:
+    return float((weight != 0).float().mean())
+
+
+@torch.no_grad()
+def to_csr(model: nn.Module, *, max_density: float = 0.2) -> nn.Module:
+    """A copy of ``model`` with every ``nn.Linear`` of density <= ``max_density`` as
+    :class:`CSRLinear` (inference only: CSR weights are not trained)."""
+    model = copy.deepcopy(model)
+    for module in list(model.modules()):
+        for child_name, child in list(module.named_children()):
+            if type(child) is nn.Linear and density_of(child.weight) <= max_density:
+                setattr(module, child_name, CSRLinear(child))
+    return model
+
+
+def _chains(graph_module: fx.GraphModule) -> list[tuple[str, str, bool]]:
+    """(producer, consumer, through_flatten) pairs of layers connected only through
+    zero-preserving modules, where the producer's output has no other user."""
+    modules = dict(graph_module.named_modules())
+    pairs = []
+    for node in graph_module.graph.nodes:
+        if node.op != "call_module" or not isinstance(modules[node.target], LAYERS):
+            continue
+        current, flattened = node, False
+        while len(current.users) == 1:
+            (user,) = current.users
+            if user.op == "call_module" and isinstance(modules[user.target], LAYERS):
+                pairs.append((node.target, user.target, flattened))
+                break
+            if user.op == "call_module" and isinstance(modules[user.target], ZERO_PRESERVING):
+                current = user
+            elif (user.op == "call_module" and isinstance(modules[user.target], nn.Flatten)) or (
+                    user.op == "call_function" and user.target in (torch.flatten,)) or (
+                    user.op == "call_method" and user.target in ("flatten", "view", "reshape")):
+                flattened = True
+                current = user
+            elif user.op == "call_function" and user.target in (torch.relu, operator.getitem):
+                current = user
+            else:
+                break
+    return pairs
+
+
+@torch.no_grad()
+def remove_dead_units(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
+    """A copy of ``model`` without dead units, and how many were removed per layer.
+
+    A unit (output neuron or channel) of a layer is dead if its incoming
+    weights and bias are all zero — it outputs 0, which the zero-preserving
+    modules in between keep at 0 — or if the consuming layer gives it zero
+    weight everywhere. It is removed from both layers. Layers the tracer
+    cannot follow are left as they are.
+    """
+    try:
+        traced = fx.symbolic_trace(copy.deepcopy(model))
+    except Exception as err:  # fx raises many kinds of errors on untraceable code
+        raise NeuroplasticError(f"cannot trace {type(model).__name__} to find dead units: "
+                                f"{str(err).splitlines()[0]}") from None
+    modules = dict(traced.named_modules())
+    removed: dict[str, int] = {}
+    for producer_name, consumer_name, flattened in _chains(traced):
+        producer, consumer = modules[producer_name], modules[consumer_name]
+        units = producer.weight.shape[0]
+        consumer_in = consumer.weight.shape[1]
+        if consumer_in % units:
+            continue
+        block = consumer_in // units if flattened else 1
+        if not flattened and block != 1:
+            continue
+        incoming = producer.weight.reshape(units, -1).abs().sum(1)
+        if producer.bias is not None:
+            incoming = incoming + producer.bias.abs()
+        outgoing = consumer.weight.transpose(0, 1).reshape(units, block, -1).abs().sum((1, 2))
+        keep = ((incoming > 0) & (outgoing > 0)).nonzero().flatten()
+        if len(keep) == units or len(keep) == 0:
+            continue
+        _keep_outputs(producer, keep)
+        columns = (keep[:, None] * block + torch.arange(block)).flatten()
+        _keep_inputs(consumer, columns)
+        removed[producer_name] = units - len(keep)
+    traced.recompile()
+    return traced, removed
+
+
+def _keep_outputs(layer: nn.Module, keep: Tensor) -> None:
+    layer.weight = nn.Parameter(layer.weight[keep].clone())
+    if layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias[keep].clone())
+    if isinstance(layer, nn.Linear):
+        layer.out_features = len(keep)
+    else:
+        layer.out_channels = len(keep)
+
+
+def _keep_inputs(layer: nn.Module, columns: Tensor) -> None:
+    layer.weight = nn.Parameter(layer.weight[:, columns].clone())
+    if isinstance(layer, nn.Linear):
+        layer.in_features = len(columns)
+    else:
+        layer.in_channels = len(columns)

@@ -1,0 +1,87 @@
+"""GraNet: gradual pruning plus zero-cost neuroregeneration (Liu et al., NeurIPS 2021)."""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.registry import register
+from neuroplastic.sparse.base import (
+    Sparsifier,
+    dense_grads,
+    drop_and_grow,
+    magnitude_masks,
+    random_masks,
+)
+from neuroplastic.sparse.schedule import cosine_decay, cubic_sparsity
+from neuroplastic.types import Masks
+
+
+@register("granet", kind="sparse")
+class GraNet(Sparsifier):
+    """GraNet (Liu et al., NeurIPS 2021, arXiv 2106.10404): gradual global magnitude pruning
+    with per-layer gradient regrowth.
+
+    Starts from a random ERK network at ``initial_density``; at every update
+    step inside the pruning window the network is pruned to the cubic
+    schedule's density with ONE global magnitude threshold; then, at every
+    update step (also after the window), each layer drops ceil(r * active)
+    smallest-magnitude weights and regrows as many inactive ones with the
+    largest |dense gradient|, new weights at zero. r decays with a cosine
+    from ``death_rate`` to ``final_death_rate``. Unlike the reference code,
+    the final density is reached exactly at the end of the window.
+
+    Args:
+        initial_density: density of the random ERK start (>= the final density).
+        prune_window: (start, end) of gradual pruning as fractions of training.
+        death_rate, final_death_rate: the cosine-decayed regrowth fraction r.
+        See :class:`~neuroplastic.sparse.base.Sparsifier` for the rest.
+    """
+
+    name = "granet"
+    uses_dense_gradient = True
+
+    def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
+                 initial_density: float = 0.5, prune_window: tuple[float, float] = (0.0, 0.7),
+                 death_rate: float = 0.5, final_death_rate: float = 0.005,
+                 **kwargs: object) -> None:
+        if not 1 - sparsity <= initial_density <= 1:
+            initial_density = max(initial_density, 1 - sparsity)
+        start, end = prune_window
+        if not 0 <= start < end <= 1:
+            raise NeuroplasticError(f"prune_window must satisfy 0 <= start < end <= 1, got {prune_window}")
+        self.initial_density = initial_density
+        self.prune_start = int(start * total_steps)
+        self.prune_end = max(self.prune_start + 1, int(end * total_steps))
+        self.death_rate, self.final_death_rate = death_rate, final_death_rate
+        super().__init__(model, sparsity=sparsity, total_steps=total_steps, **kwargs)  # type: ignore[arg-type]
+
+    def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
+        return random_masks(weights, self.layer_counts(self.initial_density), self.generator)
+
+    def is_update_step(self, step: int) -> bool:
+        # the last pruning step is always an update, so the final density is reached
+        return super().is_update_step(step) or step == self.prune_end
+
+    def target_density(self, step: int) -> float:
+        return 1 - cubic_sparsity(step, initial=1 - self.initial_density, final=self.sparsity,
+                                  start=self.prune_start, end=self.prune_end)
+
+    def update(self, step: int) -> None:
+        weights = self.weights()
+        masks = dict(self.masks.masks)
+        if self.prune_start < step <= self.prune_end:
+            total = sum(m.numel() for m in masks.values())
+            keep = round(self.target_density(step) * total)
+            active = {n: w.detach() * masks[n] for n, w in weights.items()}
+            pruned = magnitude_masks(active, active=keep)
+            masks = {n: masks[n] & pruned[n] for n in masks}
+        rate = cosine_decay(step, initial=self.death_rate, final=self.final_death_rate,
+                            total=self.total_steps)
+        grads = dense_grads(self)
+        new = {n: drop_and_grow(weights[n], masks[n], grads[n].abs(),
+                                math.ceil(rate * int(masks[n].sum())))
+               for n in masks}
+        self.masks.update(new)

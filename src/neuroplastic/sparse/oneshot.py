@@ -1,0 +1,67 @@
+"""One-shot pruning: SNIP at initialisation, magnitude pruning of a trained model."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.importance.simple import Taylor
+from neuroplastic.registry import register
+from neuroplastic.sparse.base import PRUNABLE, Sparsifier, magnitude_masks
+from neuroplastic.types import Data, Masks
+
+
+class OneShot(Sparsifier):
+    """Masks fixed at construction; ``step()`` keeps them (e.g. while fine-tuning)."""
+
+    def is_update_step(self, step: int) -> bool:
+        return False
+
+
+@register("snip", kind="sparse")
+class SNIP(OneShot):
+    """SNIP (Lee et al., ICLR 2019): at initialisation, keep the global top-k connections by
+    saliency |g * w| on one batch of ``data``; the masks never change afterwards."""
+
+    name = "snip"
+
+    def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int = 1,
+                 data: Data | None = None, **kwargs: object) -> None:
+        if data is None:
+            raise NeuroplasticError("snip needs a batch of training data (data=...)")
+        first = next(iter(data), None)
+        if first is None:
+            raise NeuroplasticError("snip needs a non-empty batch of training data")
+        self._batch = [first]
+        self._model = model
+        super().__init__(model, sparsity=sparsity, total_steps=total_steps, **kwargs)  # type: ignore[arg-type]
+        del self._model, self._batch
+
+    def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
+        scores = Taylor(targets=PRUNABLE).estimate(self._model, self._batch)
+        scores = {n: scores[n] for n in weights}
+        total = sum(w.numel() for w in weights.values())
+        return magnitude_masks(scores, active=round((1 - self.sparsity) * total))
+
+
+@register("magnitude", kind="sparse")
+class MagnitudePruning(OneShot):
+    """One-shot magnitude pruning of a trained model: keep the largest |w|, with one global
+    threshold (``scope="global"``) or the same sparsity in every layer (``scope="layer"``);
+    fine-tune afterwards with the masks fixed."""
+
+    name = "magnitude"
+
+    def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int = 1,
+                 scope: str = "global", **kwargs: object) -> None:
+        if scope not in ("global", "layer"):
+            raise NeuroplasticError(f"scope must be 'global' or 'layer', got {scope!r}")
+        self.scope = scope
+        kwargs.setdefault("distribution", "uniform")
+        super().__init__(model, sparsity=sparsity, total_steps=total_steps, **kwargs)  # type: ignore[arg-type]
+
+    def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
+        if self.scope == "global":
+            total = sum(w.numel() for w in weights.values())
+            return magnitude_masks(weights, active=round((1 - self.sparsity) * total))
+        return magnitude_masks(weights, counts=self.layer_counts(1 - self.sparsity))
