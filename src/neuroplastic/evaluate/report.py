@@ -66,15 +66,18 @@ class Report:
         write_text(path, self.html())
 
 
-def grouped_bars(series: dict[str, list[float]], labels: list[str], *, ylabel: str) -> Figure:
+def grouped_bars(series: dict[str, list[float]], labels: list[str], *, ylabel: str,
+                 ylim: tuple[float, float] | None = (0, 1.05)) -> Figure:
     """One group of bars per label, one bar per series (e.g. per-class accuracy per model)."""
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / max(len(series), 1)
     for i, (name, values) in enumerate(series.items()):
         ax.bar([j + i * width for j in range(len(values))], values, width, label=name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels,
+                  rotation=30 if max(map(len, labels), default=0) > 3 else 0, ha="right")
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 1.05)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
@@ -94,4 +97,19 @@ def tradeoff(points: dict[str, list[tuple[float, float, float]]], *, xlabel: str
         ax.set_ylabel(what)
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
+    return fig
+
+
+def line_plot(curves: dict[str, tuple[list[float], list[float]]], *, xlabel: str, ylabel: str,
+              step: bool = False) -> Figure:
+    """One line per named (x, y) curve; ``step`` draws a staircase (values hold until changed)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, (xs, ys) in curves.items():
+        if step:
+            ax.step(xs, ys, where="post", label=name)
+        else:
+            ax.plot(xs, ys, marker=".", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
     return fig

@@ -154,8 +154,9 @@ class Sparsifier:
         return step % self.update_frequency == 0 and step <= self.update_end()
 
     def update_end(self) -> int:
-        """Last step at which masks may change (default: the end of training)."""
-        return self.total_steps
+        """Last step at which masks may change (default: one step before the end, so that
+        weights regrown at zero are trained at least once before the masks are baked in)."""
+        return max(1, self.total_steps - 1)
 
     @abstractmethod
     def initial_masks(self, weights: dict[str, Tensor]) -> Masks:

@@ -70,7 +70,10 @@ def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
     names = list(sparsifier.shapes) if sparsifier else []
     metrics: dict[str, Any] = {"method": recipe.method, "target_sparsity": recipe.sparsity,
                                "finished": float(result.finished),
-                               "step_seconds": result.step_seconds}
+                               "step_seconds": result.step_seconds,
+                               "mean_step_seconds": result.mean_step_seconds}
+    if sparsifier is not None and sparsifier.log.update_steps:
+        metrics["update_step_seconds"] = result.update_step_seconds
     run = SparseRun(metrics=metrics, model=model, history=result.history)
     if sparsifier is not None:
         positions = output_positions(model, names, sample)
@@ -94,7 +97,9 @@ def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
                            initial=copy.deepcopy(initial) if initial is not None else None)
         metrics["dense_test_acc"] = dense.metrics["test_acc"]
         metrics["dense_step_seconds"] = dense.metrics["step_seconds"]
+        # a masked step without a mask update, and the average over all steps (updates included)
         metrics["step_overhead"] = result.step_seconds / dense.metrics["step_seconds"]
+        metrics["mean_step_overhead"] = result.mean_step_seconds / dense.metrics["step_seconds"]
         run.dense_history = dense.history
     if sparsifier is not None:
         export, run.latencies = export_metrics(run.model, data)

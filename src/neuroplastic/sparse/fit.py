@@ -52,7 +52,9 @@ class SparseFitResult:
     model: nn.Module
     sparsifier: Sparsifier | None
     history: list[dict[str, float]]
-    step_seconds: float
+    step_seconds: float  # mean of the steps without a mask update
+    update_step_seconds: float  # mean of the steps with a mask update
+    mean_step_seconds: float  # over all steps
     total_steps: int
     finished: bool
 
@@ -99,7 +101,7 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
         _check_resumable(path, recipe, signature)  # type: ignore[arg-type]
     train = loader(data.train, batch_size=recipe.batch_size, shuffle=True, seed=recipe.seed)
     val = loader(data.val, batch_size=256)
-    total_steps = recipe.epochs * len(train)
+    total_steps = max(1, recipe.epochs * len(train))
     sparsifier: Sparsifier | None = None
     if recipe.method != "dense":
         kwargs = dict(recipe.method_kwargs)
@@ -122,9 +124,11 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
         torch.set_rng_state(groups["rng"]["torch"])
         train.generator.set_state(groups["rng"]["loader"])  # type: ignore[union-attr]
         start_epoch, history = info["epoch"], info["history"]
-    step_time, steps_timed = 0.0, 0
+    step_time, steps_timed, update_time, updates_timed = 0.0, 0, 0.0, 0
     device = next(model.parameters()).device
-    bar = Progress(console=Console(stderr=True), disable=not progress, transient=True)
+    # refreshed by hand once per epoch: a refresh thread would compete with the timed steps
+    bar = Progress(console=Console(stderr=True), disable=not progress, transient=True,
+                   auto_refresh=False)
     with bar:
         task = bar.add_task(f"{recipe.method} {recipe.sparsity:.0%}",
                             total=total_steps, completed=start_epoch * len(train))
@@ -138,9 +142,14 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
                 optimizer.step()
                 if sparsifier is not None:
                     sparsifier.step()
-                step_time += time.perf_counter() - start
-                steps_timed += 1
+                elapsed = time.perf_counter() - start
+                if sparsifier is not None and sparsifier.log.update_steps[-1:] == [
+                        sparsifier.step_count]:
+                    update_time, updates_timed = update_time + elapsed, updates_timed + 1
+                else:
+                    step_time, steps_timed = step_time + elapsed, steps_timed + 1
                 bar.advance(task)
+            bar.refresh()
             row = {"epoch": float(epoch + 1), "val_acc": accuracy(model, val),
                    "sparsity": sparsifier.current_sparsity if sparsifier else 0.0}
             history.append(row)
@@ -158,5 +167,8 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
     model.eval()
     finished = len(history) == recipe.epochs
     return SparseFitResult(model=model, sparsifier=sparsifier, history=history,
-                           step_seconds=step_time / max(steps_timed, 1), total_steps=total_steps,
-                           finished=finished)
+                           step_seconds=step_time / max(steps_timed, 1),
+                           update_step_seconds=update_time / max(updates_timed, 1),
+                           mean_step_seconds=(step_time + update_time)
+                           / max(steps_timed + updates_timed, 1),
+                           total_steps=total_steps, finished=finished)

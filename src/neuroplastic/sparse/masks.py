@@ -19,11 +19,13 @@ class MaskParametrization(nn.Module):
     """``weight = original * mask``; can hand out the dense gradient of ``weight``.
 
     The mask is a buffer, so it moves with the model and is saved in its state dict.
+    It holds 0/1 in the weight's dtype: multiplying by a bool tensor converts it
+    on every forward, several times slower (measured 7x on CPU).
     """
 
-    def __init__(self, mask: Tensor) -> None:
+    def __init__(self, mask: Tensor, dtype: torch.dtype) -> None:
         super().__init__()
-        self.register_buffer("mask", mask.to(torch.bool))
+        self.register_buffer("mask", mask.to(dtype))
         self.capture_grad = False
         self.dense_grad: Tensor | None = None
 
@@ -78,7 +80,7 @@ class SparseMasks:
             with torch.no_grad():
                 weight.mul_(mask.to(weight.device, weight.dtype))
             parametrize.register_parametrization(
-                module, attr, MaskParametrization(mask.to(weight.device)))
+                module, attr, MaskParametrization(mask.to(weight.device), weight.dtype))
         self.model = model
         self.names = list(masks)
 
@@ -100,8 +102,9 @@ class SparseMasks:
 
     @property
     def masks(self) -> Masks:
-        """The live mask buffers, by parameter name (do not modify; use ``update``)."""
-        return {name: self._param(name).mask for name in self.names}
+        """The current masks as bool tensors, by parameter name (copies; change them with
+        ``update``)."""
+        return {name: self._param(name).mask.bool() for name in self.names}
 
     @torch.no_grad()
     def update(self, masks: Masks) -> None:
@@ -115,11 +118,11 @@ class SparseMasks:
         for name, new in masks.items():
             param = self._param(name)
             new = new.to(param.mask.device, torch.bool)
-            grown = new & ~param.mask
+            grown = new & ~param.mask.bool()
             original = self.original(name)
             original[grown] = 0.0
             param.mask.copy_(new)
-            original.mul_(new)
+            original.mul_(param.mask)
 
     def capture_dense_grads(self, enabled: bool) -> None:
         """Keep the dense gradient of every masked weight at the next backward passes."""

@@ -1,17 +1,15 @@
-"""Command line: ``neuroplastic list``, ``neuroplastic forget``."""
+"""``neuroplastic forget``: forget a class, samples, a sub-class or poisoned data."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
-from neuroplastic import __version__, registry
+from neuroplastic import registry
+from neuroplastic.cli.common import console, options_of, resolve_factory, write_run
 from neuroplastic.data import (
     COARSE_NAMES,
     SCENARIOS,
@@ -28,25 +26,12 @@ from neuroplastic.data import (
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.report import Report, grouped_bars, tradeoff
 from neuroplastic.forget.experiment import ForgetRun, run_forget, trained_model
-from neuroplastic.io import load_model_weights, save_model, to_json, write_json
-from neuroplastic.models import build, default_model, load_factory, seeded_model
-from neuroplastic.runs import check_metrics, run_dir
+from neuroplastic.io import load_model_weights
+from neuroplastic.models import seeded_model
+from neuroplastic.runs import run_dir
 from neuroplastic.training import TrainConfig
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                  help="Plasticity operations on trained networks: forget, sparsify, consolidate.")
 forget_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-app.add_typer(forget_app, name="forget", help="Remove data or skills from a trained model.")
-console = Console(stderr=True)
-
-
-@app.command("list")
-def list_methods(kind: str | None = typer.Option(None, help="Only this kind (e.g. forget).")) -> None:
-    """Print every registered method, one line each."""
-    table = Table("kind", "name", "summary", box=None)
-    for entry in registry.available(kind):
-        table.add_row(entry.kind, entry.name, entry.summary)
-    Console().print(table)
 
 
 def parse_indices(text: str) -> list[int]:
@@ -101,7 +86,7 @@ def metrics_table(metrics: dict[str, Any], columns: list[str]) -> Table:
     return table
 
 
-def write_report(path: Path, run: ForgetRun, columns: list[str], class_names: list[str]) -> None:
+def forget_report(run: ForgetRun, columns: list[str], class_names: list[str]) -> Report:
     """report.html of a forgetting run."""
     metrics = run.metrics
     report = Report(f"neuroplastic forget: {metrics['description']} ({metrics['method']})")
@@ -129,7 +114,7 @@ def write_report(path: Path, run: ForgetRun, columns: list[str], class_names: li
     report.text("Retrain = fresh initialisation trained with the same recipe on the retain set. "
                 "MIA = fraction of forget samples an attacker calls members (lower is better; "
                 "retrain is the target).")
-    report.write(path)
+    return report
 
 
 @forget_app.callback(invoke_without_command=True)
@@ -164,7 +149,7 @@ def forget(
     """Forget a class, samples, a sub-class or poisoned data; compare with retraining."""
     if ctx.invoked_subcommand is not None:
         return
-    options = {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
+    options = options_of(ctx.params)
     method_kwargs: dict[str, Any] = {}
     if alpha is not None:
         if method == "ssd-auto":
@@ -180,16 +165,7 @@ def forget(
                              forget_indices=forget_indices, fraction=fraction,
                              target_class=target_class, poison_fraction=poison_fraction,
                              identified=identified, seed=seed)
-    if model_factory is not None:
-        user_factory = load_factory(model_factory)
-
-        def factory():  # type: ignore[no-untyped-def]
-            return build(user_factory)
-    else:
-        shape, classes = request.data.input_shape, request.data.num_classes
-
-        def factory():  # type: ignore[no-untyped-def]
-            return default_model(shape, classes)
+    factory = resolve_factory(model_factory, request.data)
     folder = run_dir("forget", out)
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
@@ -202,43 +178,11 @@ def forget(
                          factory=factory, retrain=retrain, original_seconds=train_seconds,
                          compare=tuple(compare), status=lambda msg: status.update(msg))
     columns = ["original", "unlearned", *(["retrain"] if retrain else []), *compare]
-    check_metrics(run.metrics)
-    save_model(run.unlearned, folder / "model.safetensors")
-    write_json(folder / "config.json", {"command": "forget", "version": __version__,
-                                        "options": options, "train": config.to_dict(),
-                                        "method_kwargs": method_kwargs})
-    write_json(folder / "metrics.json", run.metrics)
-    write_report(folder / "report.html", run, columns, request.data.class_names)
     console.print(metrics_table(run.metrics, columns))
     if "speedup_vs_retrain" in run.metrics:
         console.print(f"speed-up vs retrain: {run.metrics['speedup_vs_retrain']:.1f}x; "
                       f"cached request: {run.metrics['cached_request_seconds']:.3f}s")
-    console.print(f"run folder: {folder}")
-    if json_out:
-        sys.stdout.write(to_json(run.metrics) + "\n")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the app; bad input prints one line to stderr and exits 2."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except NeuroplasticError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
-        return 2
-    except typer.Exit as exit_:
-        return exit_.exit_code
-    except typer.Abort:
-        return 1
-    except Exception as err:  # click usage errors and the like
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
-        raise
-    return 0
-
-
-def run() -> None:
-    """Console-script wrapper around :func:`main`."""
-    sys.exit(main())
+    write_run(folder, command="forget",
+              config={"options": options, "train": config.to_dict(), "method_kwargs": method_kwargs},
+              metrics=run.metrics, report=forget_report(run, columns, request.data.class_names),
+              model=run.unlearned, json_out=json_out)

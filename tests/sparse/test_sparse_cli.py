@@ -1,0 +1,71 @@
+"""``neuroplastic sparse`` end to end on small budgets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from neuroplastic.cli import main
+from neuroplastic.io import load_tensors
+from tests.test_cli import one_line_error
+
+
+def test_sparse_train_writes_a_complete_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["sparse", "train", "--method", "granet", "--sparsity", "0.9", "--epochs", "3",
+                 "--dense-baseline", "--out", str(out), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics == json.loads((out / "metrics.json").read_text())
+    for key in ("method", "target_sparsity", "actual_sparsity", "test_acc", "dense_test_acc",
+                "train_flops_ratio", "inference_flops_ratio", "step_overhead", "export_speedup"):
+        assert key in metrics, key
+    saved = load_tensors(out / "model.safetensors")
+    weights = [v for k, v in saved.items() if k.endswith("weight") and v.dim() > 1]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert metrics["actual_sparsity"] == pytest.approx(zeros)
+    assert abs(metrics["actual_sparsity"] - 0.9) <= 0.005
+    assert 0 < metrics["inference_flops_ratio"] < 0.2 < metrics["train_flops_ratio"] < 1
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+    assert (out / "checkpoint.safetensors").is_file()
+
+
+def test_sparse_prune_and_export(tmp_path):
+    pruned = tmp_path / "pruned"
+    assert main(["sparse", "prune", "--sparsity", "0.8", "--finetune-epochs", "1",
+                 "--out", str(pruned)]) == 0
+    metrics = json.loads((pruned / "metrics.json").read_text())
+    assert metrics["method"] == "magnitude" and abs(metrics["actual_sparsity"] - 0.8) < 0.005
+    assert metrics["test_acc"] > 0.5 and "dense_test_acc" in metrics
+    exported = tmp_path / "export"
+    assert main(["sparse", "export", "--model", str(pruned / "model.safetensors"),
+                 "--out", str(exported)]) == 0
+    report = json.loads((exported / "metrics.json").read_text())
+    assert report["export_max_abs_diff"] < 1e-4 and report["export_speedup"] > 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["train", "--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["train", "--method", "nope"], "unknown sparse method"),
+    (["train", "--method", "magnitude"], "use `sparse prune`"),
+    (["train", "--resume"], "--resume needs --out"),
+    (["prune", "--sparsity", "-0.5"], "sparsity must be in [0, 1)"),
+])
+def test_bad_sparse_input(tmp_path, capsys, args, message):
+    assert main(["sparse", *args, "--out", str(tmp_path / "x")]) == 2
+    assert message in one_line_error(capsys)
+
+
+def test_sparse_train_resume_from_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["sparse", "train", "--method", "set", "--epochs", "2", "--out", str(out)]
+    assert main(args) == 0
+    first = json.loads((out / "metrics.json").read_text())
+    assert main([*args, "--resume"]) == 0  # already finished: nothing left to train
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["test_acc"] == first["test_acc"]
+    capsys.readouterr()
+    assert main(["sparse", "train", "--method", "set", "--epochs", "2", "--sparsity", "0.5",
+                 "--out", str(out), "--resume"]) == 2
+    assert "another recipe" in one_line_error(capsys)
