@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/forget.py
+	$(BIN)/python benchmarks/sparse.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

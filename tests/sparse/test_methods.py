@@ -196,3 +196,16 @@ def test_contract_export_leaves_a_plain_model_at_the_target(name):
     weights = [p for n, p in exported.named_parameters() if n.endswith("weight")]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(0.8, abs=0.005)
+
+
+@pytest.mark.parametrize("name", SPARSE_METHODS)
+def test_contract_dense_layers_stay_dense(name):
+    model = mlp()
+    sp = build(name, model, sparsity=0.5, update_frequency=2, dense_layers=("0.weight",))
+    train(model, sp, 10)
+    assert bool(sp.masks.masks["0.weight"].all())
+    exported = sp.export()
+    assert bool((exported[0].weight != 0).all())
+    weights = [p for n, p in exported.named_parameters() if n.endswith("weight")]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.5, abs=0.005)

@@ -85,6 +85,8 @@ def train(
     method: str = typer.Option("granet", help="A sparse method (see `neuroplastic list`)."),
     sparsity: float = typer.Option(0.9, help="Target fraction of zero weights, in [0, 1)."),
     density_init: str = typer.Option("erk", help="Layer densities: erk or uniform."),
+    dense_layer: list[str] = typer.Option([], help="Keep this weight dense (e.g. the first "
+                                          "layer's, features.0.weight); repeatable."),
     data: str = typer.Option("digits", help=DATA_HELP),
     model_factory: str | None = typer.Option(None, help=FACTORY_HELP),
     epochs: int = typer.Option(30, help="Training epochs."),
@@ -114,7 +116,8 @@ def train(
         folder = run_dir("sparse-train", out)
     recipe = SparseRecipe(method=method, sparsity=sparsity, epochs=epochs, lr=lr,
                           batch_size=batch_size, seed=seed, distribution=density_init,
-                          update_frequency=update_frequency)
+                          update_frequency=update_frequency,
+                          method_kwargs={"dense_layers": list(dense_layer)} if dense_layer else {})
     run = run_sparse(split, recipe, factory, device=device, dense_baseline=dense_baseline,
                      checkpoint=folder / "checkpoint.safetensors", resume=resume, progress=True)
     finish(folder, run, command="sparse train", options=options_of(ctx.params), recipe=recipe,

@@ -146,6 +146,23 @@ class Sparsifier:
         fn = erk_counts if self.distribution == "erk" else uniform_counts
         return fn(self.shapes, density=density_, dense=self.dense_layers)
 
+    def adjustable(self) -> list[str]:
+        """Masked weights whose masks may change (all but ``dense_layers``)."""
+        return [n for n in self.shapes if n not in self.dense_layers]
+
+    def global_top(self, scores: dict[str, Tensor], density_: float) -> Masks:
+        """Masks keeping the top entries of ``scores`` with one global threshold over the
+        adjustable layers, so that the overall density (dense layers included) is ``density_``."""
+        total = sum(math.prod(s) for s in self.shapes.values())
+        fixed = sum(math.prod(self.shapes[n]) for n in self.dense_layers)
+        names = self.adjustable()
+        masks = magnitude_masks({n: scores[n] for n in names},
+                                active=max(0, round(density_ * total) - fixed))
+        for name in self.dense_layers:
+            masks[name] = torch.ones(self.shapes[name], dtype=torch.bool,
+                                     device=scores[name].device)
+        return masks
+
     def weights(self) -> dict[str, Tensor]:
         """Current trainable tensors behind the masks (inactive entries are zero)."""
         return {n: self.masks.original(n) for n in self.masks.names}

@@ -41,8 +41,7 @@ class GMP(Sparsifier):
         masks = self.masks.masks
         weights = {n: w.detach() * masks[n] for n, w in self.weights().items()}
         if self.scope == "global":
-            total = sum(m.numel() for m in masks.values())
-            new = magnitude_masks(weights, active=round((1 - sparsity) * total))
+            new = self.global_top(weights, 1 - sparsity)
         else:
             new = magnitude_masks(weights, counts=self.layer_counts(1 - sparsity))
         self.masks.update({n: masks[n] & new[n] for n in masks})

@@ -12,7 +12,6 @@ from neuroplastic.sparse.base import (
     Sparsifier,
     dense_grads,
     drop_and_grow,
-    magnitude_masks,
     random_masks,
 )
 from neuroplastic.sparse.schedule import cosine_decay, cubic_sparsity
@@ -73,15 +72,13 @@ class GraNet(Sparsifier):
         weights = self.weights()
         masks = dict(self.masks.masks)
         if self.prune_start < step <= self.prune_end:
-            total = sum(m.numel() for m in masks.values())
-            keep = round(self.target_density(step) * total)
             active = {n: w.detach() * masks[n] for n, w in weights.items()}
-            pruned = magnitude_masks(active, active=keep)
+            pruned = self.global_top(active, self.target_density(step))
             masks = {n: masks[n] & pruned[n] for n in masks}
         rate = cosine_decay(step, initial=self.death_rate, final=self.final_death_rate,
                             total=self.total_steps)
         grads = dense_grads(self)
         new = {n: drop_and_grow(weights[n], masks[n], grads[n].abs(),
                                 math.ceil(rate * int(masks[n].sum())))
-               for n in masks}
-        self.masks.update(new)
+               for n in self.adjustable()}
+        self.masks.update({**masks, **new})

@@ -39,9 +39,7 @@ class SNIP(OneShot):
 
     def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
         scores = Taylor(targets=PRUNABLE).estimate(self._model, self._batch)
-        scores = {n: scores[n] for n in weights}
-        total = sum(w.numel() for w in weights.values())
-        return magnitude_masks(scores, active=round((1 - self.sparsity) * total))
+        return self.global_top({n: scores[n] for n in weights}, 1 - self.sparsity)
 
 
 @register("magnitude", kind="sparse")
@@ -62,6 +60,5 @@ class MagnitudePruning(OneShot):
 
     def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
         if self.scope == "global":
-            total = sum(w.numel() for w in weights.values())
-            return magnitude_masks(weights, active=round((1 - self.sparsity) * total))
+            return self.global_top(weights, 1 - self.sparsity)
         return magnitude_masks(weights, counts=self.layer_counts(1 - self.sparsity))

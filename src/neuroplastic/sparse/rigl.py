@@ -39,6 +39,8 @@ class RigL(Sparsifier):
     def update(self, step: int) -> None:
         fraction = cosine_decay(step, initial=self.drop_fraction, final=0.0, total=self.end_step)
         weights, grads = self.weights(), dense_grads(self)
+        masks = self.masks.masks
         self.masks.update({
-            n: drop_and_grow(weights[n], m, grads[n].abs(), round(fraction * int(m.sum())))
-            for n, m in self.masks.masks.items()})
+            n: drop_and_grow(weights[n], masks[n], grads[n].abs(),
+                             round(fraction * int(masks[n].sum())))
+            for n in self.adjustable()})

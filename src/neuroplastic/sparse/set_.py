@@ -28,9 +28,10 @@ class SET(Sparsifier):
         return random_masks(weights, self.layer_counts(1 - self.sparsity), self.generator)
 
     def update(self, step: int) -> None:
-        weights = self.weights()
+        weights, masks = self.weights(), self.masks.masks
         new = {}
-        for name, mask in self.masks.masks.items():
+        for name in self.adjustable():
+            mask = masks[name]
             scores = torch.rand(mask.shape, generator=self.generator).to(mask.device)
             new[name] = drop_and_grow(weights[name], mask, scores, round(self.zeta * int(mask.sum())))
         self.masks.update(new)

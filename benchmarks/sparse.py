@@ -1,0 +1,212 @@
+"""Sparse-training benchmark: dense vs GraNet, RigL, SET, GMP, SNIP and one-shot magnitude
+pruning at 80/90/95% sparsity on digits (CNN) and MNIST-1D (MLP), 3 seeds each.
+
+Writes benchmarks/results/sparse.json and the README table between the
+``sparse-benchmark`` markers. Nothing is selected on the test split (no
+checkpoint selection at all: the last epoch is reported). Run:
+``.venv/bin/python benchmarks/sparse.py`` (about 15 minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from neuroplastic.data import digits, loader, mnist1d
+from neuroplastic.evaluate.outputs import accuracy
+from neuroplastic.io import write_json, write_text
+from neuroplastic.models import MLP, default_model, seeded_model
+from neuroplastic.sparse import GraNet
+from neuroplastic.sparse.experiment import run_sparse
+from neuroplastic.sparse.export import to_csr
+from neuroplastic.sparse.fit import SparseRecipe
+from neuroplastic.sparse.latency import latency
+
+ROOT = Path(__file__).resolve().parent
+METHODS = ("granet", "rigl", "set", "gmp", "snip", "magnitude")
+SPARSITIES = (0.8, 0.9, 0.95)
+EPOCHS = 30
+FINETUNE_EPOCHS = 10
+
+
+def datasets():
+    return {"digits": digits(), "mnist1d": mnist1d()}
+
+
+def one_run(data, method: str, sparsity: float, seed: int) -> dict[str, float]:
+    def factory():
+        return default_model(data.input_shape, data.num_classes)
+
+    if method == "magnitude":  # prune the trained dense model, then fine-tune with fixed masks
+        dense = run_sparse(data, SparseRecipe(method="dense", sparsity=0.0, epochs=EPOCHS,
+                                              seed=seed), factory)
+        recipe = SparseRecipe(method="magnitude", sparsity=sparsity, epochs=FINETUNE_EPOCHS,
+                              seed=seed)
+        run = run_sparse(data, recipe, factory, initial=dense.model)
+    else:
+        recipe = SparseRecipe(method=method, sparsity=sparsity, epochs=EPOCHS, seed=seed)
+        run = run_sparse(data, recipe, factory)
+    keep = ("test_acc", "val_acc", "actual_sparsity", "train_flops_ratio", "inference_flops_ratio")
+    return {k: float(run.metrics[k]) for k in keep if k in run.metrics}
+
+
+def step_overhead(data, sparsity: float = 0.9, repeats: int = 7) -> dict[str, float]:
+    """Masked vs dense training step, interleaved in one process (median of ``repeats``
+    blocks of one epoch each): steps without a mask update, and all steps."""
+    batches = list(loader(data.train, batch_size=64, shuffle=True))
+
+    def factory():
+        return default_model(data.input_shape, data.num_classes)
+
+    dense = seeded_model(factory, 0, "cpu")
+    masked = seeded_model(factory, 0, "cpu")
+    sparsifier = GraNet(masked, sparsity=sparsity, total_steps=10_000,
+                        update_frequency=len(batches))
+    optimizers = {m: torch.optim.Adam(m.parameters(), lr=1e-3) for m in (dense, masked)}
+    times: dict[str, list[float]] = {"dense": [], "masked": [], "masked_with_updates": []}
+
+    def epoch(model, sparsify: bool) -> tuple[float, float]:
+        plain, updates = 0.0, 0.0
+        model.train()
+        for x, y in batches:
+            start = time.perf_counter()
+            optimizers[model].zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizers[model].step()
+            if sparsify:
+                sparsifier.step()
+            elapsed = time.perf_counter() - start
+            if sparsify and sparsifier.log.update_steps[-1:] == [sparsifier.step_count]:
+                updates += elapsed
+            else:
+                plain += elapsed
+        return plain, updates
+
+    for _ in range(repeats):
+        d, _ = epoch(dense, False)
+        m, u = epoch(masked, True)
+        times["dense"].append(d / len(batches))
+        times["masked"].append(m / (len(batches) - 1))
+        times["masked_with_updates"].append((m + u) / len(batches))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"dense_step_seconds": med["dense"], "masked_step_seconds": med["masked"],
+            "step_overhead": med["masked"] / med["dense"],
+            "step_overhead_with_updates": med["masked_with_updates"] / med["dense"]}
+
+
+def export_speed(seed: int = 0) -> dict[str, float]:
+    """The issue's export target: a 95%-sparse MLP with hidden width 1024 (trained with GraNet
+    on MNIST-1D for 5 epochs), batch 64: CSR export vs dense form."""
+    data = mnist1d()
+
+    def factory():
+        return MLP(40, 10, hidden=(1024, 1024))
+
+    run = run_sparse(data, SparseRecipe(method="granet", sparsity=0.95, epochs=5, seed=seed),
+                     factory)
+    model = run.model.eval()
+    exported = to_csr(model)
+    x = data.test.tensors[0][:64]
+    with torch.no_grad():
+        diff = float((model(x) - exported(x)).abs().max())
+    dense_t, sparse_t = latency(model, x, repeats=100), latency(exported, x, repeats=100)
+    return {"dense_seconds": dense_t, "csr_seconds": sparse_t, "speedup": dense_t / sparse_t,
+            "max_abs_diff": diff, "test_acc": accuracy(model, loader(data.test)),
+            "actual_sparsity": run.metrics["actual_sparsity"]}
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def markdown(results: dict) -> str:
+    lines = [f"{EPOCHS} epochs of Adam (lr 1e-3, batch 64), masks updated once per epoch, ERK "
+             f"layer densities; magnitude = one-shot pruning of the trained dense model + "
+             f"{FINETUNE_EPOCHS} epochs of fine-tuning. Test accuracy, mean ± std over seeds "
+             f"{results['seeds']}; nothing selected on the test split.", ""]
+    for name in results["datasets"]:
+        res = results["datasets"][name]
+        dense = mean_std(res["dense"]["test_acc"])
+        lines += [f"**{name}** ({res['model']}; dense: {dense})", "",
+                  "| method | " + " | ".join(f"{s:.0%} test acc" for s in SPARSITIES)
+                  + " | train FLOPs at 90% | inference FLOPs at 90% | actual sparsity at 90% |",
+                  "|---|" + "---|" * (len(SPARSITIES) + 3)]
+        for method in METHODS:
+            cells = [mean_std(res[method][str(s)]["test_acc"]) for s in SPARSITIES]
+            at90 = res[method]["0.9"]
+            cells += [f"{statistics.fmean(at90['train_flops_ratio']):.3f}",
+                      f"{statistics.fmean(at90['inference_flops_ratio']):.3f}",
+                      f"{statistics.fmean(at90['actual_sparsity']):.4f}"]
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        oh = res["overhead"]
+        lines += ["", f"Masked training step (GraNet, 90%) vs dense: {oh['step_overhead']:.2f}x "
+                  f"without a mask update, {oh['step_overhead_with_updates']:.2f}x averaged with "
+                  f"the once-per-epoch updates.", ""]
+    ex = results["export"]
+    lines.append(f"Export: a 95%-sparse MLP 40-1024-1024-10 (GraNet, actual sparsity "
+                 f"{ex['actual_sparsity']:.4f}) at batch 64 runs {ex['speedup']:.2f}x faster as "
+                 f"CSR ({ex['csr_seconds'] * 1e3:.2f} ms vs {ex['dense_seconds'] * 1e3:.2f} ms "
+                 f"dense); largest output difference {ex['max_abs_diff']:.1e}.")
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    readme = ROOT.parent / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(r"(<!-- sparse-benchmark:start -->\n).*?(<!-- sparse-benchmark:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit("README.md has no sparse-benchmark markers")
+    write_text(readme, pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--from-json", action="store_true")
+    args = parser.parse_args()
+    path = ROOT / "results" / "sparse.json"
+    if args.from_json:
+        results = json.loads(path.read_text())
+    else:
+        torch.set_num_threads(2)
+        seeds = list(range(args.seeds))
+        results = {"seeds": seeds, "torch": torch.__version__, "machine": platform.platform(),
+                   "datasets": {}}
+        for name, data in datasets().items():
+            res: dict = {"model": type(default_model(data.input_shape, data.num_classes)).__name__,
+                         "dense": {"test_acc": []}}
+            for seed in seeds:
+                dense = run_sparse(data, SparseRecipe(method="dense", sparsity=0.0, epochs=EPOCHS,
+                                                      seed=seed),
+                                   lambda d=data: default_model(d.input_shape, d.num_classes))
+                res["dense"]["test_acc"].append(dense.metrics["test_acc"])
+            for method in METHODS:
+                res[method] = {}
+                for sparsity in SPARSITIES:
+                    rows = [one_run(data, method, sparsity, seed) for seed in seeds]
+                    res[method][str(sparsity)] = {k: [r[k] for r in rows] for k in rows[0]}
+                    print(name, method, sparsity, mean_std(res[method][str(sparsity)]["test_acc"]),
+                          flush=True)
+            results["datasets"][name] = res
+        for name, data in datasets().items():
+            results["datasets"][name]["overhead"] = step_overhead(data)
+        results["export"] = export_speed()
+        write_json(path, results)
+    table = markdown(results)
+    write_text(ROOT / "results" / "sparse.md", table + "\n")
+    print(table)
+    update_readme(table)
+
+
+if __name__ == "__main__":
+    main()
