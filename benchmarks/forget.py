@@ -11,7 +11,6 @@ import argparse
 import json
 import math
 import platform
-import re
 import statistics
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from neuroplastic.forget.experiment import run_forget, trained_model
 from neuroplastic.io import write_json, write_text
 from neuroplastic.models import default_model
 from neuroplastic.training import TrainConfig, train_epochs
+from readme_table import update_readme
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("ssd", "lfssd", "ssd-auto", "finetune", "neggrad+", "random-labels")
@@ -145,15 +145,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    readme = ROOT.parent / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(r"(<!-- forget-benchmark:start -->\n).*?(<!-- forget-benchmark:end -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit("README.md has no forget-benchmark markers")
-    write_text(readme, pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
@@ -165,7 +156,7 @@ def main() -> None:
         results = json.loads((ROOT / "results" / "forget.json").read_text())
         table = markdown(results)
         write_text(ROOT / "results" / "forget.md", table + "\n")
-        update_readme(table)
+        update_readme("forget-benchmark", table)
         return
     torch.set_num_threads(2)
     config = TrainConfig()
@@ -201,7 +192,7 @@ def main() -> None:
     write_text(ROOT / "results" / "forget.md", table + "\n")
     print(table)
     if not args.no_readme and len(args.classes) == 10:
-        update_readme(table)
+        update_readme("forget-benchmark", table)
 
 
 if __name__ == "__main__":

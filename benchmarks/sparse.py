@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import statistics
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from neuroplastic.sparse.experiment import run_sparse
 from neuroplastic.sparse.export import to_csr
 from neuroplastic.sparse.fit import SparseRecipe
 from neuroplastic.sparse.latency import latency
+from readme_table import update_readme
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("granet", "rigl", "set", "gmp", "snip", "magnitude")
@@ -160,15 +160,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    readme = ROOT.parent / "README.md"
-    text = readme.read_text(encoding="utf-8")
-    pattern = re.compile(r"(<!-- sparse-benchmark:start -->\n).*?(<!-- sparse-benchmark:end -->)", re.S)
-    if not pattern.search(text):
-        raise SystemExit("README.md has no sparse-benchmark markers")
-    write_text(readme, pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", type=int, default=3)
@@ -205,7 +196,7 @@ def main() -> None:
     table = markdown(results)
     write_text(ROOT / "results" / "sparse.md", table + "\n")
     print(table)
-    update_readme(table)
+    update_readme("sparse-benchmark", table)
 
 
 if __name__ == "__main__":
