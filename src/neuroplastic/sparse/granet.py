@@ -33,7 +33,7 @@ class GraNet(Sparsifier):
     the final density is reached exactly at the end of the window.
 
     Args:
-        initial_density: density of the random ERK start (>= the final density).
+        initial_density: density of the random ERK start (raised to the final density if lower).
         prune_window: (start, end) of gradual pruning as fractions of training.
         death_rate, final_death_rate: the cosine-decayed regrowth fraction r.
         See :class:`~neuroplastic.sparse.base.Sparsifier` for the rest.
@@ -46,12 +46,13 @@ class GraNet(Sparsifier):
                  initial_density: float = 0.5, prune_window: tuple[float, float] = (0.0, 0.7),
                  death_rate: float = 0.5, final_death_rate: float = 0.005,
                  **kwargs: object) -> None:
-        if not 1 - sparsity <= initial_density <= 1:
-            initial_density = max(initial_density, 1 - sparsity)
+        if not 0 < initial_density <= 1:
+            raise NeuroplasticError(f"initial_density must be in (0, 1], got {initial_density}")
         start, end = prune_window
         if not 0 <= start < end <= 1:
             raise NeuroplasticError(f"prune_window must satisfy 0 <= start < end <= 1, got {prune_window}")
-        self.initial_density = initial_density
+        # a start sparser than the target would need pruning in reverse: start at the target
+        self.initial_density = max(initial_density, 1 - sparsity)
         self.prune_start = int(start * total_steps)
         self.prune_end = max(self.prune_start + 1, int(end * total_steps))
         self.death_rate, self.final_death_rate = death_rate, final_death_rate
