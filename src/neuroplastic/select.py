@@ -52,9 +52,9 @@ def top_k(scores: Scores, *, k: int, per_tensor: bool = False) -> Masks:
         raise NeuroplasticError(f"k must be >= 0, got {k}")
     check_finite(scores, "the")
     if per_tensor:
-        return {name: _top_k_mask(value, k) for name, value in scores.items()}
+        return {name: top_k_mask(value, k) for name, value in scores.items()}
     flat = torch.cat([v.reshape(-1).float() for v in scores.values()])
-    mask_flat = _top_k_mask(flat, k)
+    mask_flat = top_k_mask(flat, k)
     masks, start = {}, 0
     for name, value in scores.items():
         masks[name] = mask_flat[start:start + value.numel()].reshape(value.shape)
@@ -68,18 +68,19 @@ def percentile(scores: Scores, *, percent: float, per_tensor: bool = False) -> M
         raise NeuroplasticError(f"percent must be in [0, 100], got {percent}")
     if per_tensor:
         return {
-            name: _top_k_mask(value, int(value.numel() * percent / 100))
+            name: top_k_mask(value, int(value.numel() * percent / 100))
             for name, value in scores.items()
         }
     total = sum(v.numel() for v in scores.values())
     return top_k(scores, k=int(total * percent / 100))
 
 
-def _top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the ``k`` largest entries of one tensor (same shape)."""
     mask = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
-    k = min(k, values.numel())
+    k = max(0, min(k, values.numel()))
     if k > 0:
-        mask[torch.topk(values.reshape(-1), k).indices] = True
+        mask[torch.topk(values.reshape(-1), k, sorted=False).indices] = True
     return mask.reshape(values.shape)
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.select import top_k, top_k_mask
 from neuroplastic.sparse.density import erk_counts, uniform_counts
 from neuroplastic.sparse.masks import SparseMasks, density
 from neuroplastic.targets import Targets
@@ -36,19 +37,10 @@ def prunable_weights(model: nn.Module, targets: Targets | None) -> dict[str, nn.
         ) from None
 
 
-def keep_top(scores: Tensor, k: int) -> Tensor:
-    """Bool mask of the ``k`` largest entries of ``scores`` (same shape)."""
-    mask = torch.zeros(scores.numel(), dtype=torch.bool, device=scores.device)
-    k = max(0, min(k, scores.numel()))
-    if k:
-        mask[torch.topk(scores.reshape(-1), k, sorted=False).indices] = True
-    return mask.reshape(scores.shape)
-
-
 def random_masks(weights: dict[str, Tensor], counts: dict[str, int],
                  generator: torch.Generator) -> Masks:
     """Uniformly random masks with the given number of active entries per tensor."""
-    return {name: keep_top(torch.rand(w.shape, generator=generator).to(w.device), counts[name])
+    return {name: top_k_mask(torch.rand(w.shape, generator=generator).to(w.device), counts[name])
             for name, w in weights.items()}
 
 
@@ -56,14 +48,8 @@ def magnitude_masks(weights: dict[str, Tensor], *, active: int | None = None,
                     counts: dict[str, int] | None = None) -> Masks:
     """Keep the largest |w|: ``active`` entries globally, or ``counts[name]`` per tensor."""
     if counts is not None:
-        return {n: keep_top(w.detach().abs(), counts[n]) for n, w in weights.items()}
-    flat = torch.cat([w.detach().abs().reshape(-1) for w in weights.values()])
-    keep = keep_top(flat, int(active or 0))
-    out, start = {}, 0
-    for name, w in weights.items():
-        out[name] = keep[start:start + w.numel()].reshape(w.shape)
-        start += w.numel()
-    return out
+        return {n: top_k_mask(w.detach().abs(), counts[n]) for n, w in weights.items()}
+    return top_k({n: w.detach().abs() for n, w in weights.items()}, k=int(active or 0))
 
 
 def drop_and_grow(weight: Tensor, mask: Tensor, grow_scores: Tensor, n: int) -> Tensor:
