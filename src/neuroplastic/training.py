@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import torch
 from rich.console import Console
 from rich.progress import Progress
-from torch import nn
+from torch import Tensor, nn
 
 from neuroplastic.batches import iter_batches, model_device
 from neuroplastic.errors import NeuroplasticError
@@ -36,10 +36,12 @@ class TrainConfig:
 def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
                  weight_decay: float = 0.0, loss_fn: LossFn | None = None,
                  description: str | None = None,
-                 should_stop: Callable[[int], bool] | None = None) -> int:
+                 should_stop: Callable[[int], bool] | None = None,
+                 batch_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None) -> int:
     """Train ``model`` in place with Adam for ``epochs`` passes over ``data`` (fractional
     epochs stop mid-pass). Shows a progress bar when ``description`` is given;
     ``should_stop(steps)`` is asked after every step and ends training early if true.
+    ``batch_loss(model, x, y)``, if given, replaces ``loss_fn(model(x), y)``.
 
     Returns:
         The number of optimizer steps taken.
@@ -63,7 +65,8 @@ def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
                 if budget is not None and steps >= budget:
                     break
                 optimizer.zero_grad(set_to_none=True)
-                loss_fn(model(x), y).backward()
+                loss = batch_loss(model, x, y) if batch_loss else loss_fn(model(x), y)
+                loss.backward()
                 optimizer.step()
                 steps += 1
                 progress.advance(task)

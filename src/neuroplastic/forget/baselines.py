@@ -100,22 +100,14 @@ class _PairedUnlearner(Unlearner):
         retain = require_retain(retain, self.name)
         result = UnlearnResult(metrics={"epochs": self.epochs})
         device = model_device(model)
-        optimizer = torch.optim.Adam(model.parameters(), lr=self.lr)
         generator = torch.Generator(device=device).manual_seed(self.seed)
         forget_batches = itertools.cycle(list(iter_batches(forget, device=device, name="forget")))
-        per_epoch = len(retain) if hasattr(retain, "__len__") else None  # type: ignore[arg-type]
-        budget = None if per_epoch is None else max(1, round(self.epochs * per_epoch))
-        steps = 0
-        model.train()
+
+        def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return self.pair_loss(model, (x, y), next(forget_batches), generator)
+
         with Timer(result.metrics).phase("train"):
-            for _ in range(int(-(-self.epochs // 1))):
-                for batch in iter_batches(retain, device=device, name="retain"):
-                    if budget is not None and steps >= budget:
-                        break
-                    optimizer.zero_grad(set_to_none=True)
-                    self.pair_loss(model, batch, next(forget_batches), generator).backward()
-                    optimizer.step()
-                    steps += 1
+            train_epochs(model, retain, epochs=self.epochs, lr=self.lr, batch_loss=batch_loss)
         return result
 
 
