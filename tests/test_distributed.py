@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -13,15 +13,17 @@ from neuroplastic.importance import Fisher
 from tests.conftest import TinyNet, tiny_batches
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _worker(rank: int, port: int, mode: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
+def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
+    # A file store needs no free port; loopback keeps gloo off whatever
+    # interface the host name resolves to on a CI machine.
+    os.environ["GLOO_SOCKET_IFNAME"] = "lo"
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{store_file}",
+        rank=rank,
+        world_size=2,
+        timeout=timedelta(seconds=120),
+    )
     try:
         torch.manual_seed(0)
         model = TinyNet()
@@ -30,6 +32,9 @@ def _worker(rank: int, port: int, mode: str, out: str) -> None:
         scores = Fisher(mode=mode).estimate(model, mine)
         if rank == 0:
             torch.save(scores, out)
+        # Neither process may tear the group down while the other still uses it
+        # (an early teardown aborted a CI run with "terminate called").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
@@ -40,7 +45,8 @@ def test_two_processes_give_the_single_process_scores(tmp_path):
     batches = tiny_batches(n=40, batch=8)
     for mode in ("batch_sq", "per_sample"):
         out = str(tmp_path / f"{mode}.pt")
-        mp.spawn(_worker, args=(_free_port(), mode, out), nprocs=2, join=True)
+        store_file = str(tmp_path / f"{mode}.store")
+        mp.spawn(_worker, args=(store_file, mode, out), nprocs=2, join=True)
         shared = torch.load(out, weights_only=True)
         alone = Fisher(mode=mode).estimate(model, batches)
         for name in alone:
