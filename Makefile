@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first and pinned, so pip never resolves a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,hf]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -28,6 +28,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/forget.py
 	$(BIN)/python benchmarks/sparse.py
+	$(BIN)/python benchmarks/skills.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

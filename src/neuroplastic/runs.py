@@ -20,14 +20,15 @@ def run_dir(command: str, out: str | Path | None) -> Path:
 
 def check_metrics(metrics: dict[str, object]) -> None:
     """The metrics.json contract: flat keys with str or float values; accuracies and attack
-    rates (``*_acc``, ``mia*``, ``attack_success``, ``*_fraction``) in [0, 1], and their
+    rates (``*_acc``, ``mia*``, ``attack_success``, ``*_fraction``, a skill's ``acc_before``,
+    ``acc_after``, ``abstain_rate``) in [0, 1], and their
     differences to retrain (``gap.*``) in [-1, 1]."""
     for key, value in metrics.items():
         if not isinstance(value, (str, float, int)) or isinstance(value, bool):
             raise TypeError(f"metrics.json value of {key!r} is {type(value).__name__}")
         leaf = key.rsplit(".", 1)[-1]
         bounded = (leaf.endswith("_acc") or leaf.startswith("mia") or leaf == "attack_success"
-                   or leaf.endswith("_fraction"))
+                   or leaf.endswith("_fraction") or leaf in ("acc_before", "acc_after", "abstain_rate"))
         low = -1.0 if key.startswith("gap.") else 0.0
         if bounded and isinstance(value, float) and value == value and not low <= value <= 1:
             raise ValueError(f"metrics.json value of {key!r} is {value}, outside [{low:g}, 1]")

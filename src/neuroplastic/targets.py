@@ -56,3 +56,23 @@ class Targets:
                 f"no parameter of {type(model).__name__} matches {self!r}"
             )
         return chosen
+
+    def named_modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The ``(name, module)`` pairs whose module name matches (the root is never selected).
+
+        The same include/exclude patterns and module types apply, to module
+        names instead of parameter names.
+
+        Raises:
+            NeuroplasticError: if nothing is selected.
+        """
+        chosen = [
+            (name, module) for name, module in model.named_modules()
+            if name
+            and any(fnmatch.fnmatchcase(name, pat) for pat in self.include)
+            and not any(fnmatch.fnmatchcase(name, pat) for pat in self.exclude)
+            and (self.module_types is None or isinstance(module, self.module_types))
+        ]
+        if not chosen:
+            raise NeuroplasticError(f"no module of {type(model).__name__} matches {self!r}")
+        return chosen

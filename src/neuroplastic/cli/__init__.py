@@ -1,4 +1,4 @@
-"""Command line: ``neuroplastic list``, ``neuroplastic forget``, ``neuroplastic sparse``."""
+"""Command line: ``neuroplastic list``, ``forget`` (and ``forget skill``), ``sparse``, ``skills``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from neuroplastic import registry
 from neuroplastic.cli.forget import forget_app
+from neuroplastic.cli.skills import skills_app
 from neuroplastic.cli.sparse import sparse_app
 from neuroplastic.errors import NeuroplasticError
 
@@ -18,6 +19,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
                   help="Plasticity operations on trained networks: forget, sparsify, consolidate.")
 app.add_typer(forget_app, name="forget", help="Remove data or skills from a trained model.")
 app.add_typer(sparse_app, name="sparse", help="Train or prune to a target sparsity; export.")
+app.add_typer(skills_app, name="skills", help="The demo language model of skill unlearning.")
 console = Console(stderr=True)
 
 

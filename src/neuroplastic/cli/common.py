@@ -28,8 +28,13 @@ def resolve_factory(model_factory: str | None, data: DataSplit) -> ModelFactory:
 
 
 def options_of(params: dict[str, Any]) -> dict[str, Any]:
-    """Command options as JSON-able values (paths as strings)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}
+    """Command options as JSON-able values (paths, also in lists, as strings)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [plain(v) for v in value]
+        return str(value) if isinstance(value, Path) else value
+
+    return {k: plain(v) for k, v in params.items()}
 
 
 def write_run(folder: Path, *, command: str, config: dict[str, Any], metrics: dict[str, Any],

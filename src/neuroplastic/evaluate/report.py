@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.figure import Figure
 
 from neuroplastic.io import write_text
@@ -111,5 +113,18 @@ def line_plot(curves: dict[str, tuple[list[float], list[float]]], *, xlabel: str
             ax.plot(xs, ys, marker=".", label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def histograms(samples: dict[str, list[float]], *, xlabel: str, bins: int = 30) -> Figure:
+    """Overlaid histograms on shared bins, one per named sample (e.g. key scores per skill)."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    values = [v for sample in samples.values() for v in sample if math.isfinite(v)]
+    edges = np.linspace(min(values, default=0.0), max(values, default=1.0), bins + 1)
+    for name, sample in samples.items():
+        ax.hist([v for v in sample if math.isfinite(v)], bins=edges, alpha=0.5, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("prompts")
     ax.legend(fontsize=8)
     return fig

@@ -15,7 +15,7 @@ from neuroplastic.importance.simple import LossFree
 from neuroplastic.intervene.dampen import dampen_
 from neuroplastic.registry import register
 from neuroplastic.targets import Targets
-from neuroplastic.types import Data, Scores
+from neuroplastic.types import Data, LossFn, Scores
 
 
 @register("ssd", kind="forget")
@@ -35,13 +35,15 @@ class SSD(Unlearner):
         estimator: importance estimator (default ``Fisher(mode="batch_sq")``).
         targets: parameters to touch (default: all); ignored if ``estimator`` is given.
         cache: where I_D is cached (default: the process-wide memory + disk cache).
+        loss_fn: ``loss_fn(model output, labels)`` of the importance (default:
+            cross-entropy); :func:`neuroplastic.skills.lm.causal_lm_loss` for a language model.
     """
 
     name = "ssd"
 
     def __init__(self, *, alpha: float = 10.0, lam: float = 1.0,
                  estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
-                 cache: ImportanceCache | None = None) -> None:
+                 cache: ImportanceCache | None = None, loss_fn: LossFn | None = None) -> None:
         select.ratio({}, {}, alpha=alpha)  # validates alpha before any work
         if lam <= 0:
             raise NeuroplasticError(f"lambda must be > 0, got {lam}")
@@ -49,6 +51,7 @@ class SSD(Unlearner):
         self.lam = lam
         self.estimator = estimator or self.default_estimator(targets)
         self.cache = cache
+        self.loss_fn = loss_fn
 
     def default_estimator(self, targets: Targets | None) -> ImportanceEstimator:
         return Fisher(mode="batch_sq", targets=targets)
@@ -63,10 +66,10 @@ class SSD(Unlearner):
         cache = self.cache or default_cache()
         misses = cache.misses
         with timer.phase("full_importance"):
-            i_d = cache.get_or_compute(self.estimator, model, full)
+            i_d = cache.get_or_compute(self.estimator, model, full, loss_fn=self.loss_fn)
         timer.metrics["cache_hit"] = float(cache.misses == misses)
         with timer.phase("forget_importance"):
-            i_f = self.estimator.estimate(model, forget)
+            i_f = self.estimator.estimate(model, forget, loss_fn=self.loss_fn)
         return i_f, i_d
 
     def _unlearn(self, model: nn.Module, forget: Data, retain: Data | None, *,

@@ -60,6 +60,7 @@ class SparseMasks:
     def __init__(self) -> None:
         self.model: nn.Module | None = None
         self.names: list[str] = []
+        self._capturing: bool | None = None
 
     def prepare(self, model: nn.Module, masks: Masks) -> None:
         """Attach ``masks`` (parameter name -> bool mask of the same shape) to ``model``."""
@@ -126,6 +127,11 @@ class SparseMasks:
 
     def capture_dense_grads(self, enabled: bool) -> None:
         """Keep the dense gradient of every masked weight at the next backward passes."""
+        # Called after every optimizer step: only touch the layers when the setting changes,
+        # since the lookups cost more than a small model's masked multiply.
+        if enabled == self._capturing:
+            return
+        self._capturing = enabled
         for name in self.names:
             param = self._param(name)
             param.capture_grad = enabled
@@ -143,7 +149,7 @@ class SparseMasks:
             module_name, attr = _split(name)
             parametrize.remove_parametrizations(model.get_submodule(module_name), attr,
                                                 leave_parametrized=True)
-        self.model, self.names = None, []
+        self.model, self.names, self._capturing = None, [], None
         return model
 
     def state_dict(self) -> dict[str, Tensor]:

@@ -1,0 +1,172 @@
+"""``neuroplastic forget skill`` (skill unlearning in a causal LM) and ``neuroplastic skills make-demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from neuroplastic import registry
+from neuroplastic.cli.common import console, options_of, write_run
+from neuroplastic.cli.forget import forget_app
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.evaluate.report import Report, grouped_bars, histograms
+from neuroplastic.forget.key_space import prompt_keys
+from neuroplastic.forget.neuron_adjust import check_percent
+from neuroplastic.skills.demo import DEMO_DIR, DemoRecipe, load_demo, make_demo
+from neuroplastic.skills.experiment import SkillRequest, SkillRun, demo_request, run_skill_forget
+from neuroplastic.skills.lm import load_causal_lm, require_transformers
+from neuroplastic.skills.prompts import load_jsonl
+from neuroplastic.skills.tasks import SKILLS
+
+skills_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def method_options(method: str, *, percent: float | None, h: float | None,
+                   false_abstain: float | None, seed: int) -> dict[str, Any]:
+    """Keyword hyperparameters of ``method`` from the command's options (unset ones keep defaults)."""
+    registry.get(method, kind="skill")
+    given: dict[str, Any] = {}
+    if percent is not None:
+        check_percent(percent)
+        if method not in ("na", "na-ksd"):
+            raise NeuroplasticError(f"--percent applies to na and na-ksd, not {method}")
+        given["percent"] = percent
+    if h is not None:
+        if method != "ksd":
+            raise NeuroplasticError(f"--h applies to ksd, not {method}")
+        given["h"] = h
+    if false_abstain is not None:
+        if method not in ("ksd-calibrated", "na-ksd"):
+            raise NeuroplasticError(f"--false-abstain applies to ksd-calibrated and na-ksd, not {method}")
+        given["false_abstain"] = false_abstain
+    if method in ("na", "ksd-calibrated", "na-ksd"):
+        given["seed"] = seed
+    return given
+
+
+def file_request(forget: Path, retain: Path | None, evaluation: list[Path]) -> SkillRequest:
+    """A request from JSONL files; skills are named by file stem. Without ``--eval`` files, the
+    forget and retain files themselves are evaluated."""
+    forget_examples = load_jsonl(forget)
+    retain_examples = load_jsonl(retain) if retain is not None else []
+    sets = {path.stem: load_jsonl(path) for path in evaluation}
+    if not sets:
+        sets[forget.stem] = forget_examples
+        if retain is not None:
+            sets[retain.stem] = retain_examples
+    if forget.stem not in sets:
+        raise NeuroplasticError(f"no --eval file is named like the forget file ({forget.stem}.jsonl)")
+    if len(sets) < 2:
+        raise NeuroplasticError("evaluate at least one retained skill: pass --retain or more --eval files")
+    return SkillRequest(forget_skill=forget.stem, forget=forget_examples, retain=retain_examples,
+                        evaluation=sets)
+
+
+def skill_table(run: SkillRun) -> Table:
+    """Per-skill accuracy before/after and abstain rate."""
+    metrics = run.metrics
+    table = Table("skill", "acc before", "acc after", "abstain",
+                  title=f"{metrics['method']}: forget {metrics['forget_skill']}")
+    for skill in run.after.scores:
+        marker = " (forget)" if skill == metrics["forget_skill"] else ""
+        table.add_row(skill + marker, *(f"{metrics[f'skills.{skill}.{k}']:.3f}"
+                                        for k in ("acc_before", "acc_after", "abstain_rate")))
+    return table
+
+
+def skill_report(run: SkillRun, model: Any, tokenizer: Any, request: SkillRequest) -> Report:
+    """report.html: per-skill accuracy, selected neurons per layer, key-score histograms."""
+    metrics = run.metrics
+    report = Report(f"neuroplastic forget skill: {metrics['forget_skill']} ({metrics['method']})")
+    skills = list(run.after.scores)
+    report.table("Summary", ["metric", "value"],
+                 [[k, metrics[k]] for k in ("forget_ratio", "retain_ratio", "overhead",
+                                             "retain_perplexity_before", "retain_perplexity_after")])
+    report.figure("Exact match per skill", grouped_bars(
+        {"before": [run.before.scores[s].acc for s in skills],
+         "after": [run.after.scores[s].acc for s in skills],
+         "abstained": [run.after.scores[s].abstain_rate for s in skills]}, skills, ylabel="rate"))
+    if "neurons_per_layer" in run.details:
+        layers = [str(i) for i in range(len(run.details["neurons_per_layer"]))]
+        report.figure("Neurons adjusted per layer", grouped_bars(
+            {"neurons": [float(n) for n in run.details["neurons_per_layer"]]}, layers, ylabel="neurons"))
+    if "detector" in run.details:
+        detector, site = run.details["detector"], run.details["key_site"]
+        scores = {skill: detector.score(prompt_keys(model, tokenizer, request.evaluation[skill],
+                                                     site=site)).tolist() for skill in skills}
+        report.figure("Key scores of each skill's evaluation prompts", histograms(
+            scores, xlabel="key score (hypercube: distance in forget stds; calibrated: probe logit)"))
+    chosen = [[k.removeprefix("method."), v] for k, v in metrics.items() if k.startswith("method.")]
+    report.table("Choices the method made", ["setting", "value"], chosen)
+    report.text("Exact match with greedy decoding; an abstention counts as a wrong answer. "
+                "forget_ratio = after/before on the forgotten skill; retain_ratio = mean after/before "
+                "over the other skills.")
+    return report
+
+
+@forget_app.command("skill")
+def forget_skill(
+    ctx: typer.Context,
+    model: Path | None = typer.Option(None, help="Local Hugging Face causal LM directory "
+                                      "(default: the shipped demo model)."),
+    forget: Path | None = typer.Option(None, help="JSONL of the skill to forget (prompt, answer)."),
+    retain: Path | None = typer.Option(None, help="JSONL of skills to keep."),
+    evaluation: list[Path] = typer.Option([], "--eval", help="JSONL evaluation sets, one per skill."),
+    demo_skill: str = typer.Option("addition", help=f"Demo model only: {', '.join(SKILLS)}."),
+    method: str = typer.Option("ksd-calibrated", help="na, ksd, ksd-calibrated, na-ksd, ga or ssd."),
+    percent: float | None = typer.Option(None, help="NA: percent of MLP neurons to adjust."),
+    h: float | None = typer.Option(None, help="KSD: hypercube widening factor."),
+    false_abstain: float | None = typer.Option(None, help="Calibrated KSD: target abstain rate "
+                                               "on retained skills."),
+    seed: int = typer.Option(0, help="Seed of NA's draws and of the detector's split."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/forget-skill-<time>)."),
+    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+) -> None:
+    """Make a language model lose one skill and keep the others; with no options, on the demo model."""
+    from neuroplastic.runs import run_dir
+
+    require_transformers()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own status line reports progress
+    options = options_of(ctx.params)
+    kwargs = method_options(method, percent=percent, h=h, false_abstain=false_abstain, seed=seed)
+    if model is None:
+        if forget is not None or retain is not None or evaluation:
+            raise NeuroplasticError("--forget/--retain/--eval need --model (the demo uses its own skills)")
+        request = demo_request(demo_skill)
+    else:
+        if forget is None:
+            raise NeuroplasticError("--model needs --forget (a JSONL file of the skill to forget)")
+        request = file_request(forget, retain, evaluation)
+    folder = run_dir("forget-skill", out)
+    net, tokenizer = load_demo(device=device) if model is None else load_causal_lm(model, device=device)
+    method_object = registry.create(method, kind="skill", **kwargs)
+    with console.status(f"{method}: measuring, applying and evaluating"):
+        run = run_skill_forget(net, tokenizer, request, method_object, keep=method_object.edits_weights)
+    console.print(skill_table(run))
+    console.print(f"forget ratio {run.metrics['forget_ratio']:.3f}, retain ratio "
+                  f"{run.metrics['retain_ratio']:.3f}, generation overhead {run.metrics['overhead']:.2f}x")
+    write_run(folder, command="forget skill", config={"options": options, "method_kwargs": kwargs},
+              metrics=run.metrics, report=skill_report(run, net, tokenizer, request),
+              model=net if method_object.edits_weights else None, json_out=json_out)
+
+
+@skills_app.command("make-demo")
+def make_demo_command(
+    out: Path = typer.Option(DEMO_DIR, help="Where to write the model (default: the shipped one)."),
+    steps: int = typer.Option(DemoRecipe.steps, help="Training steps."),
+    device: str = typer.Option("cpu", help="torch device."),
+) -> None:
+    """Retrain the shipped demo model (tiny Llama-style decoder on four synthetic skills)."""
+    if steps < 1:
+        raise NeuroplasticError(f"steps must be >= 1, got {steps}")
+    accuracy = make_demo(out, recipe=DemoRecipe(steps=steps), device=device)
+    table = Table("skill", "exact match", title=f"demo model written to {out}")
+    for skill, acc in accuracy.items():
+        table.add_row(skill, f"{acc:.3f}")
+    console.print(table)

@@ -1,0 +1,177 @@
+"""The shipped demo: a tiny Llama-style decoder trained on four synthetic skills.
+
+``make_demo`` regenerates it (``neuroplastic skills make-demo``): a
+character-level tokenizer, a transformers ``LlamaConfig`` model under 2M
+parameters, trained with AdamW on a seeded stream of examples of every
+skill (loss on the answer tokens only). The trained checkpoint is committed
+in ``neuroplastic/skills/demo_model`` so the demo and tests load it instantly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import Progress
+
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.io import write_json
+from neuroplastic.skills.generation import answer
+from neuroplastic.skills.lm import causal_lm_loss, load_causal_lm, require_transformers, training_batches
+from neuroplastic.skills.tasks import SKILLS, VOCABULARY, examples
+
+DEMO_DIR = Path(__file__).with_name("demo_model")
+SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
+EVAL_SEED = 10_000  # the seed of the evaluation prompts; training streams use seeds below it
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """Model size and training recipe of the demo model."""
+
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    layers: int = 4
+    heads: int = 4
+    steps: int = 8000
+    batch_size: int = 128
+    # examples per batch in these proportions; addition (carries across digits) is the
+    # slowest skill to learn, so it gets twice the share
+    mix: tuple[tuple[str, int], ...] = (("addition", 2), ("reversal", 1), ("sorting", 1), ("copying", 1))
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup: int = 200
+    seed: int = 0
+
+
+def char_tokenizer() -> Any:
+    """A character-level ``PreTrainedTokenizerFast`` over the skills' vocabulary."""
+    require_transformers()
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *VOCABULARY])}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", bos_token="<bos>",
+                                   eos_token="<eos>", unk_token="<unk>", padding_side="left")
+
+
+def demo_config(recipe: DemoRecipe, tokenizer: Any) -> Any:
+    """The ``LlamaConfig`` of the demo model."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size, num_hidden_layers=recipe.layers,
+        num_attention_heads=recipe.heads, num_key_value_heads=recipe.heads,
+        max_position_embeddings=64, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def skill_accuracy(model: Any, tokenizer: Any, *, count: int = 200) -> dict[str, float]:
+    """Exact match of greedy answers on ``count`` held-out prompts of each skill (never trained on)."""
+    held_out = {skill: examples(skill, count, seed=EVAL_SEED, part="held_out") for skill in SKILLS}
+    return {skill: answer(model, tokenizer, items).exact_match(items) for skill, items in held_out.items()}
+
+
+def _lr_at(step: int, recipe: DemoRecipe) -> float:
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(recipe.steps - recipe.warmup, 1)
+    return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_demo(out: str | os.PathLike[str] = DEMO_DIR, *, recipe: DemoRecipe | None = None,
+              device: str | torch.device = "cpu", progress: bool = True,
+              eval_count: int = 200) -> dict[str, float]:
+    """Train the demo model and write it (config, safetensors, tokenizer, ``demo.json``) to ``out``.
+
+    The folder is replaced only once training and evaluation have succeeded.
+
+    Args:
+        eval_count: held-out prompts per skill for the accuracy written to ``demo.json``.
+
+    Returns:
+        Exact-match accuracy per skill on the held-out prompts.
+    """
+    from transformers import LlamaForCausalLM
+
+    recipe = recipe or DemoRecipe()
+    torch.manual_seed(recipe.seed)
+    tokenizer = char_tokenizer()
+    model = LlamaForCausalLM(demo_config(recipe, tokenizer)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+    rng = random.Random(recipe.seed)
+    weight = sum(w for _, w in recipe.mix)
+    per_skill = {skill: max(1, round(recipe.batch_size * w / weight)) for skill, w in recipe.mix}
+    start = time.perf_counter()
+    model.train()
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("training the demo model", total=recipe.steps)
+        for step in range(recipe.steps):
+            batch = [e for skill, count in per_skill.items()
+                     for e in examples(skill, count, seed=rng.randrange(EVAL_SEED), part="train")]
+            rng.shuffle(batch)
+            (ids, labels), = training_batches(tokenizer, batch, batch_size=len(batch), device=device)
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, recipe)
+            loss = causal_lm_loss(model(ids), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            bar.update(task, advance=1, description=f"training the demo model (loss {loss.item():.3f})")
+            if not progress and (step + 1) % 500 == 0:
+                print(f"step {step + 1}/{recipe.steps} loss {loss.item():.4f}", file=sys.stderr, flush=True)
+    model.eval()
+    accuracy = skill_accuracy(model, tokenizer, count=eval_count)
+    _write_folder(Path(out), model, tokenizer, {
+        "recipe": asdict(recipe), "parameters": sum(p.numel() for p in model.parameters()),
+        "train_seconds": time.perf_counter() - start, "exact_match": accuracy,
+    })
+    return accuracy
+
+
+def _write_folder(out: Path, model: Any, tokenizer: Any, info: dict[str, Any]) -> None:
+    """Write into a fresh folder beside ``out``, then swap it in (no half-written model)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        write_json(staging / "demo.json", info)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_demo(*, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """The shipped demo model and tokenizer.
+
+    Raises:
+        NeuroplasticError: if the demo model was never built (run ``neuroplastic skills make-demo``).
+    """
+    if not (DEMO_DIR / "model.safetensors").is_file():
+        raise NeuroplasticError("the demo model is missing; run `neuroplastic skills make-demo`")
+    return load_causal_lm(DEMO_DIR, device=device)
+
+
+def demo_info() -> dict[str, Any]:
+    """``demo.json`` of the shipped model: recipe, size, training time, exact match per skill."""
+    return json.loads((DEMO_DIR / "demo.json").read_text(encoding="utf-8"))

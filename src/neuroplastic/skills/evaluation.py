@@ -1,0 +1,83 @@
+"""Per-skill exact match and abstention before/after an intervention, and the ratios of the paper."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from neuroplastic.skills.generation import GenerateFn, answer, perplexity, plain_generate
+from neuroplastic.skills.prompts import Example
+
+
+@dataclass(frozen=True)
+class SkillScore:
+    """Exact match and abstain rate on one skill's evaluation prompts."""
+
+    acc: float
+    abstain_rate: float
+
+
+@dataclass(frozen=True)
+class SkillEvaluation:
+    """Scores per skill, seconds spent generating, and perplexity on the retained skills' answers."""
+
+    scores: dict[str, SkillScore]
+    generate_seconds: float
+    retain_perplexity: float
+
+
+def evaluate_skills(model: nn.Module, tokenizer: Any, sets: Mapping[str, Sequence[Example]], *,
+                    forget_skill: str, generate: GenerateFn = plain_generate,
+                    batch_size: int = 128) -> SkillEvaluation:
+    """Greedy answers to every evaluation set through ``generate``."""
+    scores, seconds = {}, 0.0
+    for skill, examples in sets.items():
+        start = time.perf_counter()
+        got = answer(model, tokenizer, examples, generate=generate, batch_size=batch_size)
+        seconds += time.perf_counter() - start
+        scores[skill] = SkillScore(acc=got.exact_match(examples), abstain_rate=got.abstain_rate())
+    retained = [e for skill, examples in sets.items() if skill != forget_skill for e in examples]
+    ppl = perplexity(model, tokenizer, retained, batch_size=batch_size) if retained else float("nan")
+    return SkillEvaluation(scores=scores, generate_seconds=seconds, retain_perplexity=ppl)
+
+
+def _ratio(after: float, before: float) -> float:
+    return after / before if before > 0 else float("nan")
+
+
+def skill_metrics(before: SkillEvaluation, after: SkillEvaluation, *, forget_skill: str) -> dict[str, float]:
+    """The flat metrics.json keys: ``skills.<name>.acc_before|acc_after|abstain_rate``,
+    ``forget_ratio`` (after/before on the forget skill), ``retain_ratio`` (mean after/before
+    over the other skills) and perplexities."""
+    metrics: dict[str, float] = {}
+    for skill, score in after.scores.items():
+        metrics[f"skills.{skill}.acc_before"] = before.scores[skill].acc
+        metrics[f"skills.{skill}.acc_after"] = score.acc
+        metrics[f"skills.{skill}.abstain_rate"] = score.abstain_rate
+    others = [s for s in after.scores if s != forget_skill]
+    metrics["forget_ratio"] = _ratio(after.scores[forget_skill].acc, before.scores[forget_skill].acc)
+    ratios = [_ratio(after.scores[s].acc, before.scores[s].acc) for s in others]
+    metrics["retain_ratio"] = sum(ratios) / len(ratios) if ratios else float("nan")
+    metrics["retain_perplexity_before"] = before.retain_perplexity
+    metrics["retain_perplexity_after"] = after.retain_perplexity
+    return metrics
+
+
+def generation_overhead(model: nn.Module, tokenizer: Any, examples: Sequence[Example], *,
+                        generate: GenerateFn, repeats: int = 3, batch_size: int = 64) -> float:
+    """Seconds to answer ``examples`` through ``generate`` over seconds with plain ``model.generate``.
+
+    The two are timed alternately ``repeats`` times and the fastest of each is
+    compared, so a busy machine slows both alike.
+    """
+    best = {"plain": float("inf"), "intervened": float("inf")}
+    for _ in range(repeats):
+        for name, call in (("plain", plain_generate), ("intervened", generate)):
+            start = time.perf_counter()
+            answer(model, tokenizer, examples, generate=call, batch_size=batch_size)
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best["intervened"] / best["plain"]
