@@ -88,3 +88,11 @@ def test_bad_files_get_one_line(tmp_path, capsys, model_dir, jsonl):
         assert main(["forget", "skill", *args, "--out", str(tmp_path / "run")]) == 2
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) <= 2, err
+
+
+def test_list_shows_the_skill_methods(capsys):
+    assert main(["list", "--kind", "skill"]) == 0
+    out = capsys.readouterr().out
+    for name in ("na", "ksd", "ksd-calibrated", "na-ksd", "ga", "ssd"):
+        assert f"skill  {name} " in out or f"skill {name}" in " ".join(out.split()), name
+    assert "granet" not in out

@@ -24,7 +24,9 @@ class GradientAscent(SkillUnlearner):
 
     Ascends with Adam until the forget answers' loss reaches ``stop_loss``
     (default ln(vocabulary size): no better than a uniform guess) or
-    ``max_epochs`` passes, whichever comes first.
+    ``max_epochs`` passes, whichever comes first. The stop rule, not the
+    epoch budget, is meant to end it: a few epochs at a small learning rate
+    barely move a converged model.
 
     Args:
         lr: Adam learning rate.
@@ -36,7 +38,7 @@ class GradientAscent(SkillUnlearner):
     name = "ga"
     edits_weights = True
 
-    def __init__(self, *, lr: float = 1e-4, max_epochs: float = 5.0, batch_size: int = 32,
+    def __init__(self, *, lr: float = 1e-4, max_epochs: float = 50.0, batch_size: int = 32,
                  stop_loss: float | None = None) -> None:
         if lr <= 0 or max_epochs <= 0 or batch_size < 1:
             raise NeuroplasticError("lr and max_epochs must be > 0 and batch_size >= 1")

@@ -43,7 +43,7 @@ class DemoRecipe:
     intermediate_size: int = 384
     layers: int = 4
     heads: int = 4
-    steps: int = 8000
+    steps: int = 10000
     batch_size: int = 128
     # examples per batch in these proportions; addition (carries across digits) is the
     # slowest skill to learn, so it gets twice the share

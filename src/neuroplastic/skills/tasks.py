@@ -17,7 +17,7 @@ from neuroplastic.errors import NeuroplasticError
 from neuroplastic.skills.prompts import Example
 
 ALPHABET = string.ascii_lowercase
-MAX_NUMBER = 999
+MAX_DIGITS = 3
 MIN_LETTERS, MAX_LETTERS = 3, 6
 
 
@@ -25,9 +25,15 @@ def _letters(rng: random.Random) -> str:
     return "".join(rng.choice(ALPHABET) for _ in range(rng.randint(MIN_LETTERS, MAX_LETTERS)))
 
 
+def _number(rng: random.Random) -> int:
+    # 1, 2 or 3 digits with equal chance, so operands of unequal length are common
+    digits = rng.randint(1, MAX_DIGITS)
+    return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+
+
 def addition(rng: random.Random) -> Example:
-    """Two integers in [0, 999]; the answer is their decimal sum."""
-    a, b = rng.randint(0, MAX_NUMBER), rng.randint(0, MAX_NUMBER)
+    """Two integers of 1-3 digits (each length equally likely); the answer is their decimal sum."""
+    a, b = _number(rng), _number(rng)
     return Example(prompt=f"add {a}+{b}=", answer=str(a + b))
 
 
