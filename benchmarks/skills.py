@@ -18,7 +18,7 @@ import torch
 from neuroplastic import registry
 from neuroplastic.io import write_json
 from neuroplastic.skills.demo import demo_info, load_demo
-from neuroplastic.skills.evaluation import evaluate_skills, generation_overhead
+from neuroplastic.skills.evaluation import evaluate_skills, generation_overhead, retained_examples
 from neuroplastic.skills.experiment import demo_request, run_skill_forget
 from neuroplastic.skills.tasks import SKILLS
 from readme_table import update_readme
@@ -42,7 +42,7 @@ def guard_overhead(model, tokenizer, request, *, repeats: int) -> float:
     intervention = registry.create("ksd-calibrated", kind="skill").apply(
         model, tokenizer, request.forget, request.retain)
     try:
-        retained = [e for s, items in request.evaluation.items() if s != request.forget_skill for e in items]
+        retained = retained_examples(request.evaluation, forget_skill=request.forget_skill)
         return generation_overhead(model, tokenizer, retained, generate=intervention.generate,
                                    repeats=repeats)
     finally:

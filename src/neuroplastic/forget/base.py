@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from neuroplastic.batches import eval_mode, iter_batches, model_device, require_reiterable
-from neuroplastic.errors import NeuroplasticError
+from neuroplastic.errors import NeuroplasticError, first_line
 from neuroplastic.intervene.atomic import atomic
 from neuroplastic.types import Data
 
@@ -94,9 +94,8 @@ def check_inputs(model: nn.Module, forget: Data, retain: Data | None) -> None:
         with torch.no_grad(), eval_mode(model):
             model(first[0][:1])
     except (RuntimeError, ValueError, TypeError) as err:
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise NeuroplasticError(
-            f"the model cannot take inputs of shape {tuple(first[0].shape[1:])}: {message}"
+            f"the model cannot take inputs of shape {tuple(first[0].shape[1:])}: {first_line(err)}"
         ) from None
 
 

@@ -169,7 +169,7 @@ class KeySpaceGuard:
                 raise NeuroplasticError("KeySpaceGuard needs one generated sequence per prompt")
             flags.append(self.detector.flags(keys.float()).cpu())
 
-        handle = dict(model.named_modules())[self.site].register_forward_pre_hook(hook)
+        handle = model.get_submodule(self.site).register_forward_pre_hook(hook)
         try:
             sequences = model.generate(**inputs)
         finally:

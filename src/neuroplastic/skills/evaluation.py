@@ -11,13 +11,7 @@ import torch
 from torch import nn
 
 from neuroplastic.batches import model_device
-from neuroplastic.skills.generation import (
-    GenerateFn,
-    answer,
-    max_answer_tokens,
-    perplexity,
-    plain_generate,
-)
+from neuroplastic.skills.generation import GenerateFn, answer, greedy_options, perplexity, plain_generate
 from neuroplastic.skills.lm import encode_prompts
 from neuroplastic.skills.prompts import Example
 
@@ -32,10 +26,9 @@ class SkillScore:
 
 @dataclass(frozen=True)
 class SkillEvaluation:
-    """Scores per skill, seconds spent generating, and perplexity on the retained skills' answers."""
+    """Scores per skill and perplexity on the retained skills' answers."""
 
     scores: dict[str, SkillScore]
-    generate_seconds: float
     retain_perplexity: float
 
 
@@ -43,15 +36,18 @@ def evaluate_skills(model: nn.Module, tokenizer: Any, sets: Mapping[str, Sequenc
                     forget_skill: str, generate: GenerateFn = plain_generate,
                     batch_size: int = 128) -> SkillEvaluation:
     """Greedy answers to every evaluation set through ``generate``."""
-    scores, seconds = {}, 0.0
+    scores = {}
     for skill, examples in sets.items():
-        start = time.perf_counter()
         got = answer(model, tokenizer, examples, generate=generate, batch_size=batch_size)
-        seconds += time.perf_counter() - start
         scores[skill] = SkillScore(acc=got.exact_match(examples), abstain_rate=got.abstain_rate())
-    retained = [e for skill, examples in sets.items() if skill != forget_skill for e in examples]
+    retained = retained_examples(sets, forget_skill=forget_skill)
     ppl = perplexity(model, tokenizer, retained, batch_size=batch_size) if retained else float("nan")
-    return SkillEvaluation(scores=scores, generate_seconds=seconds, retain_perplexity=ppl)
+    return SkillEvaluation(scores=scores, retain_perplexity=ppl)
+
+
+def retained_examples(sets: Mapping[str, Sequence[Example]], *, forget_skill: str) -> list[Example]:
+    """Every example of the evaluation sets other than the forget skill's, in order."""
+    return [e for skill, examples in sets.items() if skill != forget_skill for e in examples]
 
 
 def _ratio(after: float, before: float) -> float:
@@ -86,9 +82,7 @@ def generation_overhead(model: nn.Module, tokenizer: Any, examples: Sequence[Exa
     the same for both, are left out, so the ratio errs high.
     """
     device = model_device(model)
-    budget = max_answer_tokens(tokenizer, examples)
-    options = dict(max_new_tokens=budget, do_sample=False, pad_token_id=tokenizer.pad_token_id,
-                   eos_token_id=tokenizer.eos_token_id)
+    options = greedy_options(tokenizer, examples)
     totals = {"plain": 0.0, "intervened": 0.0}
     calls = {"plain": plain_generate, "intervened": generate}
     with torch.no_grad():

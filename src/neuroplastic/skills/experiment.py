@@ -14,6 +14,7 @@ from neuroplastic.skills.evaluation import (
     SkillEvaluation,
     evaluate_skills,
     generation_overhead,
+    retained_examples,
     skill_metrics,
 )
 from neuroplastic.skills.prompts import Example
@@ -72,8 +73,7 @@ def run_skill_forget(model: nn.Module, tokenizer: Any, request: SkillRequest, me
     before = before or evaluate_skills(model, tokenizer, request.evaluation,
                                        forget_skill=request.forget_skill)
     intervention = method.apply(model, tokenizer, request.forget, request.retain)
-    retained = [e for skill, items in request.evaluation.items() if skill != request.forget_skill
-                for e in items]
+    retained = retained_examples(request.evaluation, forget_skill=request.forget_skill)
     try:
         after = evaluate_skills(model, tokenizer, request.evaluation, forget_skill=request.forget_skill,
                                 generate=intervention.generate)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroplastic.batches import model_device
-from neuroplastic.skills.lm import causal_lm_loss, encode_prompts, training_batches
+from neuroplastic.skills.lm import IGNORE, causal_lm_loss, encode_prompts, training_batches
 from neuroplastic.skills.prompts import Example
 
 # ``generate(model, input_ids=..., attention_mask=..., **options)`` -> (sequences, abstained)
@@ -46,6 +46,15 @@ def max_answer_tokens(tokenizer: Any, examples: Sequence[Example]) -> int:
     return max(len(tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in examples) + 1
 
 
+def greedy_options(tokenizer: Any, examples: Sequence[Example], *,
+                   max_new_tokens: int | None = None) -> dict[str, Any]:
+    """``generate`` options of greedy decoding, with room for the longest expected answer
+    (or ``max_new_tokens``)."""
+    return {"max_new_tokens": max_new_tokens or max_answer_tokens(tokenizer, examples),
+            "do_sample": False, "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id}
+
+
 @torch.no_grad()
 def answer(model: nn.Module, tokenizer: Any, examples: Sequence[Example], *,
            generate: GenerateFn = plain_generate, batch_size: int = 128,
@@ -59,16 +68,13 @@ def answer(model: nn.Module, tokenizer: Any, examples: Sequence[Example], *,
         refusal: the text reported for an abstained prompt.
     """
     device = model_device(model)
-    budget = max_new_tokens or max_answer_tokens(tokenizer, examples)
+    options = greedy_options(tokenizer, examples, max_new_tokens=max_new_tokens)
     out = Answers()
     model.eval()
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         inputs = encode_prompts(tokenizer, [e.prompt for e in chunk], device=device)
-        sequences, abstained = generate(
-            model, **inputs, max_new_tokens=budget, do_sample=False,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-        )
+        sequences, abstained = generate(model, **inputs, **options)
         new = sequences[:, inputs["input_ids"].shape[1]:]
         texts = tokenizer.batch_decode(new, skip_special_tokens=True)
         flags = [bool(f) for f in abstained.tolist()]
@@ -85,7 +91,7 @@ def perplexity(model: nn.Module, tokenizer: Any, examples: Sequence[Example], *,
     total, tokens = 0.0, 0
     model.eval()
     for ids, labels in training_batches(tokenizer, examples, batch_size=batch_size, device=device):
-        count = int((labels[:, 1:] != -100).sum())
+        count = int((labels[:, 1:] != IGNORE).sum())
         total += float(causal_lm_loss(model(ids), labels)) * count
         tokens += count
     return math.exp(total / max(tokens, 1))

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neuroplastic.errors import NeuroplasticError
+from neuroplastic.errors import NeuroplasticError, first_line
 from neuroplastic.skills.prompts import Example
 
 IGNORE = -100
@@ -49,12 +49,12 @@ def load_causal_lm(path: str | os.PathLike[str], *, device: str | torch.device =
         config = AutoConfig.from_pretrained(folder, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(folder, config=config, local_files_only=True)
     except (ValueError, KeyError, OSError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NeuroplasticError(f"{folder} does not hold a causal language model: {first}") from None
+        raise NeuroplasticError(
+            f"{folder} does not hold a causal language model: {first_line(err)}") from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (ValueError, OSError) as err:
-        raise NeuroplasticError(f"{folder} has no usable tokenizer: {str(err).splitlines()[0]}") from None
+        raise NeuroplasticError(f"{folder} has no usable tokenizer: {first_line(err)}") from None
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

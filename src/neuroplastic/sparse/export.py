@@ -16,7 +16,7 @@ import warnings
 import torch
 from torch import Tensor, fx, nn
 
-from neuroplastic.errors import NeuroplasticError
+from neuroplastic.errors import NeuroplasticError, first_line
 
 #: Modules between two layers that map 0 to 0 channel by channel, so a dead unit stays dead.
 ZERO_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.SiLU, nn.Hardtanh,
@@ -103,7 +103,7 @@ def remove_dead_units(model: nn.Module) -> tuple[nn.Module, dict[str, int]]:
         traced = fx.symbolic_trace(copy.deepcopy(model))
     except Exception as err:  # fx raises many kinds of errors on untraceable code
         raise NeuroplasticError(f"cannot trace {type(model).__name__} to find dead units: "
-                                f"{str(err).splitlines()[0]}") from None
+                                f"{first_line(err)}") from None
     modules = dict(traced.named_modules())
     removed: dict[str, int] = {}
     for producer_name, consumer_name, flattened in _chains(traced):
