@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
-from neuroplastic.batches import ConcatData, iter_batches
+from neuroplastic.batches import ConcatData, iter_batches, model_device
 from neuroplastic.importance.base import ImportanceEstimator
 from neuroplastic.io import load_tensors, save_tensors
 from neuroplastic.types import Batch, Data, LossFn, Scores
@@ -117,7 +117,7 @@ class ImportanceCache:
             self._store(key, scores)
         else:
             self.hits += 1
-        device = next(iter(model.parameters())).device
+        device = model_device(model)
         return {name: value.to(device) for name, value in scores.items()}
 
     def _lookup(self, key: str) -> Scores | None:

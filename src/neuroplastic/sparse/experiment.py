@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from neuroplastic.batches import model_device
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.models.factory import ModelFactory, seeded_model
@@ -47,7 +48,7 @@ def export_metrics(model: nn.Module, data: DataSplit, *,
                    batch: int = 64) -> tuple[dict[str, float], dict[str, float]]:
     """Latency of the squashed model vs its CSR + dead-unit-free export on a test batch, and
     the largest output difference."""
-    inputs = data.test.tensors[0][:batch].to(next(model.parameters()).device)
+    inputs = data.test.tensors[0][:batch].to(model_device(model))
     exported = to_csr(remove_dead_units(model)[0])
     with torch.no_grad():
         diff = float((model(inputs) - exported(inputs)).abs().max())

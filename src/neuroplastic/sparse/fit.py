@@ -15,6 +15,7 @@ from rich.progress import Progress
 from torch import nn
 
 from neuroplastic import registry
+from neuroplastic.batches import model_device
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.outputs import accuracy
@@ -125,7 +126,7 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
         train.generator.set_state(groups["rng"]["loader"])  # type: ignore[union-attr]
         start_epoch, history = info["epoch"], info["history"]
     step_time, steps_timed, update_time, updates_timed = 0.0, 0, 0.0, 0
-    device = next(model.parameters()).device
+    device = model_device(model)
     # refreshed by hand once per epoch: a refresh thread would compete with the timed steps
     bar = Progress(console=Console(stderr=True), disable=not progress, transient=True,
                    auto_refresh=False)
