@@ -1,14 +1,21 @@
-"""SparseMasks: parametrized masks stay exact through training; update, squash, state."""
+"""SparseMasks: masked weights stay exactly zero through training; update, squash, state."""
 
 from __future__ import annotations
+
+import gc
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
+from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from neuroplastic import NeuroplasticError
 from neuroplastic.sparse import SparseMasks
+
+
+def assert_no_hooks(model: nn.Module, global_hooks_before: int) -> None:
+    assert all(not p._backward_hooks for p in model.parameters())
+    assert len(_global_optimizer_pre_hooks) == global_hooks_before
 
 
 def make_model() -> nn.Sequential:
@@ -22,18 +29,37 @@ def half_masks(model: nn.Module) -> dict[str, torch.Tensor]:
             for n, p in model.named_parameters() if n.endswith("weight")}
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1),
-    lambda p: torch.optim.Adam(p, lr=0.1, weight_decay=0.1),
-    lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.5),
-], ids=["sgd-momentum-wd", "adam-wd", "adamw"])
-def test_masked_weights_stay_exactly_zero_through_optimizer_steps(make_optimizer):
+OPTIMIZERS = {
+    "sgd-momentum-wd": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=0.1),
+    "sgd-nesterov": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+    "adam-wd": lambda p: torch.optim.Adam(p, lr=0.1, weight_decay=0.1),
+    "adam-amsgrad": lambda p: torch.optim.Adam(p, lr=0.1, amsgrad=True),
+    "adam-fused": lambda p: torch.optim.Adam(p, lr=0.1, fused=True),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.5),
+    "rmsprop-centered": lambda p: torch.optim.RMSprop(p, lr=0.01, momentum=0.9, centered=True),
+    "adagrad": lambda p: torch.optim.Adagrad(p, lr=0.1, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("make_optimizer", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+@pytest.mark.parametrize("optimizer_first", [False, True], ids=["after", "before-with-state"])
+def test_masked_weights_stay_exactly_zero_through_optimizer_steps(make_optimizer,
+                                                                   optimizer_first):
     model = make_model()
     masks = half_masks(model)
-    sparse = SparseMasks()
-    sparse.prepare(model, masks)
-    optimizer = make_optimizer(model.parameters())
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    if optimizer_first:  # dense steps first: the optimizer's state is dense when masks arrive
+        optimizer = make_optimizer(model.parameters())
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+    sparse = SparseMasks()
+    gc.collect()  # masks earlier tests left unsquashed remove their hooks when collected
+    hooks_before = len(_global_optimizer_pre_hooks)
+    sparse.prepare(model, masks)
+    if not optimizer_first:
+        optimizer = make_optimizer(model.parameters())
     for step in range(30):
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
@@ -42,38 +68,71 @@ def test_masked_weights_stay_exactly_zero_through_optimizer_steps(make_optimizer
             flipped = {n: ~m for n, m in masks.items()}
             sparse.update(flipped)
             masks = flipped
+        if step == 20:  # and back: the re-dropped weights had momentum again
+            flipped = {n: ~m for n, m in masks.items()}
+            sparse.update(flipped)
+            masks = flipped
     for name, mask in masks.items():
-        weight = dict(model.named_modules())[name.rpartition(".")[0]].weight
+        weight = dict(model.named_parameters())[name]
         assert torch.all(weight[~mask] == 0), name
         assert (weight[mask] != 0).float().mean() > 0.5, name  # regrown ones did train
+    sparse.squash()
+    assert_no_hooks(model, hooks_before)
 
 
-def test_update_keeps_buffers_and_regrown_weights_start_at_zero():
+def test_regrown_weight_starts_from_zero_weight_and_zero_momentum():
+    # oracle: one SGD-momentum step on a fresh entry (weight 0, buffer 0) gives w = -lr * g
     model = make_model()
     masks = half_masks(model)
     sparse = SparseMasks()
     sparse.prepare(model, masks)
-    buffer = model[0].parametrizations.weight[0].mask
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    old = masks["0.weight"]
+    new = ~old  # regrow everything that was dropped, drop everything that was active
+    for step in range(4):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        grad = model[0].weight.grad.clone()
+        optimizer.step()
+        if step == 2:
+            with torch.no_grad():
+                model[0].weight.add_(1.0)  # stored values that regrowth must overwrite
+            sparse.update({"0.weight": new})
+    torch.testing.assert_close(model[0].weight[new], -0.1 * grad[new])
+    assert torch.all(model[0].weight[old] == 0)
+    assert torch.all(grad[old] == 0)
+
+
+def test_update_keeps_mask_tensors_and_regrown_weights_start_at_zero():
+    model = make_model()
+    masks = half_masks(model)
+    sparse = SparseMasks()
+    sparse.prepare(model, masks)
+    keep = sparse._keep["0.weight"]
     with torch.no_grad():
-        sparse.original("0.weight").add_(1.0)  # make every stored value non-zero
+        model[0].weight.add_(1.0)  # make every stored value non-zero
     grown = masks["0.weight"].clone()
     grown[~masks["0.weight"]] = True  # activate everything
     sparse.update({"0.weight": grown})
-    assert model[0].parametrizations.weight[0].mask is buffer
+    assert sparse._keep["0.weight"] is keep  # changed in place
     regrown = ~masks["0.weight"]
     assert torch.all(model[0].weight[regrown] == 0)
     assert torch.all(model[0].weight[masks["0.weight"]] != 0)
 
 
-def test_squash_bakes_zeros_and_removes_parametrizations():
+def test_squash_leaves_plain_weights_and_no_hook():
     model = make_model()
     masks = half_masks(model)
     sparse = SparseMasks()
+    gc.collect()  # masks earlier tests left unsquashed remove their hooks when collected
+    hooks_before = len(_global_optimizer_pre_hooks)
     sparse.prepare(model, masks)
+    assert set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     x = torch.randn(4, 6)
     before = model(x)
     sparse.squash()
-    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert_no_hooks(model, hooks_before)
     assert set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
     assert torch.equal(model(x), before)
     assert torch.all(model[0].weight[~masks["0.weight"]] == 0)
@@ -93,7 +152,7 @@ def test_state_round_trip_and_bad_input():
         other.prepare(fresh, {"9.weight": torch.ones(2, 2, dtype=torch.bool)})
     with pytest.raises(NeuroplasticError, match="shape"):
         other.prepare(fresh, {"0.weight": torch.ones(2, 2, dtype=torch.bool)})
-    assert not any(parametrize.is_parametrized(m) for m in fresh.modules())
+    assert all(not p._backward_hooks for p in fresh.parameters())
 
 
 def test_dense_gradient_is_captured_at_inactive_positions():
@@ -114,4 +173,15 @@ def test_dense_gradient_is_captured_at_inactive_positions():
     nn.functional.cross_entropy(plain(x), y).backward()
     torch.testing.assert_close(dense, plain[2].weight.grad)
     assert (dense[~masks["2.weight"]] != 0).any()
-    assert torch.all(sparse.original("2.weight").grad[~masks["2.weight"]] == 0)
+    assert torch.all(model[2].weight.grad[~masks["2.weight"]] == 0)
+
+
+def test_masks_nobody_squashed_leave_no_global_hook_once_collected():
+    gc.collect()
+    hooks_before = len(_global_optimizer_pre_hooks)
+    model = make_model()
+    SparseMasks().prepare(model, half_masks(model))
+    assert len(_global_optimizer_pre_hooks) == hooks_before + 1
+    del model
+    gc.collect()
+    assert len(_global_optimizer_pre_hooks) == hooks_before

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import math
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
+from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from neuroplastic import NeuroplasticError, registry
 from neuroplastic.sparse import GMP, SET, SNIP, GraNet, MagnitudePruning, RigL
@@ -117,6 +118,43 @@ def test_set_keeps_layer_counts_and_regrows_at_random():
     assert any(not torch.equal(before[n], m) for n, m in sp.masks.masks.items())
 
 
+def relu_mlp_with_dead_units() -> nn.Sequential:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 4))
+    with torch.no_grad():
+        model[0].bias[:32] = -100.0  # half the hidden units never fire: no gradient through them
+    return model
+
+
+@pytest.mark.parametrize("regrow_init", ["random", "zero"])
+def test_set_regrown_weights_and_the_sparsity_counted_from_them(regrow_init):
+    model = relu_mlp_with_dead_units()
+    sp = SET(model, sparsity=0.8, total_steps=10, update_frequency=3, seed=0,
+             regrow_init=regrow_init)
+    before = sp.masks.masks["0.weight"]
+    train(model, sp, 3)  # the first update is after step 3
+    regrown = sp.masks.masks["0.weight"] & ~before
+    values = model[0].weight[regrown].detach()
+    # 30% are dropped; a just-dropped position may be drawn again
+    assert 0.8 * 0.3 * int(before.sum()) < int(regrown.sum()) <= round(0.3 * int(before.sum()))
+    if regrow_init == "zero":
+        assert torch.all(values == 0)
+    else:  # U(-1/sqrt(fan_in), 1/sqrt(fan_in)): non-zero, bounded, std bound/sqrt(3)
+        bound = 1 / math.sqrt(20)
+        assert torch.all(values != 0) and torch.all(values.abs() <= bound)
+        assert float(values.std()) == pytest.approx(bound / math.sqrt(3), rel=0.2)
+    train(model, sp, 7)
+    exported = sp.export()
+    weights = [p for n, p in exported.named_parameters() if n.endswith("weight")]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    mask_sparsity = 1 - sum(c for c in sp.log.layer_counts[-1].values()) / sum(
+        math.prod(s) for s in sp.shapes.values())
+    if regrow_init == "random":
+        assert zeros == pytest.approx(mask_sparsity, abs=1e-9)
+    else:  # weights regrown into the dead units never move from zero
+        assert zeros > mask_sparsity + 0.01
+
+
 def test_gmp_is_dense_first_then_prunes_monotonically():
     model = mlp()
     sp = GMP(model, sparsity=0.75, total_steps=20, update_frequency=2, prune_window=(0.0, 0.5))
@@ -182,17 +220,20 @@ def test_contract_bad_input_changes_nothing(name):
             build(name, model, sparsity=sparsity)
     with pytest.raises(NeuroplasticError, match="no prunable layers"):
         build(name, nn.Sequential(nn.ReLU()), sparsity=0.5)
-    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert all(not p._backward_hooks for p in model.parameters())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("name", SPARSE_METHODS)
 def test_contract_export_leaves_a_plain_model_at_the_target(name):
     model = mlp()
+    gc.collect()  # masks earlier tests left unsquashed remove their hooks when collected
+    hooks_before = len(_global_optimizer_pre_hooks)
     sp = build(name, model, sparsity=0.8, update_frequency=2)
     train(model, sp, 10)
     exported = sp.export()
-    assert not any(parametrize.is_parametrized(m) for m in exported.modules())
+    assert all(not p._backward_hooks for p in exported.parameters())
+    assert len(_global_optimizer_pre_hooks) == hooks_before
     weights = [p for n, p in exported.named_parameters() if n.endswith("weight")]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(0.8, abs=0.005)

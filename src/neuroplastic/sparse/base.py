@@ -82,9 +82,8 @@ class SparsityLog:
 class Sparsifier:
     """Base class: masks the prunable weights of ``model`` and updates them on ``step()``.
 
-    Call ``step()`` once after every ``optimizer.step()``; create the optimizer
-    after the sparsifier (the masked weights are re-registered as
-    parametrizations, keeping the same Parameter objects).
+    Call ``step()`` once after every ``optimizer.step()``. The weights stay the same
+    Parameter objects (masked in place), so the optimizer may be created before or after.
 
     Args:
         model: any ``nn.Module``; modified in place.
@@ -151,7 +150,7 @@ class Sparsifier:
 
     def weights(self) -> dict[str, Tensor]:
         """Current trainable tensors behind the masks (inactive entries are zero)."""
-        return {n: self.masks.original(n) for n in self.masks.names}
+        return {n: self.masks.weight(n) for n in self.masks.names}
 
     def is_update_step(self, step: int) -> bool:
         return step % self.update_frequency == 0 and step <= self.update_end()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 
+from neuroplastic.errors import NeuroplasticError
 from neuroplastic.registry import register
 from neuroplastic.sparse.base import Sparsifier, drop_and_grow, random_masks
 from neuroplastic.types import Masks
@@ -14,14 +17,27 @@ from neuroplastic.types import Masks
 class SET(Sparsifier):
     """SET (Mocanu et al., Nature Communications 2018): random Erdos-Renyi masks; at every
     update (once per epoch in the paper) each layer drops the fraction ``zeta`` of its
-    active weights with the smallest magnitude and regrows as many at random positions,
-    initialised at zero."""
+    active weights with the smallest magnitude and regrows as many at random positions.
+
+    Args:
+        zeta: fraction of each layer's active weights replaced at every update.
+        regrow_init: ``"random"`` (default) draws each regrown weight like PyTorch's default
+            linear/conv initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as the authors'
+            sparse implementation draws new weights at random (N(0, 0.1^2) there). With
+            ``"zero"`` a weight regrown into a unit that never fires gets no gradient and
+            stays zero, so the trained model ends sparser than its masks (0.910 at a 0.900
+            target on the digits CNN).
+        **kwargs: as for :class:`Sparsifier`.
+    """
 
     name = "set"
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int, zeta: float = 0.3,
-                 **kwargs: object) -> None:
+                 regrow_init: str = "random", **kwargs: object) -> None:
+        if regrow_init not in ("random", "zero"):
+            raise NeuroplasticError(f"regrow_init must be 'random' or 'zero', got {regrow_init!r}")
         self.zeta = zeta
+        self.regrow_init = regrow_init
         super().__init__(model, sparsity=sparsity, total_steps=total_steps, **kwargs)  # type: ignore[arg-type]
 
     def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
@@ -35,3 +51,11 @@ class SET(Sparsifier):
             scores = torch.rand(mask.shape, generator=self.generator).to(mask.device)
             new[name] = drop_and_grow(weights[name], mask, scores, round(self.zeta * int(mask.sum())))
         self.masks.update(new)
+        if self.regrow_init == "random":
+            with torch.no_grad():
+                for name, mask in new.items():
+                    grown = mask & ~masks[name]
+                    weight = weights[name]
+                    bound = 1 / math.sqrt(math.prod(weight.shape[1:]))
+                    values = torch.rand(int(grown.sum()), generator=self.generator) * 2 - 1
+                    weight[grown] = (values * bound).to(weight.device, weight.dtype)
