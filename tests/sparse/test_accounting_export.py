@@ -10,7 +10,12 @@ from neuroplastic import NeuroplasticError
 from neuroplastic.data import digits
 from neuroplastic.models import MLP, SmallCNN, default_model, seeded_model
 from neuroplastic.sparse import SNIP, MagnitudePruning
-from neuroplastic.sparse.export import CSRLinear, remove_dead_units, to_csr
+from neuroplastic.sparse.export import (
+    CSRLinear,
+    FeatureMajorLinear,
+    remove_dead_units,
+    to_csr,
+)
 from neuroplastic.sparse.fit import SparseRecipe, sparse_fit
 from neuroplastic.sparse.flops import macs, output_positions, train_flops_ratio
 
@@ -54,6 +59,32 @@ def test_csr_export_matches_and_is_a_real_sparse_matmul():
     assert exported.net[1].weight.layout == torch.sparse_csr
     x = torch.randn(64, 64)
     torch.testing.assert_close(exported(x), model(x), atol=1e-4, rtol=0)
+    no_bias = nn.Linear(64, 32, bias=False)
+    with torch.no_grad():
+        no_bias.weight.mul_(torch.rand(32, 64) > 0.9)
+    torch.testing.assert_close(CSRLinear(no_bias)(x[:, None]), no_bias(x[:, None]),
+                               atol=1e-5, rtol=0)  # and a leading batch shape of two dims
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_feature_major_linear_equals_linear(bias):
+    torch.manual_seed(0)
+    linear = nn.Linear(12, 7, bias=bias)
+    for x in (torch.randn(5, 12), torch.randn(3, 4, 12)):
+        torch.testing.assert_close(FeatureMajorLinear(linear)(x), linear(x))
+    # what the next CSR layer reads without a copy: the feature-major result
+    assert FeatureMajorLinear(linear)(torch.randn(5, 12)).t().is_contiguous()
+
+
+def test_csr_export_with_measured_choices_keeps_outputs():
+    torch.manual_seed(0)
+    model = MLP(64, 10, hidden=(512, 512))
+    MagnitudePruning(model, sparsity=0.95, scope="layer").export()
+    # which layers change is a timing decision; whatever it is, the outputs must not change
+    exported = to_csr(model, example=torch.randn(64, 64))
+    x = torch.randn(64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), atol=1e-4, rtol=0)
 
 
 def test_dead_units_are_removed_without_changing_outputs():

@@ -185,3 +185,15 @@ def test_masks_nobody_squashed_leave_no_global_hook_once_collected():
     del model
     gc.collect()
     assert len(_global_optimizer_pre_hooks) == hooks_before
+
+
+def test_a_frozen_weight_can_be_masked():
+    model = make_model()
+    model[0].weight.requires_grad_(False)
+    masks = half_masks(model)
+    sparse = SparseMasks()
+    sparse.prepare(model, masks)
+    assert torch.all(model[0].weight[~masks["0.weight"]] == 0)
+    nn.functional.cross_entropy(model(torch.randn(4, 6)), torch.tensor([0, 1, 2, 0])).backward()
+    assert torch.all(model[2].weight.grad[~masks["2.weight"]] == 0)
+    sparse.squash()

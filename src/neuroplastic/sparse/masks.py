@@ -69,7 +69,7 @@ class SparseMasks:
             for name, weight in self._weights.items():
                 weight.mul_(self._keep[name])
         self._handles = [weight.register_hook(self._grad_hook(name))
-                         for name, weight in self._weights.items()]
+                         for name, weight in self._weights.items() if weight.requires_grad]
         # weakly: masks nobody squashed must not be kept alive by the global hook
         before_step = weakref.WeakMethod(self._before_optimizer_step)
 
