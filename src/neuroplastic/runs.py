@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from neuroplastic.errors import NeuroplasticError
 
@@ -32,3 +34,12 @@ def check_metrics(metrics: dict[str, object]) -> None:
         low = -1.0 if key.startswith("gap.") else 0.0
         if bounded and isinstance(value, float) and value == value and not low <= value <= 1:
             raise ValueError(f"metrics.json value of {key!r} is {value}, outside [{low:g}, 1]")
+
+
+def run_options(folder: str | Path) -> dict[str, Any]:
+    """The CLI options recorded in a run folder's config.json ({} if it holds none)."""
+    try:
+        options = json.loads((Path(folder) / "config.json").read_text()).get("options", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return options if isinstance(options, dict) else {}

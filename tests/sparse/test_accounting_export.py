@@ -13,6 +13,7 @@ from neuroplastic.sparse import SNIP, MagnitudePruning
 from neuroplastic.sparse.export import (
     CSRLinear,
     FeatureMajorLinear,
+    fastest_export,
     remove_dead_units,
     to_csr,
 )
@@ -85,6 +86,28 @@ def test_csr_export_with_measured_choices_keeps_outputs():
     x = torch.randn(64, 64)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), model(x), atol=1e-4, rtol=0)
+
+
+def test_fastest_export_is_one_of_the_forms_and_keeps_outputs():
+    torch.manual_seed(0)
+    model = MLP(64, 10, hidden=(256, 256))
+    MagnitudePruning(model, sparsity=0.95, scope="layer").export()
+    exported, form = fastest_export(model, torch.randn(64, 64))
+    assert form in ("unchanged", "csr", "dead units removed + csr")
+    x = torch.randn(64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), model(x), atol=1e-4, rtol=0)
+
+    class Untraceable(nn.Module):  # data-dependent control flow: torch.fx cannot follow it
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+    exported, form = fastest_export(Untraceable(), torch.ones(2, 8))
+    assert form in ("unchanged", "csr")
 
 
 def test_dead_units_are_removed_without_changing_outputs():

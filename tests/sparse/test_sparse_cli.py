@@ -69,3 +69,16 @@ def test_sparse_train_resume_from_run_folder(tmp_path, capsys):
     assert main(["sparse", "train", "--method", "set", "--epochs", "2", "--sparsity", "0.5",
                  "--out", str(out), "--resume"]) == 2
     assert "another recipe" in one_line_error(capsys)
+
+
+def test_sparse_export_reads_the_data_of_the_run_it_exports(tmp_path):
+    run = tmp_path / "run"
+    assert main(["sparse", "train", "--method", "set", "--epochs", "1", "--data", "mnist1d",
+                 "--out", str(run)]) == 0
+    exported = tmp_path / "export"
+    # without --data the digits CNN would not fit these MLP weights
+    assert main(["sparse", "export", "--model", str(run / "model.safetensors"),
+                 "--out", str(exported)]) == 0
+    report = json.loads((exported / "metrics.json").read_text())
+    assert report["export_max_abs_diff"] < 1e-4
+    assert json.loads((exported / "config.json").read_text())["options"]["data"] is None

@@ -16,7 +16,7 @@ from neuroplastic.evaluate.report import Report, grouped_bars, line_plot
 from neuroplastic.forget.experiment import trained_model
 from neuroplastic.io import load_model_weights, load_tensors, save_model
 from neuroplastic.models import seeded_model
-from neuroplastic.runs import run_dir
+from neuroplastic.runs import run_dir, run_options
 from neuroplastic.sparse.base import check_sparsity
 from neuroplastic.sparse.experiment import SparseRun, counted_sparsity, export_metrics, run_sparse
 from neuroplastic.sparse.fit import SparseRecipe
@@ -168,12 +168,18 @@ def export(
     ctx: typer.Context,
     model: Path = typer.Option(..., help="Sparse weights (.safetensors, e.g. from sparse train)."),
     model_factory: str | None = typer.Option(None, help=FACTORY_HELP),
-    data: str = typer.Option("digits", help=DATA_HELP + " (test inputs for timing)"),
+    data: str | None = typer.Option(
+        None, help=DATA_HELP + " (test inputs for timing; default: the data and model factory "
+                   "in the config.json beside --model, else digits)"),
     seed: int = typer.Option(0, help="Seed of the data split."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/sparse-export-<time>)."),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """Measure the CSR + dead-unit export of a sparse model against its dense form."""
+    if data is None:
+        trained_with = run_options(model.parent)
+        data = trained_with.get("data") or "digits"
+        model_factory = model_factory or trained_with.get("model_factory")
     split = load_data(data, seed=seed)
     factory = resolve_factory(model_factory, split)
     folder = run_dir("sparse-export", out)

@@ -18,7 +18,7 @@ from neuroplastic.batches import model_device
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.models.factory import ModelFactory, seeded_model
-from neuroplastic.sparse.export import remove_dead_units, to_csr
+from neuroplastic.sparse.export import fastest_export
 from neuroplastic.sparse.fit import SparseFitResult, SparseRecipe, sparse_fit
 from neuroplastic.sparse.flops import macs, output_positions, train_flops_ratio
 from neuroplastic.sparse.latency import latencies
@@ -45,18 +45,17 @@ def counted_sparsity(model: nn.Module, names: list[str]) -> float:
 
 
 def export_metrics(model: nn.Module, data: DataSplit, *,
-                   batch: int = 64) -> tuple[dict[str, float], dict[str, float]]:
-    """Latency of the squashed model vs its CSR + dead-unit-free export on a test batch, and
-    the largest output difference."""
+                   batch: int = 64) -> tuple[dict[str, Any], dict[str, float]]:
+    """Latency of the squashed model vs its fastest export on a test batch (the form is
+    chosen on a validation batch), and the largest output difference."""
     device = model_device(model)
     inputs = data.test.tensors[0][:batch].to(device)
-    # which layers run faster as CSR is measured on a validation batch, not the timed one
-    exported = to_csr(remove_dead_units(model)[0], example=data.val.tensors[0][:batch].to(device))
+    exported, form = fastest_export(model, data.val.tensors[0][:batch].to(device))
     with torch.no_grad():
         diff = float((model(inputs) - exported(inputs)).abs().max())
     times = latencies({"dense": model, "exported": exported}, inputs)
-    return ({"export_speedup": times["dense"] / times["exported"], "export_max_abs_diff": diff},
-            times)
+    return ({"export_speedup": times["dense"] / times["exported"], "export_max_abs_diff": diff,
+             "export_form": form}, times)
 
 
 def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
