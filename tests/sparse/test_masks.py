@@ -1,4 +1,5 @@
-"""SparseMasks: masked weights stay exactly zero through training; update, squash, state."""
+"""SparseMasks (in place) and ParametrizedMasks: masked weights stay exactly zero through
+training; update, squash, state."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import gc
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from neuroplastic import NeuroplasticError
-from neuroplastic.sparse import SparseMasks
+from neuroplastic.sparse import ParametrizedMasks, SparseMasks
 
-
-def assert_no_hooks(model: nn.Module, global_hooks_before: int) -> None:
-    assert all(not p._backward_hooks for p in model.parameters())
-    assert len(_global_optimizer_pre_hooks) == global_hooks_before
+KINDS = pytest.mark.parametrize("kind", [SparseMasks, ParametrizedMasks],
+                                ids=["in-place", "parametrize"])
 
 
 def make_model() -> nn.Sequential:
@@ -27,6 +27,23 @@ def half_masks(model: nn.Module) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     return {n: torch.rand(p.shape, generator=gen) > 0.5
             for n, p in model.named_parameters() if n.endswith("weight")}
+
+
+def effective(model: nn.Module, name: str) -> torch.Tensor:
+    """The weight the forward pass uses (a parametrization's output, or the parameter)."""
+    module, _, attr = name.rpartition(".")
+    return getattr(model.get_submodule(module), attr)
+
+
+def global_hooks() -> int:
+    gc.collect()  # masks earlier tests left unsquashed remove their hook when collected
+    return len(_global_optimizer_pre_hooks)
+
+
+def assert_plain(model: nn.Module, global_hooks_before: int) -> None:
+    assert all(not p._backward_hooks for p in model.parameters())
+    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert len(_global_optimizer_pre_hooks) == global_hooks_before
 
 
 OPTIMIZERS = {
@@ -41,9 +58,10 @@ OPTIMIZERS = {
 }
 
 
+@KINDS
 @pytest.mark.parametrize("make_optimizer", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
 @pytest.mark.parametrize("optimizer_first", [False, True], ids=["after", "before-with-state"])
-def test_masked_weights_stay_exactly_zero_through_optimizer_steps(make_optimizer,
+def test_masked_weights_stay_exactly_zero_through_optimizer_steps(kind, make_optimizer,
                                                                    optimizer_first):
     model = make_model()
     masks = half_masks(model)
@@ -54,9 +72,8 @@ def test_masked_weights_stay_exactly_zero_through_optimizer_steps(make_optimizer
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
-    sparse = SparseMasks()
-    gc.collect()  # masks earlier tests left unsquashed remove their hooks when collected
-    hooks_before = len(_global_optimizer_pre_hooks)
+    sparse = kind()
+    hooks_before = global_hooks()
     sparse.prepare(model, masks)
     if not optimizer_first:
         optimizer = make_optimizer(model.parameters())
@@ -64,27 +81,25 @@ def test_masked_weights_stay_exactly_zero_through_optimizer_steps(make_optimizer
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         optimizer.step()
-        if step == 10:  # change the masks mid-training: momentum buffers are stale now
-            flipped = {n: ~m for n, m in masks.items()}
-            sparse.update(flipped)
-            masks = flipped
-        if step == 20:  # and back: the re-dropped weights had momentum again
-            flipped = {n: ~m for n, m in masks.items()}
-            sparse.update(flipped)
-            masks = flipped
+        if step in (10, 20):  # flip the masks: the dropped weights have momentum
+            masks = {n: ~m for n, m in masks.items()}
+            sparse.update(masks)
     for name, mask in masks.items():
-        weight = dict(model.named_parameters())[name]
+        weight = effective(model, name)
         assert torch.all(weight[~mask] == 0), name
         assert (weight[mask] != 0).float().mean() > 0.5, name  # regrown ones did train
     sparse.squash()
-    assert_no_hooks(model, hooks_before)
+    assert_plain(model, hooks_before)
+    for name, mask in masks.items():
+        assert torch.all(dict(model.named_parameters())[name][~mask] == 0), name
 
 
-def test_regrown_weight_starts_from_zero_weight_and_zero_momentum():
+@KINDS
+def test_regrown_weight_starts_from_zero_weight_and_zero_momentum(kind):
     # oracle: one SGD-momentum step on a fresh entry (weight 0, buffer 0) gives w = -lr * g
     model = make_model()
     masks = half_masks(model)
-    sparse = SparseMasks()
+    sparse = kind()
     sparse.prepare(model, masks)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
@@ -93,72 +108,93 @@ def test_regrown_weight_starts_from_zero_weight_and_zero_momentum():
     for step in range(4):
         optimizer.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
-        grad = model[0].weight.grad.clone()
+        grad = sparse.weight("0.weight").grad.clone()
         optimizer.step()
         if step == 2:
             with torch.no_grad():
-                model[0].weight.add_(1.0)  # stored values that regrowth must overwrite
+                sparse.weight("0.weight").add_(1.0)  # stored values regrowth must overwrite
             sparse.update({"0.weight": new})
-    torch.testing.assert_close(model[0].weight[new], -0.1 * grad[new])
-    assert torch.all(model[0].weight[old] == 0)
+    torch.testing.assert_close(effective(model, "0.weight")[new], -0.1 * grad[new])
+    assert torch.all(effective(model, "0.weight")[old] == 0)
     assert torch.all(grad[old] == 0)
 
 
-def test_update_keeps_mask_tensors_and_regrown_weights_start_at_zero():
+def test_only_parametrized_masks_survive_writes_into_the_stored_weights():
+    # an update rule outside torch.optim: noise added to every stored entry
+    for kind, stays_zero in ((ParametrizedMasks, True), (SparseMasks, False)):
+        model = make_model()
+        masks = half_masks(model)
+        sparse = kind()
+        sparse.prepare(model, masks)
+        with torch.no_grad():
+            sparse.weight("0.weight").add_(torch.randn(5, 6))
+        inactive = effective(model, "0.weight")[~masks["0.weight"]]
+        assert bool(torch.all(inactive == 0)) is stays_zero, kind.__name__
+        sparse.squash()
+
+
+@KINDS
+def test_update_keeps_mask_tensors_and_regrown_weights_start_at_zero(kind):
     model = make_model()
     masks = half_masks(model)
-    sparse = SparseMasks()
+    sparse = kind()
     sparse.prepare(model, masks)
-    keep = sparse._keep["0.weight"]
+    keep = sparse._keep_of("0.weight")
     with torch.no_grad():
-        model[0].weight.add_(1.0)  # make every stored value non-zero
+        sparse.weight("0.weight").add_(1.0)  # make every stored value non-zero
     grown = masks["0.weight"].clone()
     grown[~masks["0.weight"]] = True  # activate everything
     sparse.update({"0.weight": grown})
-    assert sparse._keep["0.weight"] is keep  # changed in place
+    assert sparse._keep_of("0.weight") is keep  # changed in place
     regrown = ~masks["0.weight"]
-    assert torch.all(model[0].weight[regrown] == 0)
-    assert torch.all(model[0].weight[masks["0.weight"]] != 0)
+    assert torch.all(effective(model, "0.weight")[regrown] == 0)
+    assert torch.all(effective(model, "0.weight")[masks["0.weight"]] != 0)
 
 
-def test_squash_leaves_plain_weights_and_no_hook():
+@KINDS
+def test_squash_leaves_plain_weights_and_no_hook(kind):
     model = make_model()
     masks = half_masks(model)
-    sparse = SparseMasks()
-    gc.collect()  # masks earlier tests left unsquashed remove their hooks when collected
-    hooks_before = len(_global_optimizer_pre_hooks)
+    sparse = kind()
+    hooks_before = global_hooks()
     sparse.prepare(model, masks)
-    assert set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    plain_keys = {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert (set(model.state_dict()) == plain_keys) is (kind is SparseMasks)
     x = torch.randn(4, 6)
     before = model(x)
     sparse.squash()
-    assert_no_hooks(model, hooks_before)
-    assert set(model.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    assert_plain(model, hooks_before)
+    assert set(model.state_dict()) == plain_keys
     assert torch.equal(model(x), before)
     assert torch.all(model[0].weight[~masks["0.weight"]] == 0)
 
 
-def test_state_round_trip_and_bad_input():
+@KINDS
+def test_state_round_trip_and_bad_input(kind):
     model = make_model()
     masks = half_masks(model)
-    sparse = SparseMasks()
+    sparse = kind()
     sparse.prepare(model, masks)
     saved = sparse.state_dict()
     sparse.update({n: torch.ones_like(m) for n, m in masks.items()})
     sparse.load_state_dict(saved)
     assert all(torch.equal(sparse.masks[n], masks[n]) for n in masks)
-    fresh, other = make_model(), SparseMasks()
+    fresh, other = make_model(), kind()
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
     with pytest.raises(NeuroplasticError, match="no parameter"):
         other.prepare(fresh, {"9.weight": torch.ones(2, 2, dtype=torch.bool)})
     with pytest.raises(NeuroplasticError, match="shape"):
         other.prepare(fresh, {"0.weight": torch.ones(2, 2, dtype=torch.bool)})
     assert all(not p._backward_hooks for p in fresh.parameters())
+    assert not any(parametrize.is_parametrized(m) for m in fresh.modules())
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())
 
 
-def test_dense_gradient_is_captured_at_inactive_positions():
+@KINDS
+def test_dense_gradient_is_captured_at_inactive_positions(kind):
     model = make_model()
     masks = half_masks(model)
-    sparse = SparseMasks()
+    sparse = kind()
     sparse.prepare(model, masks)
     sparse.capture_dense_grads(True)
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
@@ -173,27 +209,28 @@ def test_dense_gradient_is_captured_at_inactive_positions():
     nn.functional.cross_entropy(plain(x), y).backward()
     torch.testing.assert_close(dense, plain[2].weight.grad)
     assert (dense[~masks["2.weight"]] != 0).any()
-    assert torch.all(model[2].weight.grad[~masks["2.weight"]] == 0)
+    assert torch.all(sparse.weight("2.weight").grad[~masks["2.weight"]] == 0)
+    sparse.capture_dense_grads(False)
+    assert sparse.dense_grads()["2.weight"] is None
 
 
 def test_masks_nobody_squashed_leave_no_global_hook_once_collected():
-    gc.collect()
-    hooks_before = len(_global_optimizer_pre_hooks)
+    hooks_before = global_hooks()
     model = make_model()
     SparseMasks().prepare(model, half_masks(model))
     assert len(_global_optimizer_pre_hooks) == hooks_before + 1
     del model
-    gc.collect()
-    assert len(_global_optimizer_pre_hooks) == hooks_before
+    assert global_hooks() == hooks_before
 
 
-def test_a_frozen_weight_can_be_masked():
+@KINDS
+def test_a_frozen_weight_can_be_masked(kind):
     model = make_model()
     model[0].weight.requires_grad_(False)
     masks = half_masks(model)
-    sparse = SparseMasks()
+    sparse = kind()
     sparse.prepare(model, masks)
-    assert torch.all(model[0].weight[~masks["0.weight"]] == 0)
+    assert torch.all(effective(model, "0.weight")[~masks["0.weight"]] == 0)
     nn.functional.cross_entropy(model(torch.randn(4, 6)), torch.tensor([0, 1, 2, 0])).backward()
-    assert torch.all(model[2].weight.grad[~masks["2.weight"]] == 0)
+    assert torch.all(sparse.weight("2.weight").grad[~masks["2.weight"]] == 0)
     sparse.squash()

@@ -9,6 +9,7 @@ import math
 import pytest
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from neuroplastic import NeuroplasticError, registry
@@ -220,19 +221,24 @@ def test_contract_bad_input_changes_nothing(name):
             build(name, model, sparsity=sparsity)
     with pytest.raises(NeuroplasticError, match="no prunable layers"):
         build(name, nn.Sequential(nn.ReLU()), sparsity=0.5)
+    with pytest.raises(NeuroplasticError, match="masking must be one of"):
+        build(name, model, sparsity=0.5, masking="nope")
     assert all(not p._backward_hooks for p in model.parameters())
+    assert not any(parametrize.is_parametrized(m) for m in model.modules())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("masking", ["in-place", "parametrize"])
 @pytest.mark.parametrize("name", SPARSE_METHODS)
-def test_contract_export_leaves_a_plain_model_at_the_target(name):
+def test_contract_export_leaves_a_plain_model_at_the_target(name, masking):
     model = mlp()
     gc.collect()  # masks earlier tests left unsquashed remove their hooks when collected
     hooks_before = len(_global_optimizer_pre_hooks)
-    sp = build(name, model, sparsity=0.8, update_frequency=2)
+    sp = build(name, model, sparsity=0.8, update_frequency=2, masking=masking)
     train(model, sp, 10)
     exported = sp.export()
     assert all(not p._backward_hooks for p in exported.parameters())
+    assert not any(parametrize.is_parametrized(m) for m in exported.modules())
     assert len(_global_optimizer_pre_hooks) == hooks_before
     weights = [p for n, p in exported.named_parameters() if n.endswith("weight")]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)

@@ -6,6 +6,7 @@ from neuroplastic.sparse.gmp import GMP
 from neuroplastic.sparse.granet import GraNet
 from neuroplastic.sparse.masks import SparseMasks
 from neuroplastic.sparse.oneshot import SNIP, MagnitudePruning
+from neuroplastic.sparse.parametrized_masks import ParametrizedMasks
 from neuroplastic.sparse.rigl import RigL
 from neuroplastic.sparse.set_ import SET
 
@@ -15,6 +16,7 @@ __all__ = [
     "SNIP",
     "GraNet",
     "MagnitudePruning",
+    "ParametrizedMasks",
     "RigL",
     "SparseMasks",
     "Sparsifier",

@@ -14,8 +14,12 @@ from neuroplastic.errors import NeuroplasticError
 from neuroplastic.select import top_k, top_k_mask
 from neuroplastic.sparse.density import erk_counts, uniform_counts
 from neuroplastic.sparse.masks import SparseMasks, density
+from neuroplastic.sparse.parametrized_masks import ParametrizedMasks
 from neuroplastic.targets import Targets
 from neuroplastic.types import Masks
+
+#: How a sparsifier keeps masked weights at zero.
+MASKINGS: dict[str, type[SparseMasks]] = {"in-place": SparseMasks, "parametrize": ParametrizedMasks}
 
 #: Default targets: the weights of every linear and convolution layer, classifier included.
 PRUNABLE = Targets(include=("*weight",), module_types=(nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
@@ -94,6 +98,10 @@ class Sparsifier:
         update_frequency: optimizer steps between mask updates.
         targets: which weights to mask (default: every linear / conv weight).
         seed: seeds random initial masks and random regrowth.
+        masking: ``"in-place"`` (default, :class:`SparseMasks`: exact zeros kept by a
+            gradient hook and the optimizer's state) or ``"parametrize"``
+            (:class:`ParametrizedMasks`: ``original * mask`` at every forward, for update
+            rules outside ``torch.optim``; slower, and the optimizer must come after).
     """
 
     name = "sparsifier"
@@ -102,8 +110,10 @@ class Sparsifier:
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
                  distribution: str = "erk", dense_layers: tuple[str, ...] = (),
                  update_frequency: int = 100, targets: Targets | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, masking: str = "in-place") -> None:
         self.sparsity = check_sparsity(sparsity)
+        if masking not in MASKINGS:
+            raise NeuroplasticError(f"masking must be one of {', '.join(MASKINGS)}, got {masking!r}")
         if total_steps < 1:
             raise NeuroplasticError(f"total_steps must be >= 1, got {total_steps}")
         if update_frequency < 1:
@@ -120,7 +130,7 @@ class Sparsifier:
         weights = prunable_weights(model, targets)
         self.shapes = {n: tuple(w.shape) for n, w in weights.items()}
         initial = self.initial_masks(weights)
-        self.masks = SparseMasks()
+        self.masks = MASKINGS[masking]()
         self.masks.prepare(model, initial)
         self._record()
         self.masks.capture_dense_grads(self.uses_dense_gradient and self.is_update_step(1))
