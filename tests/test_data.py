@@ -14,6 +14,7 @@ from neuroplastic.data import (
     digits,
     full_class,
     given_indices,
+    load_cifar10_binary,
     load_csv,
     load_data,
     load_image_folder,
@@ -90,6 +91,47 @@ def test_torchvision_loader_reads_files_on_disk(tmp_path):
     CIFAR10._check_integrity = lambda self: True  # our small files have other checksums
     split = load_torchvision("CIFAR10", tmp_path)
     assert split.input_shape == (3, 32, 32) and len(split.test) == 10
+
+
+def write_cifar10_binary(folder, *, per_batch: int = 20) -> dict[str, np.ndarray]:
+    """Small files in CIFAR-10's binary format; returns what was written, for the oracle."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    written = {}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        records = rng.integers(0, 256, (per_batch, 3073), dtype=np.uint8)
+        records[:, 0] = np.arange(per_batch) % 10  # every class in every batch
+        records.tofile(folder / name)
+        written[name] = records
+    (folder / "batches.meta.txt").write_text("\n".join(f"class{i}" for i in range(10)) + "\n\n")
+    return written
+
+
+def test_cifar10_binary_batches_are_read_without_torchvision(tmp_path):
+    written = write_cifar10_binary(tmp_path / "cifar-10-batches-bin")
+    split = load_data(str(tmp_path))  # the parent folder, as the archive unpacks
+    assert split.input_shape == (3, 32, 32) and split.num_classes == 10
+    assert split.class_names == [f"class{i}" for i in range(10)]
+    assert len(split.train) + len(split.val) == 100 and len(split.test) == 20
+    # oracle: record r of test_batch.bin is label byte, then R, G, B planes row by row
+    record = written["test_batch.bin"][3]
+    x, y = split.test.tensors[0][3], split.test.tensors[1][3]
+    assert int(y) == int(record[0])
+    assert float(x[1, 2, 5]) == pytest.approx(record[1 + 1024 + 2 * 32 + 5] / 255)
+    assert float(x[2, 31, 31]) == pytest.approx(record[3072] / 255)
+
+
+def test_cifar10_binary_bad_files(tmp_path):
+    folder = tmp_path / "cifar-10-batches-bin"
+    write_cifar10_binary(folder)
+    (folder / "test_batch.bin").write_bytes(b"\x00" * 100)
+    with pytest.raises(NeuroplasticError, match="not a CIFAR-10 binary batch"):
+        load_cifar10_binary(folder)
+    (folder / "test_batch.bin").unlink()
+    with pytest.raises(NeuroplasticError, match="cannot read CIFAR-10 batch"):
+        load_cifar10_binary(folder)
+    with pytest.raises(NeuroplasticError, match="no CIFAR-10 binary batches"):
+        load_cifar10_binary(tmp_path / "elsewhere")
 
 
 def test_bad_data_files_give_one_line_errors(tmp_path):

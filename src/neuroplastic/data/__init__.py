@@ -2,6 +2,7 @@
 
 from neuroplastic.data.digits import COARSE_NAMES, coarse_label, digits
 from neuroplastic.data.loaders import (
+    load_cifar10_binary,
     load_csv,
     load_data,
     load_image_folder,
@@ -33,6 +34,7 @@ __all__ = [
     "digits",
     "full_class",
     "given_indices",
+    "load_cifar10_binary",
     "load_csv",
     "load_data",
     "load_image_folder",

@@ -1,4 +1,5 @@
-"""Loaders for real data formats: NPZ, CSV, image folders, torchvision datasets.
+"""Loaders for real data formats: NPZ, CSV, image folders, CIFAR-10 binary batches,
+torchvision datasets.
 
 Every loader returns a :class:`DataSplit`; a file that has its own test split
 keeps it, otherwise a fixed stratified split is made.
@@ -160,9 +161,62 @@ def load_torchvision(name: str, root: str | Path, *, seed: int = 0) -> DataSplit
     return inner
 
 
+#: The folder CIFAR-10's binary archive (cifar-10-binary.tar.gz) unpacks to.
+CIFAR10_BINARY = "cifar-10-batches-bin"
+CIFAR10_RECORD = 1 + 3 * 32 * 32  # a label byte, then the red, green and blue 32x32 planes
+
+
+def _cifar10_folder(path: Path) -> Path | None:
+    for folder in (path, path / CIFAR10_BINARY):
+        if (folder / "data_batch_1.bin").is_file():
+            return folder
+    return None
+
+
+def load_cifar10_binary(root: str | Path, *, seed: int = 0) -> DataSplit:
+    """CIFAR-10 in its binary on-disk format (``data_batch_1.bin`` .. ``data_batch_5.bin``,
+    ``test_batch.bin``; ``root`` is that folder or the one holding ``cifar-10-batches-bin``),
+    read with numpy: no torchvision, no pickle. Pixels scaled to [0, 1], shape (3, 32, 32);
+    the own test split is kept and 1/9 of train is held out for validation; class names
+    from ``batches.meta.txt`` when present."""
+    folder = _cifar10_folder(Path(root))
+    if folder is None:
+        raise NeuroplasticError(f"{root} holds no CIFAR-10 binary batches (data_batch_1.bin)")
+
+    def read(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        records = []
+        for name in names:
+            try:
+                raw = np.fromfile(folder / name, dtype=np.uint8)
+            except OSError as err:
+                raise NeuroplasticError(f"cannot read CIFAR-10 batch {folder / name}: "
+                                        f"{err.strerror or err}") from None
+            if raw.size == 0 or raw.size % CIFAR10_RECORD:
+                raise NeuroplasticError(f"{folder / name} is not a CIFAR-10 binary batch "
+                                        f"({raw.size} bytes, not records of {CIFAR10_RECORD})")
+            records.append(raw.reshape(-1, CIFAR10_RECORD))
+        data = np.concatenate(records)
+        labels = data[:, 0].astype(np.int64)
+        if labels.max() > 9:
+            raise NeuroplasticError(f"{folder}: label {labels.max()} in a CIFAR-10 batch")
+        return data[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0, labels
+
+    x, y = read([f"data_batch_{i}.bin" for i in range(1, 6)])
+    x_test, y_test = read(["test_batch.bin"])
+    split = _with_own_test("cifar10", x, y, as_dataset(x_test, y_test, name="cifar10 (test)"),
+                           seed=seed)
+    meta = folder / "batches.meta.txt"
+    names = [line.strip() for line in meta.read_text().splitlines() if line.strip()] \
+        if meta.is_file() else []
+    if len(names) == split.num_classes:
+        split.class_names = names
+    return split
+
+
 def load_data(spec: str, *, seed: int = 0) -> DataSplit:
     """Load data named by ``spec``: ``digits`` (default), ``mnist1d`` (generated), a ``.npz``
-    or ``.csv`` file, an image folder, or ``torchvision:<Name>:<root>``."""
+    or ``.csv`` file, CIFAR-10 binary batches (their folder or its parent), an image folder,
+    or ``torchvision:<Name>:<root>``."""
     if spec == "digits":
         return digits(seed=seed)
     if spec == "mnist1d":
@@ -176,6 +230,8 @@ def load_data(spec: str, *, seed: int = 0) -> DataSplit:
     if not path.exists():
         raise NeuroplasticError(f"data not found: {spec}")
     if path.is_dir():
+        if _cifar10_folder(path) is not None:
+            return load_cifar10_binary(path, seed=seed)
         return load_image_folder(path, seed=seed)
     if path.suffix == ".npz":
         return load_npz(path, seed=seed)
