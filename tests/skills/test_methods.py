@@ -241,3 +241,26 @@ def test_every_step_guard_ignores_passes_after_a_sequence_ended(tokenizer):
     assert detector.calls == 4  # the batch kept running for row 1
     # row 0's later passes only read padding after its end: not checked; row 1's are
     assert abstained.tolist() == [False, True]
+
+
+def test_report_key_scores_are_what_the_detector_sees_at_inference(tokenizer):
+    from neuroplastic.skills.experiment import SkillRequest, run_skill_forget
+
+    model = tiny_llama(tokenizer)
+    evaluation = {"addition": examples("addition", 8, seed=2),
+                  "reversal": examples("reversal", 8, seed=2)}
+    request = SkillRequest(forget_skill="addition", forget=FORGET, retain=RETAIN,
+                           evaluation=evaluation)
+    runs = {name: run_skill_forget(model, tokenizer, request,
+                                   registry.create(name, kind="skill", percent=50.0)
+                                   if name == "na-ksd" else registry.create(name, kind="skill"),
+                                   key_scores=True, overhead_prompts=2)
+            for name in ("ksd-calibrated", "na-ksd")}
+    for name, run in runs.items():
+        detector, site = run.details["detector"], run.details["key_site"]
+        clean = detector.score(prompt_keys(model, tokenizer, evaluation["addition"], site=site))
+        reported = torch.tensor(run.details["key_scores"]["addition"], dtype=clean.dtype)
+        if name == "ksd-calibrated":  # nothing else changes the keys: the same numbers
+            torch.testing.assert_close(reported, clean)
+        else:  # scored with Neuron Adjust still applied, as the guard sees them
+            assert not torch.allclose(reported, clean)

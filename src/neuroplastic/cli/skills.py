@@ -13,7 +13,6 @@ from neuroplastic.cli.common import console, options_of, write_run
 from neuroplastic.cli.forget import forget_app
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.report import Report, grouped_bars, histograms
-from neuroplastic.forget.key_space import prompt_keys
 from neuroplastic.forget.neuron_adjust import check_percent
 from neuroplastic.skills.demo import DEMO_DIR, DemoRecipe, load_demo, make_demo
 from neuroplastic.skills.experiment import SkillRequest, SkillRun, demo_request, run_skill_forget
@@ -77,7 +76,7 @@ def skill_table(run: SkillRun) -> Table:
     return table
 
 
-def skill_report(run: SkillRun, model: Any, tokenizer: Any, request: SkillRequest) -> Report:
+def skill_report(run: SkillRun) -> Report:
     """report.html: per-skill accuracy, selected neurons per layer, key-score histograms."""
     metrics = run.metrics
     report = Report(f"neuroplastic forget skill: {metrics['forget_skill']} ({metrics['method']})")
@@ -93,12 +92,10 @@ def skill_report(run: SkillRun, model: Any, tokenizer: Any, request: SkillReques
         layers = [str(i) for i in range(len(run.details["neurons_per_layer"]))]
         report.figure("Neurons adjusted per layer", grouped_bars(
             {"neurons": [float(n) for n in run.details["neurons_per_layer"]]}, layers, ylabel="neurons"))
-    if "detector" in run.details:
-        detector, site = run.details["detector"], run.details["key_site"]
-        scores = {skill: detector.score(prompt_keys(model, tokenizer, request.evaluation[skill],
-                                                     site=site)).tolist() for skill in skills}
+    if "key_scores" in run.details:
         report.figure("Key scores of each skill's evaluation prompts", histograms(
-            scores, xlabel="key score (hypercube: distance in forget stds; calibrated: probe logit)"))
+            run.details["key_scores"],
+            xlabel="key score (hypercube: distance in forget stds; calibrated: probe logit)"))
     chosen = [[k.removeprefix("method."), v] for k, v in metrics.items() if k.startswith("method.")]
     report.table("Choices the method made", ["setting", "value"], chosen)
     report.text("Exact match with greedy decoding; an abstention counts as a wrong answer. "
@@ -147,12 +144,13 @@ def forget_skill(
     net, tokenizer = load_demo(device=device) if model is None else load_causal_lm(model, device=device)
     method_object = registry.create(method, kind="skill", **kwargs)
     with console.status(f"{method}: measuring, applying and evaluating"):
-        run = run_skill_forget(net, tokenizer, request, method_object, keep=method_object.edits_weights)
+        run = run_skill_forget(net, tokenizer, request, method_object, keep=method_object.edits_weights,
+                               key_scores=True)
     console.print(skill_table(run))
     console.print(f"forget ratio {run.metrics['forget_ratio']:.3f}, retain ratio "
                   f"{run.metrics['retain_ratio']:.3f}, generation overhead {run.metrics['overhead']:.2f}x")
     write_run(folder, command="forget skill", config={"options": options, "method_kwargs": kwargs},
-              metrics=run.metrics, report=skill_report(run, net, tokenizer, request),
+              metrics=run.metrics, report=skill_report(run),
               model=net if method_object.edits_weights else None, json_out=json_out)
 
 

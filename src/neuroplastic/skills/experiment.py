@@ -8,6 +8,7 @@ from typing import Any
 from torch import nn
 
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.forget.key_space import prompt_keys
 from neuroplastic.forget.skill_base import SkillUnlearner
 from neuroplastic.skills.demo import EVAL_SEED
 from neuroplastic.skills.evaluation import (
@@ -60,13 +61,16 @@ class SkillRun:
 
 def run_skill_forget(model: nn.Module, tokenizer: Any, request: SkillRequest, method: SkillUnlearner, *,
                      before: SkillEvaluation | None = None, keep: bool = False,
-                     overhead_prompts: int = 128) -> SkillRun:
+                     overhead_prompts: int = 128, key_scores: bool = False) -> SkillRun:
     """Evaluate, apply ``method``, evaluate again, then remove the intervention (unless ``keep``).
 
     Args:
         before: the evaluation of the untouched model, if already computed (benchmarks reuse it).
         keep: leave the intervention on the model (the CLI saves edited weights).
         overhead_prompts: retained prompts on which the generation overhead is timed.
+        key_scores: for a method with a key-space detector, also score every evaluation
+            prompt's key as the detector sees it at inference (Neuron Adjust still applied),
+            in ``details["key_scores"]`` by skill.
     """
     if request.forget_skill not in request.evaluation:
         raise NeuroplasticError(f"no evaluation set for the forget skill {request.forget_skill!r}")
@@ -79,6 +83,12 @@ def run_skill_forget(model: nn.Module, tokenizer: Any, request: SkillRequest, me
                                 generate=intervention.generate)
         overhead = generation_overhead(model, tokenizer, retained[:overhead_prompts],
                                        generate=intervention.generate)
+        details = dict(intervention.details)
+        if key_scores and "detector" in details:
+            details["key_scores"] = {
+                skill: details["detector"].score(prompt_keys(
+                    model, tokenizer, examples, site=details["key_site"])).tolist()
+                for skill, examples in request.evaluation.items()}
     finally:
         if not keep:
             intervention.remove()
@@ -87,5 +97,5 @@ def run_skill_forget(model: nn.Module, tokenizer: Any, request: SkillRequest, me
     # For weight edits this compares the edited model with itself (~1): they add no inference cost.
     metrics["overhead"] = overhead
     metrics.update({f"method.{k}": v for k, v in intervention.metrics.items() if k != "method"})
-    return SkillRun(metrics=metrics, before=before, after=after, details=intervention.details)
+    return SkillRun(metrics=metrics, before=before, after=after, details=details)
 
