@@ -1,4 +1,5 @@
-"""Under torch.distributed, estimators sum over processes: two processes = one process."""
+"""Under torch.distributed, two processes = one process: estimators sum over processes, and
+in-place sparse masks hold under DistributedDataParallel."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from neuroplastic.importance import Fisher
+from neuroplastic.sparse import SparseMasks
 from tests.conftest import TinyNet, tiny_batches
 
 
-def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
+def _join(rank: int, store_file: str) -> None:
     # A file store needs no free port; loopback keeps gloo off whatever
     # interface the host name resolves to on a CI machine.
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
@@ -24,6 +28,10 @@ def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
         world_size=2,
         timeout=timedelta(seconds=120),
     )
+
+
+def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
+    _join(rank, store_file)
     try:
         torch.manual_seed(0)
         model = TinyNet()
@@ -51,3 +59,57 @@ def test_two_processes_give_the_single_process_scores(tmp_path):
         alone = Fisher(mode=mode).estimate(model, batches)
         for name in alone:
             torch.testing.assert_close(shared[name], alone[name], rtol=1e-5, atol=1e-10)
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 3))
+
+
+def _masks(model: nn.Module, flip: bool = False) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(3)
+    masks = {n: torch.rand(p.shape, generator=gen) > 0.6
+             for n, p in model.named_parameters() if n.endswith("weight")}
+    return {n: ~m for n, m in masks.items()} if flip else masks
+
+
+def _sparse_train(model: nn.Module, steps: list, wrap=lambda m: m) -> nn.Module:
+    """Adam on masked weights; the masks flip halfway (dropped weights have momentum)."""
+    masks = SparseMasks()
+    masks.prepare(model, _masks(model))
+    net = wrap(model)
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.05)
+    for i, (x, y) in enumerate(steps):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        optimizer.step()
+        if i == len(steps) // 2:
+            masks.update(_masks(model, flip=True))
+    return masks.squash()
+
+
+def _ddp_worker(rank: int, store_file: str, out: str) -> None:
+    _join(rank, store_file)
+    try:
+        steps = [(x[rank::2], y[rank::2]) for x, y in tiny_batches(n=96, batch=16)]
+        model = _sparse_train(_mlp(), steps, wrap=DistributedDataParallel)
+        if rank == 0:
+            torch.save(model.state_dict(), out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_in_place_masks_under_ddp_match_one_process(tmp_path):
+    out = str(tmp_path / "ddp.pt")
+    mp.spawn(_ddp_worker, args=(str(tmp_path / "ddp.store"), out), nprocs=2, join=True)
+    shared = torch.load(out, weights_only=True)
+    # oracle: one process on both halves of every batch (DDP averages the two half-batch
+    # gradients; equal halves make that the full batch's mean loss)
+    alone = _sparse_train(_mlp(), [(torch.cat([x[0::2], x[1::2]]), torch.cat([y[0::2], y[1::2]]))
+                                   for x, y in tiny_batches(n=96, batch=16)]).state_dict()
+    final = _masks(_mlp(), flip=True)
+    for name, value in alone.items():
+        torch.testing.assert_close(shared[name], value, rtol=1e-4, atol=1e-6)
+        if name in final:
+            assert torch.all(shared[name][~final[name]] == 0), name
