@@ -29,6 +29,15 @@ def half_masks(model: nn.Module) -> dict[str, torch.Tensor]:
             for n, p in model.named_parameters() if n.endswith("weight")}
 
 
+def attached(kind: type[SparseMasks]) -> tuple[nn.Sequential, dict[str, torch.Tensor], SparseMasks]:
+    """The test model with ``half_masks`` attached by a fresh ``kind``."""
+    model = make_model()
+    masks = half_masks(model)
+    sparse = kind()
+    sparse.prepare(model, masks)
+    return model, masks, sparse
+
+
 def effective(model: nn.Module, name: str) -> torch.Tensor:
     """The weight the forward pass uses (a parametrization's output, or the parameter)."""
     module, _, attr = name.rpartition(".")
@@ -97,10 +106,7 @@ def test_masked_weights_stay_exactly_zero_through_optimizer_steps(kind, make_opt
 @KINDS
 def test_regrown_weight_starts_from_zero_weight_and_zero_momentum(kind):
     # oracle: one SGD-momentum step on a fresh entry (weight 0, buffer 0) gives w = -lr * g
-    model = make_model()
-    masks = half_masks(model)
-    sparse = kind()
-    sparse.prepare(model, masks)
+    model, masks, sparse = attached(kind)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
     old = masks["0.weight"]
@@ -122,10 +128,7 @@ def test_regrown_weight_starts_from_zero_weight_and_zero_momentum(kind):
 def test_only_parametrized_masks_survive_writes_into_the_stored_weights():
     # an update rule outside torch.optim: noise added to every stored entry
     for kind, stays_zero in ((ParametrizedMasks, True), (SparseMasks, False)):
-        model = make_model()
-        masks = half_masks(model)
-        sparse = kind()
-        sparse.prepare(model, masks)
+        model, masks, sparse = attached(kind)
         with torch.no_grad():
             sparse.weight("0.weight").add_(torch.randn(5, 6))
         inactive = effective(model, "0.weight")[~masks["0.weight"]]
@@ -135,10 +138,7 @@ def test_only_parametrized_masks_survive_writes_into_the_stored_weights():
 
 @KINDS
 def test_update_keeps_mask_tensors_and_regrown_weights_start_at_zero(kind):
-    model = make_model()
-    masks = half_masks(model)
-    sparse = kind()
-    sparse.prepare(model, masks)
+    model, masks, sparse = attached(kind)
     keep = sparse._keep_of("0.weight")
     with torch.no_grad():
         sparse.weight("0.weight").add_(1.0)  # make every stored value non-zero
@@ -171,10 +171,7 @@ def test_squash_leaves_plain_weights_and_no_hook(kind):
 
 @KINDS
 def test_state_round_trip_and_bad_input(kind):
-    model = make_model()
-    masks = half_masks(model)
-    sparse = kind()
-    sparse.prepare(model, masks)
+    _, masks, sparse = attached(kind)
     saved = sparse.state_dict()
     sparse.update({n: torch.ones_like(m) for n, m in masks.items()})
     sparse.load_state_dict(saved)
@@ -192,10 +189,7 @@ def test_state_round_trip_and_bad_input(kind):
 
 @KINDS
 def test_dense_gradient_is_captured_at_inactive_positions(kind):
-    model = make_model()
-    masks = half_masks(model)
-    sparse = kind()
-    sparse.prepare(model, masks)
+    model, masks, sparse = attached(kind)
     sparse.capture_dense_grads(True)
     x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
     nn.functional.cross_entropy(model(x), y).backward()
