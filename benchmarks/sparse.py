@@ -26,8 +26,8 @@ from neuroplastic.io import write_json, write_text
 from neuroplastic.models import MLP, default_model, seeded_model
 from neuroplastic.sparse import GraNet
 from neuroplastic.sparse.experiment import run_sparse
-from neuroplastic.sparse.export import CSRLinear, to_csr
 from neuroplastic.sparse.fit import SparseRecipe, adam
+from neuroplastic.sparse.inference import CSRLinear, to_csr
 from neuroplastic.sparse.latency import latencies
 from readme_table import update_readme
 

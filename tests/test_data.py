@@ -140,7 +140,7 @@ def test_bad_data_files_give_one_line_errors(tmp_path):
     (tmp_path / "data.json").write_text("{}")
     np.savez(tmp_path / "nokey.npz", inputs=np.zeros((3, 2)))
     np.savez(tmp_path / "mismatch.npz", x=np.zeros((3, 2)), y=np.zeros(4))
-    cases = {"bad.npz": "cannot read NPZ", "bad.csv": "non-numeric", "data.json": "unknown data format",
+    cases = {"bad.npz": "not an NPZ archive", "bad.csv": "non-numeric", "data.json": "unknown data format",
              "nokey.npz": "no array 'x'", "mismatch.npz": "3 inputs but 4 labels",
              "missing.npz": "not found"}
     for name, message in cases.items():

@@ -1,15 +1,21 @@
 """neuroplastic: plasticity operations on trained networks.
 
-Forget (machine unlearning without retraining), and the shared substrate:
-importance estimators, selectors and in-place interventions.
+Forget (machine unlearning without retraining), sparse (prune and regrow), skill
+unlearning in language models, and the shared substrate: importance estimators,
+selectors and in-place interventions. Every pillar is imported on first use
+(``npl.sparse`` imports torch then), so ``import neuroplastic`` is instant.
 """
 
-from neuroplastic import data, evaluate, forget, importance, intervene, select
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.lazy import lazy_exports
 from neuroplastic.registry import available, create, get, register
-from neuroplastic.targets import Targets
 
 __version__ = "0.1.0"
+
+_SUBMODULES = ("data", "evaluate", "forget", "importance", "intervene", "models", "select",
+               "skills", "sparse", "io", "targets", "training")
+__getattr__, __dir__ = lazy_exports(__name__, {**{name: "" for name in _SUBMODULES},
+                                               "Targets": "targets"})
 
 __all__ = [
     "NeuroplasticError",
@@ -23,6 +29,9 @@ __all__ = [
     "get",
     "importance",
     "intervene",
+    "models",
     "register",
     "select",
+    "skills",
+    "sparse",
 ]

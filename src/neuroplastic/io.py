@@ -17,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import umask_mode
 
 
 @contextmanager
@@ -28,6 +29,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, umask_mode(0o666))  # mkstemp makes 0600; a run is meant to be shared
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):

@@ -1,23 +1,83 @@
-"""Run folders: every CLI command writes config.json, metrics.json, report.html, weights."""
+"""Run folders: every CLI command writes config.json, metrics.json, report.html, weights.
+
+A run folder is built in a staging folder beside it and renamed into place only
+when everything in it has been written, so a crash or Ctrl-C leaves no partial
+run; an existing non-empty folder is never written into and nothing is deleted.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from neuroplastic.errors import NeuroplasticError
 
 
+def umask_mode(mode: int) -> int:
+    """``mode`` with the process umask applied (what ``open``/``mkdir`` would give)."""
+    current = os.umask(0)
+    os.umask(current)
+    return mode & ~current
+
+
+def check_new_folder(path: Path, *, what: str = "output folder") -> None:
+    """Refuse ``path`` unless it is absent or an empty folder whose parent can be created
+    and written: a file anywhere on the way, or a non-empty folder, is named in one line."""
+    if path.exists():
+        if not path.is_dir():
+            raise NeuroplasticError(f"{what} {path} is a file, not a folder")
+        if any(path.iterdir()):
+            raise NeuroplasticError(f"{what} {path} already exists and is not empty")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NeuroplasticError(f"{what} {path} lies under {ancestor}, which is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise NeuroplasticError(f"{what} {path}: cannot write in {ancestor}")
+
+
 def run_dir(command: str, out: str | Path | None) -> Path:
-    """``out`` or ``runs/<command>-<YYYYmmdd-HHMMSS>``; an existing non-empty folder is
-    refused so earlier results are never overwritten. Not created here: the command
-    writes its files (atomically) only once it has succeeded."""
+    """``out`` or ``runs/<command>-<YYYYmmdd-HHMMSS>``, checked with :func:`check_new_folder`.
+    Not created here: the command writes its files only once it has succeeded."""
     path = Path(out) if out is not None else Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise NeuroplasticError(f"output folder {path} already exists and is not empty")
+    check_new_folder(path)
     return path
+
+
+@contextmanager
+def staged_folder(target: str | Path, *, adopt: tuple[str, ...] = ()) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``target``; when the body succeeds, rename it
+    to ``target`` (which must be absent or empty, apart from the files named in ``adopt``,
+    which are moved into the new folder). On any error or Ctrl-C the staging folder is
+    removed and ``target`` is left as it was.
+
+    Folders get the usual permissions (0777 less the umask), not mkdtemp's 0700.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    try:
+        staging.chmod(umask_mode(0o777))
+        yield staging
+        if target.exists():
+            left = sorted(p.name for p in target.iterdir() if p.name not in adopt)
+            if left:
+                raise NeuroplasticError(f"output folder {target} was written to meanwhile ({left[0]})")
+            for name in adopt:
+                if (target / name).exists():
+                    os.replace(target / name, staging / name)
+        os.replace(staging, target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def check_metrics(metrics: dict[str, object]) -> None:

@@ -10,15 +10,15 @@ from neuroplastic import NeuroplasticError
 from neuroplastic.data import digits
 from neuroplastic.models import MLP, SmallCNN, default_model, seeded_model
 from neuroplastic.sparse import SNIP, MagnitudePruning
-from neuroplastic.sparse.export import (
+from neuroplastic.sparse.fit import SparseRecipe, sparse_fit
+from neuroplastic.sparse.flops import macs, output_positions, train_flops_ratio
+from neuroplastic.sparse.inference import (
     CSRLinear,
     FeatureMajorLinear,
     fastest_export,
     remove_dead_units,
     to_csr,
 )
-from neuroplastic.sparse.fit import SparseRecipe, sparse_fit
-from neuroplastic.sparse.flops import macs, output_positions, train_flops_ratio
 
 
 class ConvNet(nn.Module):

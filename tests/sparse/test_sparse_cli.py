@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -62,12 +63,25 @@ def test_sparse_train_resume_from_run_folder(tmp_path, capsys):
     args = ["sparse", "train", "--method", "set", "--epochs", "2", "--out", str(out)]
     assert main(args) == 0
     first = json.loads((out / "metrics.json").read_text())
-    assert main([*args, "--resume"]) == 0  # already finished: nothing left to train
-    again = json.loads((out / "metrics.json").read_text())
-    assert again["test_acc"] == first["test_acc"]
     capsys.readouterr()
+    assert main([*args, "--resume"]) == 2  # a finished run is never written over
+    assert "finished run" in one_line_error(capsys)
+    # a folder holding only the checkpoint (what Ctrl-C leaves) resumes; here nothing is left
+    # to train, and the run written around the checkpoint has the same numbers
+    left = tmp_path / "interrupted"
+    left.mkdir()
+    shutil.copy(out / "checkpoint.safetensors", left / "checkpoint.safetensors")
+    resumed = ["sparse", "train", "--method", "set", "--epochs", "2", "--out", str(left), "--resume"]
+    assert main(resumed) == 0
+    again = json.loads((left / "metrics.json").read_text())
+    assert again["test_acc"] == first["test_acc"]
+    assert sorted(p.name for p in left.iterdir()) == sorted(p.name for p in out.iterdir())
+    capsys.readouterr()
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(out / "checkpoint.safetensors", other / "checkpoint.safetensors")
     assert main(["sparse", "train", "--method", "set", "--epochs", "2", "--sparsity", "0.5",
-                 "--out", str(out), "--resume"]) == 2
+                 "--out", str(other), "--resume"]) == 2
     assert "another recipe" in one_line_error(capsys)
 
 
@@ -81,4 +95,5 @@ def test_sparse_export_reads_the_data_of_the_run_it_exports(tmp_path):
                  "--out", str(exported)]) == 0
     report = json.loads((exported / "metrics.json").read_text())
     assert report["export_max_abs_diff"] < 1e-4
-    assert json.loads((exported / "config.json").read_text())["options"]["data"] is None
+    # the data it used is recorded (resolved from the training run's config.json)
+    assert json.loads((exported / "config.json").read_text())["options"]["data"] == "mnist1d"

@@ -1,58 +1,81 @@
-"""Command line: ``neuroplastic list``, ``forget`` (and ``forget skill``), ``sparse``, ``skills``."""
+"""Command line: ``neuroplastic list``, ``forget`` (and ``forget skill``), ``sparse``, ``skills``.
+
+One error path: every usage error, bad value, bad file and library error is one
+line on stderr starting ``error:`` and exit code 2, with no traceback (set
+``NEUROPLASTIC_DEBUG=1`` to see it); Ctrl-C prints ``interrupted`` and exits 130.
+The command modules import torch and the heavy libraries only inside their
+commands, so ``--help`` and usage errors answer at once.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+from typer.exceptions import TyperException
 
-from neuroplastic import registry
 from neuroplastic.cli.forget import forget_app
+from neuroplastic.cli.output import console, say_error
 from neuroplastic.cli.skills import skills_app
 from neuroplastic.cli.sparse import sparse_app
-from neuroplastic.errors import NeuroplasticError
+from neuroplastic.errors import NeuroplasticError, first_line
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+INTERRUPTED = 130
+USAGE = 2
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Plasticity operations on trained networks: forget, sparsify, consolidate.")
 app.add_typer(forget_app, name="forget", help="Remove data or skills from a trained model.")
 app.add_typer(sparse_app, name="sparse", help="Train or prune to a target sparsity; export.")
 app.add_typer(skills_app, name="skills", help="The demo language model of skill unlearning.")
-console = Console(stderr=True)
 
 
 @app.command("list")
 def list_methods(kind: str | None = typer.Option(None, help="Only this kind (e.g. forget).")) -> None:
     """Print every registered method, one line each."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from neuroplastic import registry
+
     table = Table("kind", "name", "summary", box=None)
     for entry in registry.available(kind):
         table.add_row(entry.kind, entry.name, entry.summary)
     Console().print(table)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point: runs the app; bad input prints one line to stderr and exits 2."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except NeuroplasticError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
-        return 2
-    except typer.Exit as exit_:
-        return exit_.exit_code
-    except typer.Abort:
-        return 1
-    except Exception as err:  # click usage errors and the like
-        import click
+def interrupted(hint: str | None = None) -> int:
+    """Report Ctrl-C in one line; exit code 130 like a shell."""
+    console.print("interrupted" + (f"; {hint}" if hint else ""), highlight=False, soft_wrap=True)
+    return INTERRUPTED
 
-        if isinstance(err, click.ClickException):
-            err.show()
-            return err.exit_code
-        raise
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app and turns every failure into one line and an exit code."""
+    from neuroplastic.cli.output import take_interrupt_hint
+
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except KeyboardInterrupt:
+        return interrupted(take_interrupt_hint())
+    except (NeuroplasticError, TyperException, typer.Abort) as err:
+        message = err.format_message() if isinstance(err, TyperException) else str(err)
+        return say_error(message or "aborted", USAGE)
+    except Exception as err:  # a library or system error: one line, the traceback on request
+        if os.environ.get("NEUROPLASTIC_DEBUG"):
+            raise
+        return say_error(f"{type(err).__name__}: {first_line(err)} (NEUROPLASTIC_DEBUG=1 shows the "
+                         "traceback)", USAGE)
+    if code == INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
+        return interrupted(take_interrupt_hint())
+    return int(code or 0)
 
 
 def run() -> None:
-    """Console-script wrapper around :func:`main`."""
-    sys.exit(main())
+    """Console-script wrapper around :func:`main` (the current folder is importable, as with
+    ``python -m``, so ``--model-factory mymodels:build`` finds ``./mymodels.py``)."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the app started, e.g. while importing
+        sys.exit(interrupted())

@@ -1,30 +1,96 @@
-"""Pieces every command shares: model factories, run-folder output."""
+"""Pieces every command shares: option checks, model factories, run-folder output.
+
+Only light modules are imported at the top: torch, scikit-learn and matplotlib are
+imported inside the functions that need them, so ``--help`` and usage errors are fast.
+"""
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from torch import nn
+from neuroplastic.cli.output import console
+from neuroplastic.errors import NeuroplasticError
 
-from neuroplastic.data import DataSplit
-from neuroplastic.evaluate.report import Report
-from neuroplastic.io import save_model, to_json, write_json
-from neuroplastic.models import ModelFactory, build, default_model, load_factory
-from neuroplastic.runs import check_metrics
+if TYPE_CHECKING:
+    from torch import nn
 
-console = Console(stderr=True)
+    from neuroplastic.data import DataSplit
+    from neuroplastic.evaluate.report import Report
+    from neuroplastic.models import ModelFactory
+
+
+def require_positive(option: str, value: float | None) -> None:
+    """``--option`` must be a finite number > 0."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise NeuroplasticError(f"{option} must be a number > 0, got {value}")
+
+
+def require_fraction(option: str, value: float | None, *, closed: bool = False) -> None:
+    """``--option`` must lie in (0, 1), or [0, 1] when ``closed``."""
+    if value is None:
+        return
+    inside = 0 <= value <= 1 if closed else 0 < value < 1
+    if not (math.isfinite(value) and inside):
+        interval = "[0, 1]" if closed else "(0, 1)"
+        raise NeuroplasticError(f"{option} must lie in {interval}, got {value}")
+
+
+def check_device(device: str) -> str:
+    """A torch device this build of torch can use; one line naming the problem otherwise."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise NeuroplasticError(
+            f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise NeuroplasticError(f"--device {device}: this torch build or machine has no CUDA device")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise NeuroplasticError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise NeuroplasticError(f"--device {device}: MPS is not available here")
+    elif parsed.type not in ("cpu", "cuda", "mps"):
+        raise NeuroplasticError(f"--device {device}: use cpu, cuda or mps")
+    return device
+
+
+def check_training_options(*, epochs: int | None = None, lr: float | None = None,
+                           batch_size: int | None = None, device: str | None = None) -> None:
+    """The checks every training command makes before loading anything."""
+    if epochs is not None and epochs < 1:
+        raise NeuroplasticError(f"--epochs must be >= 1, got {epochs}")
+    require_positive("--lr", lr)
+    if batch_size is not None and batch_size < 1:
+        raise NeuroplasticError(f"--batch-size must be >= 1, got {batch_size}")
+    if device is not None:
+        check_device(device)
+
+
+def check_factory(model_factory: str | None) -> None:
+    """Import a ``--model-factory`` now, so a typo fails before any data is loaded."""
+    if model_factory is not None:
+        from neuroplastic.models import load_factory
+
+        load_factory(model_factory)
 
 
 def resolve_factory(model_factory: str | None, data: DataSplit) -> ModelFactory:
-    """The user's ``pkg.module:function`` factory, or the reference model for ``data``."""
+    """The user's factory, or the reference model for ``data``; either way checked on one
+    example batch of ``data``: it must build, accept the inputs and give one logit per class."""
+    from neuroplastic.models import build, checked_factory, default_model, load_factory
+
     if model_factory is not None:
         user_factory = load_factory(model_factory)
-        return lambda: build(user_factory)
-    shape, classes = data.input_shape, data.num_classes
-    return lambda: default_model(shape, classes)
+        factory: ModelFactory = lambda: build(user_factory, name=model_factory)  # noqa: E731
+    else:
+        shape, classes = data.input_shape, data.num_classes
+        factory = lambda: default_model(shape, classes)  # noqa: E731
+    return checked_factory(factory, data)
 
 
 def options_of(params: dict[str, Any]) -> dict[str, Any]:
@@ -38,17 +104,25 @@ def options_of(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_run(folder: Path, *, command: str, config: dict[str, Any], metrics: dict[str, Any],
-              report: Report, model: nn.Module | None, json_out: bool) -> None:
-    """Write config.json, metrics.json, report.html and (if given) model.safetensors, each
-    atomically, then name the folder; with ``json_out`` print metrics.json to stdout."""
+              report: Report, model: nn.Module | None, json_out: bool,
+              adopt: tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> None:
+    """Write config.json, metrics.json, report.html, (if given) model.safetensors and the
+    ``extra`` JSON files into a staging folder, then rename it to ``folder`` (files named in
+    ``adopt``, e.g. a training checkpoint already in ``folder``, move along); with
+    ``json_out`` print metrics.json."""
     from neuroplastic import __version__
+    from neuroplastic.io import save_model, to_json, write_json
+    from neuroplastic.runs import check_metrics, staged_folder
 
     check_metrics(metrics)
-    if model is not None:
-        save_model(model, folder / "model.safetensors")
-    write_json(folder / "config.json", {"command": command, "version": __version__, **config})
-    write_json(folder / "metrics.json", metrics)
-    report.write(folder / "report.html")
+    with staged_folder(folder, adopt=adopt) as staging:
+        if model is not None:
+            save_model(model, staging / "model.safetensors")
+        write_json(staging / "config.json", {"command": command, "version": __version__, **config})
+        write_json(staging / "metrics.json", metrics)
+        report.write(staging / "report.html")
+        for name, payload in (extra or {}).items():
+            write_json(staging / name, payload)
     console.print(f"run folder: {folder}")
     if json_out:
         sys.stdout.write(to_json(metrics) + "\n")

@@ -3,33 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
-from neuroplastic import registry
-from neuroplastic.cli.common import console, options_of, resolve_factory, write_run
-from neuroplastic.data import (
-    COARSE_NAMES,
-    SCENARIOS,
-    DataSplit,
-    ForgetScenario,
-    coarse_label,
-    corrective,
-    full_class,
-    given_indices,
-    load_data,
-    random_samples,
-    sub_class,
+from neuroplastic.cli.common import (
+    check_factory,
+    check_training_options,
+    options_of,
+    require_fraction,
+    require_positive,
+    resolve_factory,
+    write_run,
 )
+from neuroplastic.cli.names import SCENARIOS
+from neuroplastic.cli.output import console, warn
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.evaluate.report import Report, grouped_bars, tradeoff
-from neuroplastic.forget.experiment import ForgetRun, run_forget, trained_model
-from neuroplastic.io import load_model_weights
-from neuroplastic.models import seeded_model
-from neuroplastic.runs import run_dir
-from neuroplastic.training import TrainConfig
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from neuroplastic.data import DataSplit, ForgetScenario
+    from neuroplastic.evaluate.report import Report
+    from neuroplastic.forget.experiment import ForgetRun
 
 forget_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -38,19 +34,36 @@ def parse_indices(text: str) -> list[int]:
     """Comma-separated integers, or the path of a file of whitespace/comma-separated integers."""
     path = Path(text)
     if path.is_file():
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise NeuroplasticError(f"cannot read forget indices file {path}: {err}") from None
+    tokens = text.replace(",", " ").split()
+    if not tokens:
+        raise NeuroplasticError("--forget-indices is empty: name at least one row")
     try:
-        return [int(tok) for tok in text.replace(",", " ").split()]
+        return [int(tok) for tok in tokens]
     except ValueError:
-        raise NeuroplasticError(f"forget indices must be integers, got {text[:40]!r}") from None
+        bad = next(tok for tok in tokens if not tok.lstrip("-").isdigit())
+        raise NeuroplasticError(f"forget indices must be integers, got {bad[:40]!r}") from None
 
 
 def build_scenario(data: DataSplit, *, scenario: str | None, forget_class: int | None,
                    forget_indices: str | None, fraction: float, target_class: int,
                    poison_fraction: float, identified: float, seed: int) -> ForgetScenario:
     """The forgetting request the options describe."""
+    from neuroplastic.data import (
+        COARSE_NAMES,
+        coarse_label,
+        corrective,
+        full_class,
+        given_indices,
+        random_samples,
+        sub_class,
+    )
+
     if scenario is None:
-        scenario = "indices" if forget_indices else "class"
+        scenario = "indices" if forget_indices is not None else "class"
     if scenario not in SCENARIOS:
         raise NeuroplasticError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     if scenario == "class":
@@ -58,7 +71,7 @@ def build_scenario(data: DataSplit, *, scenario: str | None, forget_class: int |
             raise NeuroplasticError("the class scenario needs --forget-class")
         return full_class(data, forget_class)
     if scenario == "indices":
-        if not forget_indices:
+        if forget_indices is None:
             raise NeuroplasticError("the indices scenario needs --forget-indices")
         return given_indices(data, parse_indices(forget_indices))
     if scenario == "random":
@@ -75,6 +88,8 @@ def build_scenario(data: DataSplit, *, scenario: str | None, forget_class: int |
 
 def metrics_table(metrics: dict[str, Any], columns: list[str]) -> Table:
     """Rows = metrics, columns = models, from the flat metrics dict."""
+    from rich.table import Table
+
     table = Table("metric", *columns, title=metrics.get("description"))
     keys = ["forget_acc", "retain_acc", "test_acc", "forget_test_acc", "attack_success", "mia",
             "mia_loss", "seconds"]
@@ -86,17 +101,48 @@ def metrics_table(metrics: dict[str, Any], columns: list[str]) -> Table:
     return table
 
 
-def forget_report(run: ForgetRun, columns: list[str], class_names: list[str]) -> Report:
-    """report.html of a forgetting run."""
+CHOICE_WORDS = {
+    "alpha": "selection threshold alpha (I_f > alpha * I_D)",
+    "lam": "dampening constant lambda",
+    "target_forget_acc": "forget accuracy aimed at",
+    "repaired": "repaired by a retain finetune afterwards",
+    "selected": "parameters selected",
+    "selected_fraction": "fraction of parameters selected",
+    "dampened": "dampened any parameter",
+    "target_reached": "reached the forget target",
+}
+YES_NO = {"repaired", "dampened", "target_reached"}
+
+
+def choice_in_words(key: str, value: object) -> list[object]:
+    """One row of the choices table: what the setting means and its value in words."""
+    words = CHOICE_WORDS.get(key, key.replace("_", " "))
+    if key in YES_NO:
+        return [words, "yes" if value else "no"]
+    return [words, value]
+
+
+def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
+                  notes: list[str] = ()) -> Report:
+    """report.html of a forgetting run: warnings first, results, per-class accuracy with the
+    forgotten class marked, the forget-vs-retain trade-off with the chosen point, the cost of
+    each phase, and the method's choices in words."""
+    from neuroplastic.evaluate.report import Report, duration, grouped_bars, tradeoff
+
     metrics = run.metrics
     report = Report(f"neuroplastic forget: {metrics['description']} ({metrics['method']})")
+    for note in notes:
+        report.banner(note)
     keys = ["forget_acc", "retain_acc", "test_acc", "forget_test_acc", "attack_success", "mia",
-            "mia_loss", "seconds"]
+            "mia_loss"]
     rows = [[k, *(metrics.get(f"{c}.{k}", float("nan")) for c in columns)] for k in keys
             if any(f"{c}.{k}" in metrics for c in columns)]
     report.table("Results", ["metric", *columns], rows)
+    marked = [class_names.index(name) for name in class_names
+              if metrics.get("scenario") in ("class", "subclass")
+              and metrics["description"].endswith(f" {name}")]
     report.figure("Per-class test accuracy",
-                  grouped_bars(run.class_acc, class_names, ylabel="test accuracy"))
+                  grouped_bars(run.class_acc, class_names, ylabel="test accuracy", marked=marked))
     curves: dict[str, list[tuple[float, float, float]]] = {}
     if run.sweep:
         curves["pure dampening (test split, report only)"] = run.sweep
@@ -106,14 +152,32 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str]) ->
             (t["alpha"], t["forget_acc"], t.get("retain_acc", float("nan")))
             for t in run.trace if t["lam"] == lam]
     if curves:
+        chosen = (metrics.get("unlearned.forget_acc"), metrics.get("unlearned.test_acc"))
+        star = None
+        if all(isinstance(v, float) for v in chosen):
+            alpha = metrics.get("choice.alpha")
+            label = f"chosen (alpha={alpha:.3g})" if isinstance(alpha, float) else "result"
+            star = (chosen[0], chosen[1], label + ", test split")
         report.figure("Forget vs retain trade-off across alpha",
-                      tradeoff(curves, xlabel="forget accuracy", ylabel="retained accuracy"))
-    choices = [[k.removeprefix("choice."), v] for k, v in metrics.items() if k.startswith("choice.")]
+                      tradeoff(curves, xlabel="forget accuracy (lower forgets more)",
+                               ylabel="retained accuracy", chosen=star))
+    cost = [[c, duration(metrics.get(f"{c}.seconds", float("nan")))] for c in columns
+            if isinstance(metrics.get(f"{c}.seconds"), float)]
+    cost += [[k.removeprefix("unlearned.").replace("_", " "), duration(v)] for k, v in metrics.items()
+             if k.startswith("unlearned.") and k.endswith("_seconds") and isinstance(v, float)]
+    if isinstance(metrics.get("speedup_vs_retrain"), float):
+        cost.append(["speed-up vs retrain", f"{metrics['speedup_vs_retrain']:.1f}x"])
+    if isinstance(metrics.get("cached_request_seconds"), float):
+        cost.append(["same request, full-data importance cached",
+                     duration(metrics["cached_request_seconds"])])
+    report.table("Cost", ["phase", "time"], cost)
+    choices = [choice_in_words(k.removeprefix("choice."), v) for k, v in metrics.items()
+               if k.startswith("choice.")]
     if choices:
         report.table("Choices the method made", ["setting", "value"], choices)
     report.text("Retrain = fresh initialisation trained with the same recipe on the retain set. "
-                "MIA = fraction of forget samples an attacker calls members (lower is better; "
-                "retrain is the target).")
+                "MIA = fraction of forget samples an attacker calls members (retrain is the target: "
+                "closer to it is better).")
     return report
 
 
@@ -154,11 +218,36 @@ def forget(
     if alpha is not None:
         if method == "ssd-auto":
             raise NeuroplasticError("ssd-auto chooses alpha itself; use --method ssd to fix alpha")
+        require_positive("--alpha", alpha)
         method_kwargs["alpha"] = alpha
     if lam is not None:
+        require_positive("--lam", lam)
         method_kwargs["lam"] = lam
+    if scenario is not None and scenario not in SCENARIOS:
+        raise NeuroplasticError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    for option, value in (("--forget-class", forget_class), ("--target-class", target_class)):
+        if value is not None and value < 0:
+            raise NeuroplasticError(f"{option} must be >= 0, got {value}")
+    require_fraction("--fraction", fraction)
+    require_fraction("--poison-fraction", poison_fraction)
+    if not 0 < identified <= 1:
+        raise NeuroplasticError(f"--identified must lie in (0, 1], got {identified}")
+    check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
+    if model is not None and not model.is_file():
+        raise NeuroplasticError(f"checkpoint not found: {model}")
+    folder = run_dir_checked("forget", out)
+    check_factory(model_factory)
+    from neuroplastic import registry
+
     for name in [method, *compare]:
         registry.get(name, kind="forget")
+
+    from neuroplastic.data import load_data
+    from neuroplastic.forget.experiment import run_forget, trained_model
+    from neuroplastic.io import load_model_weights
+    from neuroplastic.models import seeded_model
+    from neuroplastic.training import TrainConfig
+
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     split = load_data(data, seed=seed)
     request = build_scenario(split, scenario=scenario, forget_class=forget_class,
@@ -166,7 +255,6 @@ def forget(
                              target_class=target_class, poison_fraction=poison_fraction,
                              identified=identified, seed=seed)
     factory = resolve_factory(model_factory, request.data)
-    folder = run_dir("forget", out)
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
         train_seconds = float("nan")
@@ -182,7 +270,37 @@ def forget(
     if "speedup_vs_retrain" in run.metrics:
         console.print(f"speed-up vs retrain: {run.metrics['speedup_vs_retrain']:.1f}x; "
                       f"cached request: {run.metrics['cached_request_seconds']:.3f}s")
+    notes = forget_warnings(run.metrics, request)
+    for note in notes:
+        warn(note)
     write_run(folder, command="forget",
               config={"options": options, "train": config.to_dict(), "method_kwargs": method_kwargs},
-              metrics=run.metrics, report=forget_report(run, columns, request.data.class_names),
+              metrics=run.metrics, report=forget_report(run, columns, request.data.class_names, notes),
               model=run.unlearned, json_out=json_out)
+
+
+def run_dir_checked(command: str, out: Path | None) -> Path:
+    """The run folder, checked (new or empty, writable) before any work starts."""
+    from neuroplastic.runs import run_dir
+
+    return run_dir(command, out)
+
+
+def forget_warnings(metrics: dict[str, Any], request: ForgetScenario) -> list[str]:
+    """Sentences the console and the report must say: a missed target, nothing changed,
+    a one-class retain set."""
+    notes = []
+    if request.retain_classes < 2:
+        notes.append("the retain set holds a single class: any model that always predicts it "
+                     "scores full retained accuracy, so retained accuracy says nothing here")
+    before, after = metrics.get("original.forget_acc"), metrics.get("unlearned.forget_acc")
+    if isinstance(before, float) and isinstance(after, float) and after == before:
+        notes.append(f"forget-set accuracy did not change ({before:.3f} -> {after:.3f})")
+    asr_before = metrics.get("original.attack_success")
+    asr_after = metrics.get("unlearned.attack_success")
+    if isinstance(asr_before, float) and isinstance(asr_after, float) and asr_after >= asr_before:
+        notes.append(f"the backdoor still works: attack success {asr_before:.2f} -> {asr_after:.2f}")
+    target = metrics.get("choice.target_forget_acc")
+    if isinstance(target, float) and isinstance(after, float) and after > target + 0.05:
+        notes.append(f"the method missed its target: forget accuracy {after:.3f}, target {target:.3f}")
+    return notes

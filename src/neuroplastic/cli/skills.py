@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
-from neuroplastic import registry
-from neuroplastic.cli.common import console, options_of, write_run
+from neuroplastic.cli.common import check_device, options_of, require_fraction, write_run
 from neuroplastic.cli.forget import forget_app
+from neuroplastic.cli.names import DEMO_SKILLS
+from neuroplastic.cli.output import console, warn
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.evaluate.report import Report, grouped_bars, histograms
-from neuroplastic.forget.neuron_adjust import check_percent
-from neuroplastic.skills.demo import DEMO_DIR, DemoRecipe, load_demo, make_demo
-from neuroplastic.skills.experiment import SkillRequest, SkillRun, demo_request, run_skill_forget
-from neuroplastic.skills.lm import load_causal_lm, require_transformers
-from neuroplastic.skills.prompts import load_jsonl
-from neuroplastic.skills.tasks import SKILLS
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from neuroplastic.evaluate.report import Report
+    from neuroplastic.skills.experiment import SkillRequest, SkillRun
+
+DEMO_STEPS = 10000  # DemoRecipe.steps (a test checks they agree)
 
 skills_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -26,6 +27,9 @@ skills_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def method_options(method: str, *, percent: float | None, h: float | None,
                    false_abstain: float | None, seed: int) -> dict[str, Any]:
     """Keyword hyperparameters of ``method`` from the command's options (unset ones keep defaults)."""
+    from neuroplastic import registry
+    from neuroplastic.forget.neuron_adjust import check_percent
+
     registry.get(method, kind="skill")
     given: dict[str, Any] = {}
     if percent is not None:
@@ -36,10 +40,13 @@ def method_options(method: str, *, percent: float | None, h: float | None,
     if h is not None:
         if method != "ksd":
             raise NeuroplasticError(f"--h applies to ksd, not {method}")
+        if not h > 0:
+            raise NeuroplasticError(f"--h must be > 0, got {h}")
         given["h"] = h
     if false_abstain is not None:
         if method not in ("ksd-calibrated", "na-ksd"):
             raise NeuroplasticError(f"--false-abstain applies to ksd-calibrated and na-ksd, not {method}")
+        require_fraction("--false-abstain", false_abstain)
         given["false_abstain"] = false_abstain
     if method in ("na", "ksd-calibrated", "na-ksd"):
         given["seed"] = seed
@@ -49,6 +56,9 @@ def method_options(method: str, *, percent: float | None, h: float | None,
 def file_request(forget: Path, retain: Path | None, evaluation: list[Path]) -> SkillRequest:
     """A request from JSONL files; skills are named by file stem. Without ``--eval`` files, the
     forget and retain files themselves are evaluated."""
+    from neuroplastic.skills.experiment import SkillRequest
+    from neuroplastic.skills.prompts import load_jsonl
+
     forget_examples = load_jsonl(forget)
     retain_examples = load_jsonl(retain) if retain is not None else []
     sets = {path.stem: load_jsonl(path) for path in evaluation}
@@ -66,6 +76,8 @@ def file_request(forget: Path, retain: Path | None, evaluation: list[Path]) -> S
 
 def skill_table(run: SkillRun) -> Table:
     """Per-skill accuracy before/after and abstain rate."""
+    from rich.table import Table
+
     metrics = run.metrics
     table = Table("skill", "acc before", "acc after", "abstain",
                   title=f"{metrics['method']}: forget {metrics['forget_skill']}")
@@ -77,7 +89,10 @@ def skill_table(run: SkillRun) -> Table:
 
 
 def skill_report(run: SkillRun) -> Report:
-    """report.html: per-skill accuracy, selected neurons per layer, key-score histograms."""
+    """report.html: per-skill accuracy, selected neurons per layer, key-score histograms with
+    the detector's decision threshold."""
+    from neuroplastic.evaluate.report import Report, grouped_bars, histograms
+
     metrics = run.metrics
     report = Report(f"neuroplastic forget skill: {metrics['forget_skill']} ({metrics['method']})")
     skills = list(run.after.scores)
@@ -95,7 +110,9 @@ def skill_report(run: SkillRun) -> Report:
     if "key_scores" in run.details:
         report.figure("Key scores of each skill's evaluation prompts", histograms(
             run.details["key_scores"],
-            xlabel="key score (hypercube: distance in forget stds; calibrated: probe logit)"))
+            xlabel="key score (hypercube: distance in forget stds; calibrated: probe logit)",
+            threshold=run.details.get("key_threshold"),
+            threshold_label=run.details.get("key_threshold_label", "threshold")))
     chosen = [[k.removeprefix("method."), v] for k, v in metrics.items() if k.startswith("method.")]
     report.table("Choices the method made", ["setting", "value"], chosen)
     report.text("Exact match with greedy decoding; an abstention counts as a wrong answer. "
@@ -112,7 +129,7 @@ def forget_skill(
     forget: Path | None = typer.Option(None, help="JSONL of the skill to forget (prompt, answer)."),
     retain: Path | None = typer.Option(None, help="JSONL of skills to keep."),
     evaluation: list[Path] = typer.Option([], "--eval", help="JSONL evaluation sets, one per skill."),
-    demo_skill: str = typer.Option("addition", help=f"Demo model only: {', '.join(SKILLS)}."),
+    demo_skill: str = typer.Option("addition", help=f"Demo model only: {', '.join(DEMO_SKILLS)}."),
     method: str = typer.Option("ksd-calibrated", help="na, ksd, ksd-calibrated, na-ksd, ga or ssd."),
     percent: float | None = typer.Option(None, help="NA: percent of MLP neurons to adjust."),
     h: float | None = typer.Option(None, help="KSD: hypercube widening factor."),
@@ -124,23 +141,38 @@ def forget_skill(
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """Make a language model lose one skill and keep the others; with no options, on the demo model."""
+    options = options_of(ctx.params)
+    if model is None:
+        if forget is not None or retain is not None or evaluation:
+            raise NeuroplasticError("--forget/--retain/--eval need --model (the demo uses its own skills)")
+        if demo_skill not in DEMO_SKILLS:
+            raise NeuroplasticError(f"unknown demo skill {demo_skill!r}; choose from "
+                                    f"{', '.join(DEMO_SKILLS)}")
+    else:
+        if not model.is_dir():
+            raise NeuroplasticError(f"model folder not found: {model}")
+        if forget is None:
+            raise NeuroplasticError("--model needs --forget (a JSONL file of the skill to forget)")
+        for path in [forget, *([retain] if retain else []), *evaluation]:
+            if not path.is_file():
+                raise NeuroplasticError(f"prompt file not found: {path}")
     from neuroplastic.runs import run_dir
+
+    folder = run_dir("forget-skill", out)
+    check_device(device)
+    kwargs = method_options(method, percent=percent, h=h, false_abstain=false_abstain, seed=seed)
+    from neuroplastic.skills.lm import require_transformers
 
     require_transformers()
     from transformers.utils import logging as hf_logging
 
+    from neuroplastic import registry
+    from neuroplastic.skills.demo import load_demo
+    from neuroplastic.skills.experiment import demo_request, run_skill_forget
+    from neuroplastic.skills.lm import load_causal_lm
+
     hf_logging.disable_progress_bar()  # our own status line reports progress
-    options = options_of(ctx.params)
-    kwargs = method_options(method, percent=percent, h=h, false_abstain=false_abstain, seed=seed)
-    if model is None:
-        if forget is not None or retain is not None or evaluation:
-            raise NeuroplasticError("--forget/--retain/--eval need --model (the demo uses its own skills)")
-        request = demo_request(demo_skill)
-    else:
-        if forget is None:
-            raise NeuroplasticError("--model needs --forget (a JSONL file of the skill to forget)")
-        request = file_request(forget, retain, evaluation)
-    folder = run_dir("forget-skill", out)
+    request = demo_request(demo_skill) if model is None else file_request(forget, retain, evaluation)
     net, tokenizer = load_demo(device=device) if model is None else load_causal_lm(model, device=device)
     method_object = registry.create(method, kind="skill", **kwargs)
     with console.status(f"{method}: measuring, applying and evaluating"):
@@ -149,22 +181,57 @@ def forget_skill(
     console.print(skill_table(run))
     console.print(f"forget ratio {run.metrics['forget_ratio']:.3f}, retain ratio "
                   f"{run.metrics['retain_ratio']:.3f}, generation overhead {run.metrics['overhead']:.2f}x")
+    notes = skill_warnings(run.metrics)
+    for note in notes:
+        warn(note)
+    report = skill_report(run)
+    for note in notes:
+        report.banner(note)
     write_run(folder, command="forget skill", config={"options": options, "method_kwargs": kwargs},
-              metrics=run.metrics, report=skill_report(run),
+              metrics=run.metrics, report=report,
               model=net if method_object.edits_weights else None, json_out=json_out)
+
+
+def skill_warnings(metrics: dict[str, Any]) -> list[str]:
+    """Sentences for a skill that was not forgotten or other skills that were lost."""
+    notes = []
+    forget_ratio, retain_ratio = metrics.get("forget_ratio"), metrics.get("retain_ratio")
+    if isinstance(forget_ratio, float) and forget_ratio >= 0.99:
+        notes.append(f"nothing was forgotten: the skill keeps {forget_ratio:.0%} of its accuracy")
+    elif isinstance(forget_ratio, float) and forget_ratio > 0.15:
+        notes.append(f"the skill is only partly forgotten: it keeps {forget_ratio:.0%} of its accuracy")
+    if isinstance(retain_ratio, float) and retain_ratio < 0.9:
+        notes.append(f"other skills suffered: they keep {retain_ratio:.0%} of their accuracy")
+    return notes
 
 
 @skills_app.command("make-demo")
 def make_demo_command(
-    out: Path = typer.Option(DEMO_DIR, help="Where to write the model (default: the shipped one)."),
-    steps: int = typer.Option(DemoRecipe.steps, help="Training steps."),
+    out: Path | None = typer.Option(None, help="A new or empty folder for the model (default: "
+                                    "runs/demo-model-<time>)."),
+    replace_shipped: bool = typer.Option(False, help="Write into the installed package's demo "
+                                         "model folder, replacing the shipped model."),
+    steps: int = typer.Option(DEMO_STEPS, help="Training steps."),
     device: str = typer.Option("cpu", help="torch device."),
 ) -> None:
-    """Retrain the shipped demo model (tiny Llama-style decoder on four synthetic skills)."""
+    """Retrain the demo model (tiny Llama-style decoder on four synthetic skills) into a new
+    folder; the shipped one is replaced only with --replace-shipped."""
     if steps < 1:
-        raise NeuroplasticError(f"steps must be >= 1, got {steps}")
-    accuracy = make_demo(out, recipe=DemoRecipe(steps=steps), device=device)
-    table = Table("skill", "exact match", title=f"demo model written to {out}")
+        raise NeuroplasticError(f"--steps must be >= 1, got {steps}")
+    if out is not None and replace_shipped:
+        raise NeuroplasticError("give either --out or --replace-shipped, not both")
+    from neuroplastic.runs import run_dir
+
+    target = None if replace_shipped else run_dir("demo-model", out)
+    check_device(device)
+    from rich.table import Table
+
+    from neuroplastic.skills.demo import DEMO_DIR, DemoRecipe, make_demo
+
+    target = target or DEMO_DIR
+    accuracy = make_demo(target, recipe=DemoRecipe(steps=steps), device=device,
+                         replace=replace_shipped)
+    table = Table("skill", "exact match", title=f"demo model written to {target}")
     for skill, acc in accuracy.items():
         table.add_row(skill, f"{acc:.3f}")
     console.print(table)

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.table import Table
 
-from neuroplastic import registry
-from neuroplastic.cli.common import console, options_of, resolve_factory, write_run
-from neuroplastic.data import load_data, loader
+from neuroplastic.cli.common import (
+    check_factory,
+    check_training_options,
+    options_of,
+    resolve_factory,
+    write_run,
+)
+from neuroplastic.cli.output import console, set_interrupt_hint, warn
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.evaluate.outputs import accuracy
-from neuroplastic.evaluate.report import Report, grouped_bars, line_plot
-from neuroplastic.forget.experiment import trained_model
-from neuroplastic.io import load_model_weights, load_tensors, save_model
-from neuroplastic.models import seeded_model
-from neuroplastic.runs import run_dir, run_options
-from neuroplastic.sparse.base import check_sparsity
-from neuroplastic.sparse.experiment import SparseRun, counted_sparsity, export_metrics, run_sparse
-from neuroplastic.sparse.fit import SparseRecipe
-from neuroplastic.training import TrainConfig
+
+if TYPE_CHECKING:
+    from neuroplastic.evaluate.report import Report
+    from neuroplastic.sparse.experiment import SparseRun
+    from neuroplastic.sparse.fit import SparseRecipe
 
 sparse_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -29,10 +29,16 @@ FACTORY_HELP = "pkg.module:function returning your nn.Module (called with no arg
 
 
 def sparse_report(run: SparseRun, title: str) -> Report:
-    """report.html of a sparse run: numbers, schedule, layer densities, accuracy, latency."""
+    """report.html of a sparse run: numbers (strings such as the export form too),
+    schedule, layer densities, accuracy, latency in ms/µs."""
+    from neuroplastic.evaluate.report import Report, duration, grouped_bars, line_plot
+
     report = Report(title)
+    for note in sparse_warnings(run.metrics):
+        report.banner(note)
     report.table("Results", ["metric", "value"],
-                 [[k, v] for k, v in run.metrics.items() if not isinstance(v, str)])
+                 [[k, duration(v) if k.endswith("seconds") and isinstance(v, float) else v]
+                  for k, v in run.metrics.items()])
     if run.schedule:
         steps, sparsity = zip(*run.schedule, strict=True)
         report.figure("Sparsity over training steps",
@@ -51,32 +57,81 @@ def sparse_report(run: SparseRun, title: str) -> Report:
         report.figure("Validation accuracy per epoch",
                       line_plot(curves, xlabel="epoch", ylabel="validation accuracy"))
     if run.latencies:
-        report.figure("Inference latency (batch 64, seconds)",
-                      grouped_bars({"seconds": list(run.latencies.values())},
-                                   list(run.latencies), ylabel="seconds", ylim=None))
+        report.figure("Inference latency (batch 64, ms)",
+                      grouped_bars({"ms": [1e3 * v for v in run.latencies.values()]},
+                                   list(run.latencies), ylabel="milliseconds", ylim=None))
     return report
 
 
+def sparse_warnings(metrics: dict[str, Any]) -> list[str]:
+    """Sentences for a missed sparsity target or an export that is not faster."""
+    notes = []
+    target, actual = metrics.get("target_sparsity"), metrics.get("actual_sparsity")
+    if isinstance(target, float) and isinstance(actual, float) and actual < target - 1e-3:
+        notes.append(f"missed the sparsity target: {actual:.4f} of the weights are zero, "
+                     f"target {target:.4f}")
+    speedup = metrics.get("export_speedup")
+    if isinstance(speedup, float) and speedup < 1.05:
+        notes.append(f"the exported model is not faster than the dense one ({speedup:.2f}x): "
+                     "sparse kernels pay off only for large, very sparse layers")
+    return notes
+
+
 def print_metrics(metrics: dict[str, object]) -> None:
+    from rich.table import Table
+
     table = Table("metric", "value")
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
+    for note in sparse_warnings(metrics):  # type: ignore[arg-type]
+        warn(note)
 
 
 def finish(folder: Path, run: SparseRun, *, command: str, options: dict, recipe: SparseRecipe,
-           json_out: bool, title: str) -> None:
-    """Save the squashed model, count its sparsity from the saved file, write the run."""
-    save_model(run.model, folder / "model.safetensors")
+           json_out: bool, title: str, adopt: tuple[str, ...] = ()) -> None:
+    """Count the sparsity of the squashed model from its saved weights, write the run."""
+    import tempfile
+
+    from neuroplastic.io import load_tensors, save_model
+
     if "actual_sparsity" in run.metrics:
-        saved = load_tensors(folder / "model.safetensors")
-        names = [n for n in run.layer_density]
+        with tempfile.TemporaryDirectory() as scratch:
+            save_model(run.model, Path(scratch) / "model.safetensors")
+            saved = load_tensors(Path(scratch) / "model.safetensors")
+        names = list(run.layer_density)
         zeros = sum(int((saved[n] == 0).sum()) for n in names)
         run.metrics["actual_sparsity"] = zeros / sum(saved[n].numel() for n in names)
     print_metrics(run.metrics)
     write_run(folder, command=command, config={"options": options, "recipe": recipe.to_dict()},
-              metrics=run.metrics, report=sparse_report(run, title), model=None,
-              json_out=json_out)
+              metrics=run.metrics, report=sparse_report(run, title), model=run.model,
+              json_out=json_out, adopt=adopt,
+              extra={"export.json": run.layout} if run.layout else None)
+
+
+def absolute_data(data: str) -> str:
+    """``data`` with a file or folder path made absolute, so a run's config.json can be read
+    from any folder (built-in names and torchvision specs stay as they are)."""
+    if data in ("digits", "mnist1d"):
+        return data
+    if data.startswith("torchvision:"):
+        kind, name, root = [*data.split(":", 2), "", ""][:3]
+        return f"{kind}:{name}:{Path(root).resolve()}" if root else data
+    return str(Path(data).resolve())
+
+
+def absolute_factory(model_factory: str | None) -> str | None:
+    """A ``file.py:function`` factory with its file made absolute (module paths stay)."""
+    if model_factory is None:
+        return None
+    location, _, attr = model_factory.rpartition(":")
+    return f"{Path(location).resolve()}:{attr}" if location.endswith(".py") else model_factory
+
+
+def run_folder(command: str, out: Path | None) -> Path:
+    from neuroplastic.runs import run_dir
+
+    return run_dir(command, out)
 
 
 @sparse_app.command("train")
@@ -102,26 +157,49 @@ def train(
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """Train a sparse network from scratch, pruning and regrowing connections."""
-    registry.get(method, kind="sparse")
+    from neuroplastic.sparse.base import check_sparsity
+
     check_sparsity(sparsity)
-    if method in ("magnitude",):
+    if density_init not in ("erk", "uniform"):
+        raise NeuroplasticError(f"--density-init must be erk or uniform, got {density_init!r}")
+    if method == "magnitude":
         raise NeuroplasticError("magnitude pruning prunes a trained model: use `sparse prune`")
-    split = load_data(data, seed=seed)
-    factory = resolve_factory(model_factory, split)
+    check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
+    if update_frequency is not None and update_frequency < 1:
+        raise NeuroplasticError(f"--update-frequency must be >= 1, got {update_frequency}")
     if resume:
         if out is None or not (out / "checkpoint.safetensors").is_file():
             raise NeuroplasticError("--resume needs --out pointing at a run with checkpoint.safetensors")
+        if (out / "metrics.json").exists():
+            raise NeuroplasticError(f"{out} holds a finished run; nothing to resume")
         folder = out
     else:
-        folder = run_dir("sparse-train", out)
+        folder = run_folder("sparse-train", out)
+    check_factory(model_factory)
+    from neuroplastic import registry
+
+    registry.get(method, kind="sparse")
+    from neuroplastic.data import load_data
+    from neuroplastic.sparse.experiment import run_sparse
+    from neuroplastic.sparse.fit import SparseRecipe
+
+    split = load_data(data, seed=seed)
+    factory = resolve_factory(model_factory, split)
     recipe = SparseRecipe(method=method, sparsity=sparsity, epochs=epochs, lr=lr,
                           batch_size=batch_size, seed=seed, distribution=density_init,
                           update_frequency=update_frequency,
                           method_kwargs={"dense_layers": list(dense_layer)} if dense_layer else {})
+    options = {**options_of(ctx.params), "data": absolute_data(data),
+               "model_factory": absolute_factory(model_factory)}
+    # the one file kept on Ctrl-C: the per-epoch checkpoint, so the run can resume
+    set_interrupt_hint(f"the checkpoint in {folder} is kept: continue with "
+                       f"`neuroplastic sparse train --out {folder} --resume` and the same options")
     run = run_sparse(split, recipe, factory, device=device, dense_baseline=dense_baseline,
                      checkpoint=folder / "checkpoint.safetensors", resume=resume, progress=True)
-    finish(folder, run, command="sparse train", options=options_of(ctx.params), recipe=recipe,
-           json_out=json_out, title=f"neuroplastic sparse train: {method} at {sparsity:.0%}")
+    set_interrupt_hint(None)
+    finish(folder, run, command="sparse train", options=options, recipe=recipe,
+           json_out=json_out, title=f"neuroplastic sparse train: {method} at {sparsity:.0%}",
+           adopt=("checkpoint.safetensors",))
 
 
 @sparse_app.command("prune")
@@ -143,12 +221,29 @@ def prune(
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """One-shot magnitude pruning of a trained model, optionally fine-tuned."""
+    from neuroplastic.sparse.base import check_sparsity
+
     check_sparsity(sparsity)
+    if scope not in ("global", "layer"):
+        raise NeuroplasticError(f"--scope must be global or layer, got {scope!r}")
     if finetune_epochs < 0:
         raise NeuroplasticError(f"--finetune-epochs must be >= 0, got {finetune_epochs}")
+    check_training_options(lr=lr, batch_size=batch_size, device=device)
+    if model is not None and not model.is_file():
+        raise NeuroplasticError(f"checkpoint not found: {model}")
+    folder = run_folder("sparse-prune", out)
+    check_factory(model_factory)
+    from neuroplastic.data import load_data, loader
+    from neuroplastic.evaluate.outputs import accuracy
+    from neuroplastic.forget.experiment import trained_model
+    from neuroplastic.io import load_model_weights
+    from neuroplastic.models import seeded_model
+    from neuroplastic.sparse.experiment import run_sparse
+    from neuroplastic.sparse.fit import SparseRecipe
+    from neuroplastic.training import TrainConfig
+
     split = load_data(data, seed=seed)
     factory = resolve_factory(model_factory, split)
-    folder = run_dir("sparse-prune", out)
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
     else:
@@ -159,7 +254,9 @@ def prune(
                           batch_size=batch_size, seed=seed, method_kwargs={"scope": scope})
     run = run_sparse(split, recipe, factory, device=device, initial=net, progress=True)
     run.metrics["dense_test_acc"] = dense_acc
-    finish(folder, run, command="sparse prune", options=options_of(ctx.params), recipe=recipe,
+    options = {**options_of(ctx.params), "data": absolute_data(data),
+               "model_factory": absolute_factory(model_factory)}
+    finish(folder, run, command="sparse prune", options=options, recipe=recipe,
            json_out=json_out, title=f"neuroplastic sparse prune: magnitude at {sparsity:.0%}")
 
 
@@ -175,20 +272,34 @@ def export(
     out: Path | None = typer.Option(None, help="Run folder (default runs/sparse-export-<time>)."),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
-    """Measure the CSR + dead-unit export of a sparse model against its dense form."""
+    """Export a sparse model in its fastest form (CSR, dead units removed), measured against
+    its dense form. Writes model.safetensors (dense with zeros) and export.json (the layout
+    that ``npl.sparse.rebuild_export`` turns back into the fast model)."""
+    if not model.is_file():
+        raise NeuroplasticError(f"checkpoint not found: {model}")
+    folder = run_folder("sparse-export", out)
+    from neuroplastic.runs import run_options
+
     if data is None:
         trained_with = run_options(model.parent)
         data = trained_with.get("data") or "digits"
         model_factory = model_factory or trained_with.get("model_factory")
+    check_factory(model_factory)
+    from neuroplastic.data import load_data
+    from neuroplastic.io import load_model_weights
+    from neuroplastic.models import seeded_model
+    from neuroplastic.sparse.experiment import SparseRun, counted_sparsity, export_metrics
+
     split = load_data(data, seed=seed)
     factory = resolve_factory(model_factory, split)
-    folder = run_dir("sparse-export", out)
     net = load_model_weights(seeded_model(factory, seed, "cpu"), model)
     names = [n for n, p in net.named_parameters() if p.dim() > 1]
-    metrics, latencies = export_metrics(net, split)
+    metrics, latencies, layout = export_metrics(net, split)
     metrics = {"method": "export", "actual_sparsity": counted_sparsity(net, names), **metrics}
     run = SparseRun(metrics=metrics, model=net, history=[], latencies=latencies)
     print_metrics(metrics)
-    write_run(folder, command="sparse export", config={"options": options_of(ctx.params)},
+    options = {**options_of(ctx.params), "data": absolute_data(data),
+               "model_factory": absolute_factory(model_factory)}
+    write_run(folder, command="sparse export", config={"options": options},
               metrics=metrics, report=sparse_report(run, "neuroplastic sparse export"),
-              model=None, json_out=json_out)
+              model=net, json_out=json_out, extra={"export.json": layout})

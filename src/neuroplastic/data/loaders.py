@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 
 from neuroplastic.data.digits import digits
 from neuroplastic.data.mnist1d import mnist1d
-from neuroplastic.data.splits import DataSplit, as_dataset, split_dataset
+from neuroplastic.data.splits import DataSplit, as_dataset, check_labels, split_dataset
 from neuroplastic.errors import NeuroplasticError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -26,6 +26,8 @@ def load_npz(path: str | Path, *, x_key: str = "x", y_key: str = "y", seed: int 
     """Arrays ``x`` (N, ...) and ``y`` (N,) from an ``.npz``; ``x_test``/``y_test`` if present
     are used as the test split (then 1/8 of the rest is held out for validation)."""
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise NeuroplasticError(f"{path} is not an NPZ archive (not a zip file; save with numpy.savez)")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
@@ -68,31 +70,52 @@ def _stratified_halves(y: np.ndarray, *, val_fraction: float, seed: int,
 
 def load_csv(path: str | Path, *, label_column: str | int = "label", seed: int = 0) -> DataSplit:
     """A CSV with a header row; the ``label_column`` (name or index, default ``label``, else
-    the last column) holds integer labels and every other column is a numeric feature."""
+    the last column) holds integer labels 0..K-1 and every other column is a numeric
+    feature, given to the model as a float32 vector in file order, unscaled.
+
+    A UTF-8 byte-order mark and blank lines are ignored; a row with another number of
+    values than the header, or a non-numeric value, is reported by its line number.
+    """
     path = Path(path)
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as err:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            lines = [(number, row) for number, row in enumerate(csv.reader(handle), start=1)
+                     if any(cell.strip() for cell in row)]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise NeuroplasticError(f"cannot read CSV file {path}: {err}") from None
-    if len(rows) < 2:
+    if len(lines) < 2:
         raise NeuroplasticError(f"CSV file {path} needs a header row and at least one data row")
-    header = rows[0]
+    header = [cell.strip() for cell in lines[0][1]]
     if isinstance(label_column, int):
         col = label_column
     elif label_column in header:
         col = header.index(label_column)
     else:
         col = len(header) - 1
-    try:
-        table = np.array([[float(v) for v in row] for row in rows[1:]], dtype=np.float64)
-    except ValueError as err:
-        raise NeuroplasticError(f"CSV file {path} has a non-numeric value: {err}") from None
-    if table.ndim != 2 or table.shape[1] != len(header):
-        raise NeuroplasticError(f"CSV file {path}: every row must have {len(header)} values")
-    y = table[:, col]
+    rows, numbers = [], []
+    for number, row in lines[1:]:
+        if len(row) != len(header):
+            raise NeuroplasticError(f"CSV file {path}, line {number}: {len(row)} values, but the header "
+                                    f"has {len(header)} columns")
+        try:
+            rows.append([float(v) for v in row])
+        except ValueError:
+            bad = next(v for v in row if not _is_number(v))
+            raise NeuroplasticError(f"CSV file {path}, line {number}: non-numeric value {bad[:30]!r}") \
+                from None
+        numbers.append(number)
+    table = np.array(rows, dtype=np.float64)
+    y = check_labels(table[:, col], name=f"CSV file {path}", rows=numbers, row_word="line")
     x = np.delete(table, col, axis=1).astype(np.float32)
     return split_dataset(path.stem, x, y, seed=seed)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_image_folder(root: str | Path, *, size: tuple[int, int] | None = None,

@@ -49,6 +49,18 @@ class ForgetScenario:
     target_forget_acc: float | None = None
     poisoned_idx: Tensor | None = None
 
+    def __post_init__(self) -> None:
+        if len(self.forget_idx) == 0:
+            raise NeuroplasticError(f"{self.description}: the forget set is empty")
+        if len(self.retain_idx) == 0:
+            raise NeuroplasticError(f"{self.description}: nothing is left to retain (the retain set "
+                                    "is empty)")
+
+    @property
+    def retain_classes(self) -> int:
+        """How many classes the retain set holds (one class: retraining learns a constant)."""
+        return int(torch.unique(self.data.train.tensors[1][self.retain_idx]).numel())
+
     @property
     def forget(self) -> TensorDataset:
         return subset(self.data.train, self.forget_idx)

@@ -34,21 +34,54 @@ class DataSplit:
         return tuple(self.train.tensors[0].shape[1:])
 
 
-def as_dataset(x: np.ndarray | Tensor, y: np.ndarray | Tensor, *, name: str) -> TensorDataset:
-    """Float inputs and int64 labels as a ``TensorDataset``, with shape checks."""
-    x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+#: More classes than this is taken for a wrong label column, refused before anything is allocated.
+MAX_CLASSES = 10_000
+
+
+def check_labels(y: np.ndarray | Tensor, *, name: str,
+                 rows: np.ndarray | list[int] | None = None, row_word: str = "row") -> np.ndarray:
+    """Labels as int64, after checking they are class indices 0..K-1 with K <= MAX_CLASSES.
+
+    Args:
+        rows: how the user numbers each sample (e.g. CSV line numbers); default 0, 1, ...
+        row_word: what those numbers are called in the message ("row", "line").
+
+    Raises:
+        NeuroplasticError: naming the first offending value and its row.
+    """
     y_arr = np.asarray(y)
     if y_arr.ndim != 1:
         raise NeuroplasticError(f"{name}: labels must be one-dimensional, got shape {y_arr.shape}")
-    if not np.issubdtype(y_arr.dtype, np.integer) and not np.all(np.mod(y_arr, 1) == 0):
-        raise NeuroplasticError(f"{name}: labels must be integers")
-    y_t = torch.as_tensor(y_arr.astype(np.int64))
+    where = (lambda i: int(rows[i])) if rows is not None else int
+    if not (np.issubdtype(y_arr.dtype, np.integer) or np.issubdtype(y_arr.dtype, np.floating)):
+        raise NeuroplasticError(f"{name}: labels must be integers, got {y_arr.dtype} values")
+    if np.issubdtype(y_arr.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(y_arr) | (np.mod(y_arr, 1) != 0))
+        if len(bad):
+            i = int(bad[0])
+            raise NeuroplasticError(f"{name}: label {y_arr[i]:g} in {row_word} {where(i)} is not an "
+                                    "integer class index")
+    negative = np.flatnonzero(y_arr < 0)
+    if len(negative):
+        i = int(negative[0])
+        raise NeuroplasticError(f"{name}: label {int(y_arr[i])} in {row_word} {where(i)} is negative; "
+                                "labels are class indices 0..K-1")
+    if len(y_arr) and y_arr.max() >= MAX_CLASSES:
+        i = int(np.argmax(y_arr))
+        raise NeuroplasticError(f"{name}: label {int(y_arr[i])} in {row_word} {where(i)} would make "
+                                f"{int(y_arr[i]) + 1} classes; labels are class indices 0..K-1 with "
+                                f"K <= {MAX_CLASSES}")
+    return y_arr.astype(np.int64)
+
+
+def as_dataset(x: np.ndarray | Tensor, y: np.ndarray | Tensor, *, name: str) -> TensorDataset:
+    """Float inputs and int64 labels as a ``TensorDataset``, with shape and label checks."""
+    y_t = torch.as_tensor(check_labels(y, name=name))
+    x_t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
     if x_t.shape[0] != y_t.shape[0]:
         raise NeuroplasticError(f"{name}: {x_t.shape[0]} inputs but {y_t.shape[0]} labels")
     if x_t.shape[0] == 0:
         raise NeuroplasticError(f"{name}: no samples")
-    if (y_t < 0).any():
-        raise NeuroplasticError(f"{name}: labels must be >= 0")
     if not torch.isfinite(x_t).all():
         raise NeuroplasticError(f"{name}: inputs contain NaN or inf")
     return TensorDataset(x_t, y_t)
@@ -57,8 +90,16 @@ def as_dataset(x: np.ndarray | Tensor, y: np.ndarray | Tensor, *, name: str) -> 
 def split_dataset(name: str, x: np.ndarray, y: np.ndarray, *, test_size: float = 0.2,
                   val_size: float = 0.1, seed: int = 0,
                   class_names: list[str] | None = None) -> DataSplit:
-    """Stratified train/val/test split with a fixed seed."""
-    y = np.asarray(y)
+    """Stratified train/val/test split with a fixed seed; every split must hold >= 2 classes."""
+    y = check_labels(y, name=name)
+    present, counts = np.unique(y, return_counts=True)
+    if len(present) < 2:
+        raise NeuroplasticError(f"{name}: every sample has label {int(present[0])}; classification "
+                                "needs at least two classes")
+    if counts.min() < 3:
+        rare = int(present[np.argmin(counts)])
+        raise NeuroplasticError(f"{name}: class {rare} has {int(counts.min())} sample(s); each class "
+                                "needs at least 3 to appear in the train, validation and test splits")
     idx = np.arange(len(y))
     try:
         rest, test = train_test_split(idx, test_size=test_size, random_state=seed, stratify=y)
@@ -68,6 +109,10 @@ def split_dataset(name: str, x: np.ndarray, y: np.ndarray, *, test_size: float =
     except ValueError as err:
         raise NeuroplasticError(f"{name}: cannot split into train/val/test: {err}") from None
     num_classes = int(y.max()) + 1
+    for part, rows in (("training", train), ("validation", val), ("test", test)):
+        if len(np.unique(y[rows])) < 2:
+            raise NeuroplasticError(f"{name}: the {part} split holds a single class; "
+                                    "add samples of the other classes")
     return DataSplit(
         name=name,
         train=as_dataset(x[train], y[train], name=name),

@@ -23,6 +23,7 @@ table { border-collapse: collapse; margin: 1rem 0; }
 td, th { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; } .note { color: #555; }
+.banner { background: #fff4d6; border-left: 4px solid #d99a00; padding: 0.5rem 0.8rem; }
 """
 
 
@@ -41,6 +42,11 @@ class Report:
 
     def text(self, text: str) -> Report:
         self.parts.append(f"<p class='note'>{html.escape(text)}</p>")
+        return self
+
+    def banner(self, text: str) -> Report:
+        """A sentence the reader must not miss (a missed target, an uninformative figure)."""
+        self.parts.append(f"<p class='banner'>{html.escape(text)}</p>")
         return self
 
     def table(self, heading: str, columns: list[str], rows: list[list[object]]) -> Report:
@@ -68,37 +74,59 @@ class Report:
         write_text(path, self.html())
 
 
+def _legend_outside(ax: plt.Axes) -> None:
+    """The legend right of the axes, where it covers no data; none if nothing is labelled."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                  frameon=False)
+
+
 def grouped_bars(series: dict[str, list[float]], labels: list[str], *, ylabel: str,
-                 ylim: tuple[float, float] | None = (0, 1.05)) -> Figure:
-    """One group of bars per label, one bar per series (e.g. per-class accuracy per model)."""
+                 ylim: tuple[float, float] | None = (0, 1.05),
+                 marked: list[int] | None = None, mark_label: str = "forgotten") -> Figure:
+    """One group of bars per label, one bar per series (e.g. per-class accuracy per model);
+    the groups at ``marked`` positions are shaded and their tick labels say ``mark_label``."""
     fig, ax = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / max(len(series), 1)
+    for j in marked or []:
+        ax.axvspan(j - 0.1, j + 0.9 - 0.1, color="#f2d7d5", zorder=0)
     for i, (name, values) in enumerate(series.items()):
-        ax.bar([j + i * width for j in range(len(values))], values, width, label=name)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], labels,
-                  rotation=30 if max(map(len, labels), default=0) > 3 else 0, ha="right")
+        ax.bar([j + i * width for j in range(len(values))], values, width, label=name, zorder=2)
+    ticks = [f"{label}\n({mark_label})" if j in (marked or []) else label
+             for j, label in enumerate(labels)]
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))], ticks,
+                  rotation=30 if max(map(len, labels), default=0) > 3 else 0,
+                  ha="right" if max(map(len, labels), default=0) > 3 else "center")
     ax.set_ylabel(ylabel)
     if ylim is not None:
         ax.set_ylim(*ylim)
-    ax.legend(loc="lower right", fontsize=8)
+    _legend_outside(ax)
     return fig
 
 
-def tradeoff(points: dict[str, list[tuple[float, float, float]]], *, xlabel: str,
-             ylabel: str) -> Figure:
-    """Curves of (alpha, forget accuracy, retained accuracy): one panel per quantity."""
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+def tradeoff(points: dict[str, list[tuple[float, float, float]]], *, xlabel: str, ylabel: str,
+             chosen: tuple[float, float, str] | None = None) -> Figure:
+    """Forget accuracy (x) against retained accuracy (y), one curve per named list of
+    (alpha, forget, retained) candidates, each point labelled by its alpha; ``chosen`` =
+    (forget, retained, label) is drawn as a star."""
+    fig, ax = plt.subplots(figsize=(7, 4))
     for name, rows in points.items():
-        rows = sorted(rows)
-        alphas = [r[0] for r in rows]
-        axes[0].plot(alphas, [r[1] for r in rows], marker="o", label=name)
-        axes[1].plot(alphas, [r[2] for r in rows], marker="o", label=name)
-    for ax, what in zip(axes, (xlabel, ylabel), strict=True):
-        ax.set_xscale("log")
-        ax.set_xlabel("alpha")
-        ax.set_ylabel(what)
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=8)
+        rows = sorted((r for r in rows if r[1] == r[1] and r[2] == r[2]), key=lambda r: r[0])
+        if not rows:
+            continue
+        ax.plot([r[1] for r in rows], [r[2] for r in rows], marker="o", label=name)
+        for alpha, x, y in rows[:: max(1, len(rows) // 6)]:
+            ax.annotate(f"{alpha:.3g}", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    if chosen is not None:
+        ax.plot([chosen[0]], [chosen[1]], marker="*", markersize=16, color="crimson",
+                linestyle="none", label=chosen[2], zorder=5)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("numbers on the points: alpha", fontsize=8)
+    _legend_outside(ax)
     return fig
 
 
@@ -113,18 +141,33 @@ def line_plot(curves: dict[str, tuple[list[float], list[float]]], *, xlabel: str
             ax.plot(xs, ys, marker=".", label=name)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     return fig
 
 
-def histograms(samples: dict[str, list[float]], *, xlabel: str, bins: int = 30) -> Figure:
-    """Overlaid histograms on shared bins, one per named sample (e.g. key scores per skill)."""
+def histograms(samples: dict[str, list[float]], *, xlabel: str, bins: int = 30,
+               threshold: float | None = None, threshold_label: str = "threshold") -> Figure:
+    """Overlaid histograms on shared bins, one per named sample (e.g. key scores per skill);
+    ``threshold`` draws the decision line."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     values = [v for sample in samples.values() for v in sample if math.isfinite(v)]
     edges = np.linspace(min(values, default=0.0), max(values, default=1.0), bins + 1)
     for name, sample in samples.items():
         ax.hist([v for v in sample if math.isfinite(v)], bins=edges, alpha=0.5, label=name)
+    if threshold is not None and math.isfinite(threshold):
+        ax.axvline(threshold, color="black", linestyle="--", label=threshold_label)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("prompts")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     return fig
+
+
+def duration(seconds: float) -> str:
+    """Seconds in the unit a reader expects: µs, ms or s."""
+    if seconds != seconds:
+        return "—"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"

@@ -83,6 +83,11 @@ class HypercubeDetector(KeyDetector):
         deviation = (keys - self.mean.to(keys.device)).abs()
         return (deviation / self.std.to(keys.device).clamp_min(1e-12)).amax(-1)
 
+    @property
+    def decision(self) -> tuple[float, str]:
+        """The score at which the detector abstains, and on which side (for plots)."""
+        return self.k * self.h, "abstain at or below"
+
     def flags(self, keys: Tensor) -> Tensor:
         width = self.k * self.h * self.std.to(keys.device)
         return ((keys - self.mean.to(keys.device)).abs() <= width).all(-1)
@@ -136,6 +141,11 @@ class CalibratedDetector(KeyDetector):
 
     def flags(self, keys: Tensor) -> Tensor:
         return self.score(keys) > self.threshold
+
+    @property
+    def decision(self) -> tuple[float, str]:
+        """The score at which the detector abstains, and on which side (for plots)."""
+        return self.threshold, "abstain above"
 
 
 class KeySpaceGuard:

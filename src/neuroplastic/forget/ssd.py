@@ -6,10 +6,11 @@ from torch import nn
 
 from neuroplastic import select
 from neuroplastic.batches import ConcatData
+from neuroplastic.checks import require_positive
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.forget.base import Timer, Unlearner, UnlearnResult
 from neuroplastic.importance.base import ImportanceEstimator
-from neuroplastic.importance.cache import ImportanceCache, default_cache
+from neuroplastic.importance.cache import ImportanceCache, default_cache, loss_identity
 from neuroplastic.importance.fisher import Fisher
 from neuroplastic.importance.simple import LossFree
 from neuroplastic.intervene.dampen import dampen_
@@ -37,16 +38,21 @@ class SSD(Unlearner):
         cache: where I_D is cached (default: the process-wide memory + disk cache).
         loss_fn: ``loss_fn(model output, labels)`` of the importance (default:
             cross-entropy); :func:`neuroplastic.skills.lm.causal_lm_loss` for a language model.
+        cache_key: names ``loss_fn`` in the cache when it is a lambda, closure or bound
+            method (which the cache cannot tell apart and refuses).
     """
 
     name = "ssd"
 
     def __init__(self, *, alpha: float = 10.0, lam: float = 1.0,
                  estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
-                 cache: ImportanceCache | None = None, loss_fn: LossFn | None = None) -> None:
-        select.ratio({}, {}, alpha=alpha)  # validates alpha before any work
-        if lam <= 0:
-            raise NeuroplasticError(f"lambda must be > 0, got {lam}")
+                 cache: ImportanceCache | None = None, loss_fn: LossFn | None = None,
+                 cache_key: str | None = None) -> None:
+        require_positive("alpha", alpha)
+        require_positive("lam (lambda)", lam)
+        if loss_fn is not None and cache_key is None:
+            loss_identity(loss_fn)  # refuses a loss the cache cannot identify, before any work
+        self.cache_key = cache_key
         self.alpha = alpha
         self.lam = lam
         self.estimator = estimator or self.default_estimator(targets)
@@ -66,7 +72,8 @@ class SSD(Unlearner):
         cache = self.cache or default_cache()
         misses = cache.misses
         with timer.phase("full_importance"):
-            i_d = cache.get_or_compute(self.estimator, model, full, loss_fn=self.loss_fn)
+            i_d = cache.get_or_compute(self.estimator, model, full, loss_fn=self.loss_fn,
+                                       cache_key=self.cache_key)
         timer.metrics["cache_hit"] = float(cache.misses == misses)
         with timer.phase("forget_importance"):
             i_f = self.estimator.estimate(model, forget, loss_fn=self.loss_fn)

@@ -11,6 +11,7 @@ never hits: the batch-mean Fisher depends on the batching).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from neuroplastic.batches import ConcatData, iter_batches, model_device
+from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.base import ImportanceEstimator
 from neuroplastic.io import load_tensors, save_tensors
 from neuroplastic.types import Batch, Data, LossFn, Scores
@@ -77,6 +79,31 @@ def default_cache_dir() -> Path:
     return Path(root)
 
 
+def loss_identity(loss_fn: LossFn) -> str:
+    """A name that tells ``loss_fn`` apart from every other loss: a module-level function by
+    its module and name, an ``nn.Module`` loss by its type, settings and buffers.
+
+    Raises:
+        NeuroplasticError: for a lambda, a closure, a bound method or another callable whose
+            behaviour its name does not pin down (two lambdas share a name); pass
+            ``cache_key=`` to name such a loss.
+    """
+    if isinstance(loss_fn, nn.Module):
+        settings = sorted((k, repr(v)) for k, v in vars(loss_fn).items()
+                          if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None))))
+        tensors = [f"{n}:{hashlib.sha256(t.detach().cpu().numpy().tobytes()).hexdigest()[:16]}"
+                   for n, t in loss_fn.state_dict().items()]
+        return f"{type(loss_fn).__module__}.{type(loss_fn).__qualname__}{settings}{tensors}"
+    qualname = getattr(loss_fn, "__qualname__", "")
+    plain_function = (inspect.isfunction(loss_fn) or inspect.isbuiltin(loss_fn)) and \
+        getattr(loss_fn, "__closure__", None) is None and "<" not in qualname
+    if not plain_function:
+        raise NeuroplasticError(
+            f"the importance cache cannot identify the loss {qualname or type(loss_fn).__name__!r} "
+            "(a lambda, closure or bound method); pass cache_key='...' naming it, or no cache")
+    return f"{loss_fn.__module__}.{qualname}"
+
+
 class ImportanceCache:
     """Memory + disk cache of importance scores.
 
@@ -96,20 +123,21 @@ class ImportanceCache:
         self.misses = 0
 
     def key(self, estimator: ImportanceEstimator, model: nn.Module, data: Data,
-            loss_fn: LossFn | None = None) -> str:
-        """Cache key of one (estimator, model, data, loss) combination."""
-        loss_name = "default" if loss_fn is None else getattr(loss_fn, "__qualname__", repr(loss_fn))
+            loss_fn: LossFn | None = None, *, cache_key: str | None = None) -> str:
+        """Cache key of one (estimator, model, data, loss) combination; ``cache_key`` names a
+        loss :func:`loss_identity` cannot tell apart from others."""
+        loss_name = "default" if loss_fn is None else cache_key or loss_identity(loss_fn)
         parts = [estimator.cache_key, loss_name, model_fingerprint(model), data_fingerprint(data)]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
     def get_or_compute(self, estimator: ImportanceEstimator, model: nn.Module, data: Data, *,
-                       loss_fn: LossFn | None = None) -> Scores:
+                       loss_fn: LossFn | None = None, cache_key: str | None = None) -> Scores:
         """Return cached scores, computing and storing them on a miss.
 
         The returned tensors are on the model's device; callers must not
         modify them in place.
         """
-        key = self.key(estimator, model, data, loss_fn)
+        key = self.key(estimator, model, data, loss_fn, cache_key=cache_key)
         scores = self._lookup(key)
         if scores is None:
             self.misses += 1

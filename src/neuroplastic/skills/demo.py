@@ -26,6 +26,7 @@ from rich.progress import Progress
 
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.io import write_json
+from neuroplastic.runs import check_new_folder, staged_folder
 from neuroplastic.skills.generation import answer
 from neuroplastic.skills.lm import causal_lm_loss, load_causal_lm, require_transformers, training_batches
 from neuroplastic.skills.tasks import SKILLS, VOCABULARY, examples
@@ -95,21 +96,30 @@ def _lr_at(step: int, recipe: DemoRecipe) -> float:
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_demo(out: str | os.PathLike[str] = DEMO_DIR, *, recipe: DemoRecipe | None = None,
+def make_demo(out: str | os.PathLike[str], *, recipe: DemoRecipe | None = None,
               device: str | torch.device = "cpu", progress: bool = True,
-              eval_count: int = 200) -> dict[str, float]:
+              eval_count: int = 200, replace: bool = False) -> dict[str, float]:
     """Train the demo model and write it (config, safetensors, tokenizer, ``demo.json``) to ``out``.
 
-    The folder is replaced only once training and evaluation have succeeded.
+    ``out`` must be absent or an empty folder (checked before training), unless
+    ``replace`` is given: then an existing model folder there (e.g. the shipped
+    ``DEMO_DIR``) is swapped for the new one once training and evaluation have
+    succeeded. Nothing else is ever deleted.
 
     Args:
         eval_count: held-out prompts per skill for the accuracy written to ``demo.json``.
+        replace: allow replacing an existing demo model folder at ``out``.
 
     Returns:
         Exact-match accuracy per skill on the held-out prompts.
     """
     from transformers import LlamaForCausalLM
 
+    out = Path(out)
+    if replace and out.is_dir() and any(out.iterdir()) and not (out / "demo.json").is_file():
+        raise NeuroplasticError(f"{out} is not a demo model folder (no demo.json); refusing to replace it")
+    if not (replace and out.is_dir()):
+        check_new_folder(out)
     recipe = recipe or DemoRecipe()
     torch.manual_seed(recipe.seed)
     tokenizer = char_tokenizer()
@@ -147,18 +157,25 @@ def make_demo(out: str | os.PathLike[str] = DEMO_DIR, *, recipe: DemoRecipe | No
 
 
 def _write_folder(out: Path, model: Any, tokenizer: Any, info: dict[str, Any]) -> None:
-    """Write into a fresh folder beside ``out``, then swap it in (no half-written model)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    """Write the model into a staging folder beside ``out``, then rename it into place; an
+    existing demo model at ``out`` (``replace=True``) is moved aside first and removed only
+    after the new one is in place."""
+    aside = None
+    if out.is_dir() and any(out.iterdir()):
+        aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.previous-", dir=out.parent))
+        os.replace(out, aside / out.name)
     try:
-        model.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
-        write_json(staging / "demo.json", info)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged_folder(out) as staging:
+            model.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+            write_json(staging / "demo.json", info)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside / out.name, out)
+            aside.rmdir()
+        raise
+    if aside is not None:
+        shutil.rmtree(aside)
 
 
 def load_demo(*, device: str | torch.device = "cpu") -> tuple[Any, Any]:

@@ -89,6 +89,7 @@ def run_skill_forget(model: nn.Module, tokenizer: Any, request: SkillRequest, me
                 skill: details["detector"].score(prompt_keys(
                     model, tokenizer, examples, site=details["key_site"])).tolist()
                 for skill, examples in request.evaluation.items()}
+            details["key_threshold"], details["key_threshold_label"] = details["detector"].decision
     finally:
         if not keep:
             intervention.remove()

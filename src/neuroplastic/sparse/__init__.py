@@ -4,6 +4,13 @@ from neuroplastic.sparse.base import Sparsifier
 from neuroplastic.sparse.density import erk_counts, uniform_counts
 from neuroplastic.sparse.gmp import GMP
 from neuroplastic.sparse.granet import GraNet
+from neuroplastic.sparse.inference import (
+    export_layout,
+    fastest_export,
+    rebuild_export,
+    remove_dead_units,
+    to_csr,
+)
 from neuroplastic.sparse.masks import SparseMasks
 from neuroplastic.sparse.oneshot import SNIP, MagnitudePruning
 from neuroplastic.sparse.parametrized_masks import ParametrizedMasks
@@ -21,5 +28,10 @@ __all__ = [
     "SparseMasks",
     "Sparsifier",
     "erk_counts",
+    "export_layout",
+    "fastest_export",
+    "rebuild_export",
+    "remove_dead_units",
+    "to_csr",
     "uniform_counts",
 ]

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import math
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
+from neuroplastic.checks import require_choice
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.select import top_k, top_k_mask
 from neuroplastic.sparse.density import erk_counts, uniform_counts
@@ -83,7 +84,7 @@ class SparsityLog:
     layer_counts: list[dict[str, int]] = field(default_factory=list)
 
 
-class Sparsifier:
+class Sparsifier(ABC):
     """Base class: masks the prunable weights of ``model`` and updates them on ``step()``.
 
     Call ``step()`` once after every ``optimizer.step()``. The weights stay the same
@@ -112,14 +113,12 @@ class Sparsifier:
                  update_frequency: int = 100, targets: Targets | None = None,
                  seed: int = 0, masking: str = "in-place") -> None:
         self.sparsity = check_sparsity(sparsity)
-        if masking not in MASKINGS:
-            raise NeuroplasticError(f"masking must be one of {', '.join(MASKINGS)}, got {masking!r}")
+        require_choice("masking", masking, MASKINGS)
         if total_steps < 1:
             raise NeuroplasticError(f"total_steps must be >= 1, got {total_steps}")
         if update_frequency < 1:
             raise NeuroplasticError(f"update_frequency must be >= 1, got {update_frequency}")
-        if distribution not in ("erk", "uniform"):
-            raise NeuroplasticError(f"distribution must be 'erk' or 'uniform', got {distribution!r}")
+        require_choice("distribution", distribution, ("erk", "uniform"))
         self.total_steps = total_steps
         self.distribution = distribution
         self.dense_layers = tuple(dense_layers)
@@ -174,7 +173,7 @@ class Sparsifier:
     def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
         """Masks at step 0."""
 
-    def update(self, step: int) -> None:
+    def update(self, step: int) -> None:  # noqa: B027 - a hook methods may leave alone
         """Change the masks at an update step (default: never)."""
 
     # -- the training-loop interface -------------------------------------------------------

@@ -18,9 +18,9 @@ from neuroplastic.batches import model_device
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.models.factory import ModelFactory, seeded_model
-from neuroplastic.sparse.export import fastest_export
 from neuroplastic.sparse.fit import SparseFitResult, SparseRecipe, sparse_fit
 from neuroplastic.sparse.flops import macs, output_positions, train_flops_ratio
+from neuroplastic.sparse.inference import export_layout, fastest_export
 from neuroplastic.sparse.latency import latencies
 
 
@@ -35,6 +35,7 @@ class SparseRun:
     schedule: list[tuple[int, float]] = field(default_factory=list)
     layer_density: dict[str, float] = field(default_factory=dict)
     latencies: dict[str, float] = field(default_factory=dict)
+    layout: dict[str, object] = field(default_factory=dict)  # export.json of the fastest form
 
 
 def counted_sparsity(model: nn.Module, names: list[str]) -> float:
@@ -44,10 +45,11 @@ def counted_sparsity(model: nn.Module, names: list[str]) -> float:
     return zeros / sum(params[n].numel() for n in names)
 
 
-def export_metrics(model: nn.Module, data: DataSplit, *,
-                   batch: int = 64) -> tuple[dict[str, Any], dict[str, float]]:
+def export_metrics(model: nn.Module, data: DataSplit, *, batch: int = 64
+                   ) -> tuple[dict[str, Any], dict[str, float], dict[str, object]]:
     """Latency of the squashed model vs its fastest export on a test batch (the form is
-    chosen on a validation batch), and the largest output difference."""
+    chosen on a validation batch), the largest output difference, and the export's layout
+    (:func:`~neuroplastic.sparse.inference.export_layout`)."""
     device = model_device(model)
     inputs = data.test.tensors[0][:batch].to(device)
     exported, form = fastest_export(model, data.val.tensors[0][:batch].to(device))
@@ -55,7 +57,7 @@ def export_metrics(model: nn.Module, data: DataSplit, *,
         diff = float((model(inputs) - exported(inputs)).abs().max())
     times = latencies({"dense": model, "exported": exported}, inputs)
     return ({"export_speedup": times["dense"] / times["exported"], "export_max_abs_diff": diff,
-             "export_form": form}, times)
+             "export_form": form}, times, export_layout(exported, form))
 
 
 def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
@@ -104,6 +106,6 @@ def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
         metrics["mean_step_overhead"] = result.mean_step_seconds / dense.metrics["step_seconds"]
         run.dense_history = dense.history
     if sparsifier is not None:
-        export, run.latencies = export_metrics(run.model, data)
+        export, run.latencies, run.layout = export_metrics(run.model, data)
         metrics.update(export)
     return run

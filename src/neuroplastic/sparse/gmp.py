@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from neuroplastic.checks import require_choice, require_window
 from neuroplastic.registry import register
 from neuroplastic.sparse.base import Sparsifier, magnitude_masks
 from neuroplastic.sparse.schedule import cubic_sparsity
@@ -22,9 +23,10 @@ class GMP(Sparsifier):
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
                  prune_window: tuple[float, float] = (0.0, 0.7), scope: str = "layer",
                  **kwargs: object) -> None:
-        self.prune_start = int(prune_window[0] * total_steps)
-        self.prune_end = max(self.prune_start + 1, int(prune_window[1] * total_steps))
-        self.scope = scope
+        start, end = require_window("prune_window", prune_window)
+        self.prune_start = int(start * total_steps)
+        self.prune_end = max(self.prune_start + 1, int(end * total_steps))
+        self.scope = require_choice("scope", scope, ("layer", "global"))
         kwargs.setdefault("distribution", "uniform")
         super().__init__(model, sparsity=sparsity, total_steps=total_steps, **kwargs)  # type: ignore[arg-type]
 

@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor, nn
 
-from neuroplastic.errors import NeuroplasticError
+from neuroplastic.checks import require_in, require_window
 from neuroplastic.registry import register
 from neuroplastic.sparse.base import (
     Sparsifier,
@@ -46,11 +46,10 @@ class GraNet(Sparsifier):
                  initial_density: float = 0.5, prune_window: tuple[float, float] = (0.0, 0.7),
                  death_rate: float = 0.5, final_death_rate: float = 0.005,
                  **kwargs: object) -> None:
-        if not 0 < initial_density <= 1:
-            raise NeuroplasticError(f"initial_density must be in (0, 1], got {initial_density}")
-        start, end = prune_window
-        if not 0 <= start < end <= 1:
-            raise NeuroplasticError(f"prune_window must satisfy 0 <= start < end <= 1, got {prune_window}")
+        require_in("initial_density", initial_density, 0.0, 1.0, low_open=True)
+        start, end = require_window("prune_window", prune_window)
+        require_in("death_rate", death_rate, 0.0, 1.0)
+        require_in("final_death_rate", final_death_rate, 0.0, 1.0)
         # a start sparser than the target would need pruning in reverse: start at the target
         self.initial_density = max(initial_density, 1 - sparsity)
         self.prune_start = int(start * total_steps)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from neuroplastic.checks import require_choice
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.simple import Taylor
 from neuroplastic.registry import register
-from neuroplastic.sparse.base import PRUNABLE, Sparsifier, magnitude_masks
+from neuroplastic.sparse.base import Sparsifier, magnitude_masks
+from neuroplastic.targets import Targets
 from neuroplastic.types import Data, Masks
 
 
@@ -38,7 +40,8 @@ class SNIP(OneShot):
         del self._model, self._batch
 
     def initial_masks(self, weights: dict[str, Tensor]) -> Masks:
-        scores = Taylor(targets=PRUNABLE).estimate(self._model, self._batch)
+        # the saliency of exactly the weights the sparsifier masks (the user's targets)
+        scores = Taylor(targets=Targets(include=tuple(weights))).estimate(self._model, self._batch)
         return self.global_top({n: scores[n] for n in weights}, 1 - self.sparsity)
 
 
@@ -52,9 +55,7 @@ class MagnitudePruning(OneShot):
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int = 1,
                  scope: str = "global", **kwargs: object) -> None:
-        if scope not in ("global", "layer"):
-            raise NeuroplasticError(f"scope must be 'global' or 'layer', got {scope!r}")
-        self.scope = scope
+        self.scope = require_choice("scope", scope, ("global", "layer"))
         kwargs.setdefault("distribution", "uniform")
         super().__init__(model, sparsity=sparsity, total_steps=total_steps, **kwargs)  # type: ignore[arg-type]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from neuroplastic.checks import require_in
 from neuroplastic.registry import register
 from neuroplastic.sparse.base import Sparsifier, dense_grads, drop_and_grow, random_masks
 from neuroplastic.sparse.schedule import cosine_decay
@@ -26,8 +27,8 @@ class RigL(Sparsifier):
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
                  drop_fraction: float = 0.3, end: float = 0.75, **kwargs: object) -> None:
-        self.drop_fraction = drop_fraction
-        self.end_step = max(1, int(end * total_steps))
+        self.drop_fraction = require_in("drop_fraction", drop_fraction, 0.0, 1.0, low_open=True)
+        self.end_step = max(1, int(require_in("end", end, 0.0, 1.0, low_open=True) * total_steps))
         super().__init__(model, sparsity=sparsity, total_steps=total_steps, **kwargs)  # type: ignore[arg-type]
 
     def update_end(self) -> int:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from neuroplastic.errors import NeuroplasticError
+from neuroplastic.checks import require_choice, require_in
 from neuroplastic.registry import register
 from neuroplastic.sparse.base import Sparsifier, drop_and_grow, random_masks
 from neuroplastic.types import Masks
@@ -34,10 +34,8 @@ class SET(Sparsifier):
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int, zeta: float = 0.3,
                  regrow_init: str = "random", **kwargs: object) -> None:
-        if regrow_init not in ("random", "zero"):
-            raise NeuroplasticError(f"regrow_init must be 'random' or 'zero', got {regrow_init!r}")
-        self.zeta = zeta
-        self.regrow_init = regrow_init
+        self.zeta = require_in("zeta", zeta, 0.0, 1.0, low_open=True, high_open=True)
+        self.regrow_init = require_choice("regrow_init", regrow_init, ("random", "zero"))
         super().__init__(model, sparsity=sparsity, total_steps=total_steps, **kwargs)  # type: ignore[arg-type]
 
     def initial_masks(self, weights: dict[str, Tensor]) -> Masks:

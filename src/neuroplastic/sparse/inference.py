@@ -227,3 +227,37 @@ def _keep_inputs(layer: nn.Module, columns: Tensor) -> None:
         layer.in_features = len(columns)
     else:
         layer.in_channels = len(columns)
+
+
+DEAD_UNITS_FORM = "dead units removed + csr"
+
+
+def export_layout(exported: nn.Module, form: str) -> dict[str, object]:
+    """What :func:`rebuild_export` needs to turn the dense-with-zeros weights back into
+    ``exported``: the form and which layers run as CSR or feature-major. Both transforms
+    are deterministic functions of the weights, so no pickled module is stored."""
+    return {"form": form,
+            "csr": [n for n, m in exported.named_modules() if isinstance(m, CSRLinear)],
+            "feature_major": [n for n, m in exported.named_modules()
+                              if type(m) is FeatureMajorLinear]}
+
+
+@torch.no_grad()
+def rebuild_export(model: nn.Module, layout: dict[str, object]) -> nn.Module:
+    """The exported form of ``model`` (its dense-with-zeros weights loaded) that
+    :func:`export_layout` described, e.g. read from a ``sparse export`` run's
+    ``export.json``: dead units removed if the form says so, the named layers as CSR or
+    feature-major. Raises one line if the layout does not fit the model."""
+    form = layout.get("form")
+    if form not in ("unchanged", "csr", DEAD_UNITS_FORM):
+        raise NeuroplasticError(f"unknown export form {form!r}")
+    rebuilt = remove_dead_units(model)[0] if form == DEAD_UNITS_FORM else copy.deepcopy(model)
+    rebuilt.eval()
+    modules = dict(rebuilt.named_modules())
+    for kind, wrap in (("csr", CSRLinear), ("feature_major", FeatureMajorLinear)):
+        for name in layout.get(kind, []):  # type: ignore[union-attr]
+            if type(modules.get(name)) is not nn.Linear:
+                raise NeuroplasticError(f"export layout names {name!r}, which is not a Linear "
+                                        "layer of this model")
+            _replace(rebuilt, name, wrap(modules[name]))
+    return rebuilt

@@ -1,0 +1,5 @@
+"""Choices the CLI names in its help, kept here without importing torch (a test checks
+that they equal the library's own lists)."""
+
+SCENARIOS = ("class", "random", "indices", "subclass", "corrective")
+DEMO_SKILLS = ("addition", "reversal", "sorting", "copying")
