@@ -34,10 +34,30 @@ def forward_hooks(model: nn.Module, hooks: Mapping[str, Hook]) -> Iterator[None]
             handle.remove()
 
 
-def count_hooks(model: nn.Module) -> int:
-    """Number of forward / pre-forward / backward hooks registered on any submodule."""
-    total = 0
-    for module in model.modules():
-        total += len(module._forward_hooks) + len(module._forward_pre_hooks)
-        total += len(module._backward_hooks) + len(getattr(module, "_backward_pre_hooks", {}))
-    return total
+def leftovers(model: nn.Module) -> list[str]:
+    """Everything an intervention could leave behind on ``model`` or in torch's global state:
+    forward, pre-forward and backward hooks of every submodule, tensor (gradient) hooks of
+    every parameter and buffer, parametrizations, and torch's global module and optimizer
+    hooks. Each is described in a few words; an untouched model gives ``[]``."""
+    import torch.nn.modules.module as module_globals
+    import torch.optim.optimizer as optimizer_globals
+    from torch.nn.utils import parametrize
+
+    found = []
+    for name, module in model.named_modules():
+        where = name or type(model).__name__
+        for kind in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                     "_state_dict_hooks", "_load_state_dict_pre_hooks"):
+            found += [f"{where}: {kind.strip('_')}"] * len(getattr(module, kind, {}) or {})
+        if parametrize.is_parametrized(module):
+            found.append(f"{where}: parametrization")
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        found += [f"{name}: tensor hook"] * len(getattr(tensor, "_backward_hooks", None) or {})
+        found += [f"{name}: post-accumulate-grad hook"] * len(
+            getattr(tensor, "_post_accumulate_grad_hooks", None) or {})
+    for kind in ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks"):
+        found += [f"torch global {kind.strip('_')}"] * len(getattr(module_globals, kind, {}))
+    for kind in ("_global_optimizer_pre_hooks", "_global_optimizer_post_hooks"):
+        found += [f"torch global {kind.strip('_')}"] * len(getattr(optimizer_globals, kind, {}))
+    return found

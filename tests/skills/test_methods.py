@@ -19,11 +19,11 @@ from neuroplastic.forget.key_space import (
     prompt_keys,
 )
 from neuroplastic.forget.neuron_adjust import NeuronAdjust, adjust, example_texts
-from neuroplastic.hooks import count_hooks
 from neuroplastic.intervene.atomic import snapshot
 from neuroplastic.skills.lm import encode_prompts
 from neuroplastic.skills.sites import key_site, mlp_sites
 from neuroplastic.skills.tasks import examples
+from tests.clean import assert_clean
 from tests.skills.conftest import tiny_llama
 from tests.skills.test_substrate import unpadded_inputs
 
@@ -86,7 +86,7 @@ def test_removing_an_intervention_restores_outputs_bit_for_bit(method, lm, token
     intervention.remove()
     assert torch.equal(logits(model, tokenizer, prompts), before)
     assert all(torch.equal(weights[k], v) for k, v in snapshot(model).items())
-    assert count_hooks(model) == 0
+    assert_clean(model)
 
 
 def test_bisection_finds_the_smallest_containing_scale():
@@ -157,7 +157,7 @@ def test_guard_abstains_exactly_where_the_detector_flags_the_prompt_key(lm, toke
     expected = detector.flags(prompt_keys(model, tokenizer, chosen, site=site))
     assert torch.equal(abstained, expected) and int(abstained.sum()) == 6
     assert torch.equal(sequences, model.generate(**inputs, **options))  # the guard only reads
-    assert count_hooks(model) == 0
+    assert_clean(model)
     # checking every step can only add abstentions
     _, every = KeySpaceGuard(detector, site=site, every_step=True).generate(model, **inputs, **options)
     assert bool((every | abstained).eq(every).all())
@@ -176,7 +176,7 @@ def test_an_empty_forget_set_is_refused_and_changes_nothing(method, tokenizer):
     with pytest.raises(NeuroplasticError, match="forget set is empty"):
         registry.create(method, kind="skill").apply(model, tokenizer, [], RETAIN)
     assert all(torch.equal(weights[k], v) for k, v in snapshot(model).items())
-    assert count_hooks(model) == 0
+    assert_clean(model)
 
 
 def test_a_failure_after_hooks_were_installed_removes_them(tokenizer):
@@ -186,7 +186,7 @@ def test_a_failure_after_hooks_were_installed_removes_them(tokenizer):
     # NA succeeds and installs hooks; the guard then needs >= 2 retain prompts and fails.
     with pytest.raises(NeuroplasticError, match="at least 2 retain prompts"):
         registry.create("na-ksd", kind="skill").apply(model, tokenizer, FORGET, RETAIN[:1])
-    assert count_hooks(model) == 0
+    assert_clean(model)
     assert torch.equal(logits(model, tokenizer, prompts), before)
 
 

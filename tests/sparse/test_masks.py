@@ -13,6 +13,7 @@ from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from neuroplastic import NeuroplasticError
 from neuroplastic.sparse import ParametrizedMasks, SparseMasks
+from tests.clean import assert_clean
 
 KINDS = pytest.mark.parametrize("kind", [SparseMasks, ParametrizedMasks],
                                 ids=["in-place", "parametrize"])
@@ -50,9 +51,8 @@ def global_hooks() -> int:
 
 
 def assert_plain(model: nn.Module, global_hooks_before: int) -> None:
-    assert all(not p._backward_hooks for p in model.parameters())
-    assert not any(parametrize.is_parametrized(m) for m in model.modules())
-    assert len(_global_optimizer_pre_hooks) == global_hooks_before
+    assert_clean(model)
+    assert len(_global_optimizer_pre_hooks) == global_hooks_before == 0
 
 
 OPTIMIZERS = {

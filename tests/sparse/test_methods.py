@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import gc
 import itertools
 import math
 
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
-from torch.optim.optimizer import _global_optimizer_pre_hooks
 
 from neuroplastic import NeuroplasticError, registry
 from neuroplastic.sparse import GMP, SET, SNIP, GraNet, MagnitudePruning, RigL
 from neuroplastic.sparse.base import drop_and_grow
 from neuroplastic.sparse.schedule import cosine_decay, cubic_sparsity
+from tests.clean import assert_clean
 
 
 def mlp() -> nn.Sequential:
@@ -223,8 +221,7 @@ def test_contract_bad_input_changes_nothing(name):
         build(name, nn.Sequential(nn.ReLU()), sparsity=0.5)
     with pytest.raises(NeuroplasticError, match="masking must be one of"):
         build(name, model, sparsity=0.5, masking="nope")
-    assert all(not p._backward_hooks for p in model.parameters())
-    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+    assert_clean(model)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
@@ -232,14 +229,10 @@ def test_contract_bad_input_changes_nothing(name):
 @pytest.mark.parametrize("name", SPARSE_METHODS)
 def test_contract_export_leaves_a_plain_model_at_the_target(name, masking):
     model = mlp()
-    gc.collect()  # masks earlier tests left unsquashed remove their hooks when collected
-    hooks_before = len(_global_optimizer_pre_hooks)
     sp = build(name, model, sparsity=0.8, update_frequency=2, masking=masking)
     train(model, sp, 10)
     exported = sp.export()
-    assert all(not p._backward_hooks for p in exported.parameters())
-    assert not any(parametrize.is_parametrized(m) for m in exported.modules())
-    assert len(_global_optimizer_pre_hooks) == hooks_before
+    assert_clean(exported)
     weights = [p for n, p in exported.named_parameters() if n.endswith("weight")]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(0.8, abs=0.005)
