@@ -1,0 +1,292 @@
+"""Bad invocations, table-driven: each gives exit code 2, exactly one `error:` line on
+stderr, no traceback, no run folder, and leaves every input file byte-identical. Run in
+process (fast); the console script, Ctrl-C and the current folder's importability are
+checked in subprocesses below."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neuroplastic.cli import main
+from neuroplastic.io import save_model
+
+FACTORIES = """
+from torch import nn
+
+def good():
+    return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+
+def raises():
+    raise RuntimeError("the factory broke")
+
+def wrong_width():
+    return nn.Linear(5, 3)
+
+def too_few():
+    return nn.Linear(4, 2)
+
+def not_module():
+    return 3
+"""
+
+
+def csv_text(labels: list[str], *, features: int = 4, seed: int = 0) -> str:
+    rng = np.random.default_rng(seed)
+    rows = [",".join(f"{v:.3f}" for v in rng.normal(size=features)) + f",{label}" for label in labels]
+    return ",".join(f"f{i}" for i in range(features)) + ",label\n" + "\n".join(rows) + "\n"
+
+
+def make_inputs(root: Path) -> None:
+    """Every input file the table refers to."""
+    good = [str(i % 3) for i in range(60)]
+    (root / "good.csv").write_text(csv_text(good))
+    (root / "single.csv").write_text(csv_text(["1"] * 30))
+    (root / "huge.csv").write_text(csv_text([*good[:57], "1000000000", "0", "1"]))
+    (root / "frac.csv").write_text(csv_text([*good[:10], "2.5", *good[11:]]))
+    (root / "neg.csv").write_text(csv_text([*good[:5], "-1", *good[6:]]))
+    (root / "nonnum.csv").write_text("a,b,label\n1,2,0\n1,x,1\n")
+    ragged = csv_text(good).splitlines()
+    ragged[7] += ",9.9"
+    (root / "ragged.csv").write_text("\n".join(ragged) + "\n")
+    (root / "notzip.npz").write_text("not a zip")
+    np.savez(root / "nokey.npz", inputs=np.zeros((3, 2)))
+    np.savez(root / "mismatch.npz", x=np.zeros((3, 2)), y=np.zeros(4))
+    (root / "data.json").write_text("{}")
+    (root / "bad.safetensors").write_bytes(b"\x00garbage")
+    save_model(torch.nn.Linear(3, 3), root / "wrong.safetensors")
+    (root / "factories.py").write_text(FACTORIES)
+    (root / "afile").write_text("a file")
+    (root / "full").mkdir()
+    (root / "full" / "keep.txt").write_text("precious")
+    (root / "prompts.jsonl").write_text('{"prompt": "add 1+1=", "answer": "2"}\n')
+    (root / "llm").mkdir()
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+F = "factories.py"
+CASES = [
+    # usage errors from the command-line parser
+    (["forget", "--bogus"], "No such option: --bogus"),
+    (["forget", "--epochs", "x"], "Invalid value for '--epochs'"),
+    (["forget", "--out", "run", "--epochs"], "requires an argument"),
+    (["forget", "foo"], "No such command 'foo'"),
+    (["wat"], "No such command 'wat'"),
+    (["sparse", "wat"], "No such command 'wat'"),
+    (["sparse", "export"], "Missing option '--model'"),
+    (["list", "--bogus"], "No such option"),
+    (["forget", "skill", "--bogus"], "No such option"),
+    # numeric ranges and choices, checked before anything is loaded
+    (["forget", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["forget", "--epochs", "-3"], "--epochs must be >= 1, got -3"),
+    (["forget", "--lr", "-1"], "--lr must be a number > 0"),
+    (["forget", "--lr", "0"], "--lr must be a number > 0"),
+    (["forget", "--lr", "nan"], "--lr must be a number > 0"),
+    (["forget", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["forget", "--device", "cuda"], "no CUDA device"),
+    (["forget", "--device", "bogus"], "is not a torch device"),
+    (["forget", "--device", "meta"], "use cpu, cuda or mps"),
+    (["forget", "--forget-class", "-1"], "--forget-class must be >= 0"),
+    (["forget", "--target-class", "-2", "--scenario", "corrective"], "--target-class must be >= 0"),
+    (["forget", "--scenario", "weird"], "unknown scenario 'weird'"),
+    (["forget", "--method", "magic", "--forget-class", "1"], "unknown forget method 'magic'"),
+    (["forget", "--compare", "magic", "--forget-class", "1"], "unknown forget method 'magic'"),
+    (["forget", "--alpha", "20", "--forget-class", "1"], "chooses alpha itself"),
+    (["forget", "--method", "ssd", "--alpha", "-1", "--forget-class", "1"], "--alpha must be a number > 0"),
+    (["forget", "--method", "ssd", "--alpha", "nan", "--forget-class", "1"], "--alpha must be a number > 0"),
+    (["forget", "--method", "ssd", "--lam", "0", "--forget-class", "1"], "--lam must be a number > 0"),
+    (["forget", "--scenario", "random", "--fraction", "0"], "--fraction must lie in (0, 1)"),
+    (["forget", "--scenario", "random", "--fraction", "1.5"], "--fraction must lie in (0, 1)"),
+    (["forget", "--scenario", "corrective", "--poison-fraction", "0"], "--poison-fraction must lie"),
+    (["forget", "--scenario", "corrective", "--identified", "0"], "--identified must lie in (0, 1]"),
+    # the request
+    (["forget", "--forget-class", "42"], "forget class 42 is not among the labels"),
+    (["forget", "--forget-indices", ""], "--forget-indices is empty"),
+    (["forget", "--forget-indices", "1,x"], "forget indices must be integers, got 'x'"),
+    (["forget", "--forget-indices", "1,99999"], "out of range"),
+    (["forget", "--scenario", "class"], "needs --forget-class"),
+    (["forget", "--scenario", "subclass", "--data", "good.csv"], "digits data only"),
+    # data files
+    (["forget", "--data", "nowhere.npz", "--forget-class", "1"], "data not found: nowhere.npz"),
+    (["forget", "--data", "notzip.npz", "--forget-class", "1"], "not an NPZ archive"),
+    (["forget", "--data", "nokey.npz", "--forget-class", "1"], "no array 'x'"),
+    (["forget", "--data", "mismatch.npz", "--forget-class", "1"], "3 inputs but 4 labels"),
+    (["forget", "--data", "data.json", "--forget-class", "1"], "unknown data format '.json'"),
+    (["forget", "--data", "nonnum.csv", "--forget-class", "1"], "line 3: non-numeric value 'x'"),
+    (["forget", "--data", "ragged.csv", "--forget-class", "1"], "line 8: 6 values, but the header has 5"),
+    (["forget", "--data", "single.csv", "--forget-class", "1"], "needs at least two classes"),
+    (["forget", "--data", "huge.csv", "--forget-class", "1"], "label 1000000000 in line 59"),
+    (["forget", "--data", "frac.csv", "--forget-class", "1"], "label 2.5 in line 12 is not an integer"),
+    (["forget", "--data", "neg.csv", "--forget-class", "1"], "label -1 in line 7 is negative"),
+    # weights and models
+    (["forget", "--model", "bad.safetensors", "--forget-class", "1"], "cannot read safetensors"),
+    (["forget", "--model", "none.safetensors", "--forget-class", "1"], "checkpoint not found"),
+    (["forget", "--model", "wrong.safetensors", "--forget-class", "1"], "does not fit the model"),
+    (["forget", "--model-factory", "nomodule:build", "--forget-class", "1"], "cannot import model factory"),
+    (["forget", "--model-factory", "justtext", "--forget-class", "1"], "must look like"),
+    (["forget", "--model-factory", f"{F}:missing", "--forget-class", "1"], "has no callable 'missing'"),
+    (["forget", "--model-factory", f"{F}:raises", "--data", "good.csv", "--forget-class", "1"],
+     "raised RuntimeError: the factory broke"),
+    (["forget", "--model-factory", f"{F}:not_module", "--data", "good.csv", "--forget-class", "1"],
+     "returned int, not an nn.Module"),
+    (["forget", "--model-factory", f"{F}:wrong_width", "--data", "good.csv", "--forget-class", "1"],
+     "cannot take this data's inputs of shape (4,)"),
+    (["forget", "--model-factory", f"{F}:too_few", "--data", "good.csv", "--forget-class", "1"],
+     "returns 2 logits but the data has 3 classes"),
+    # output folders
+    (["forget", "--forget-class", "1", "--out", "afile/run"], "lies under afile, which is a file"),
+    (["forget", "--forget-class", "1", "--out", "afile"], "is a file, not a folder"),
+    (["forget", "--forget-class", "1", "--out", "full"], "already exists and is not empty"),
+    # forget skill
+    (["forget", "skill", "--method", "nope"], "unknown skill method 'nope'"),
+    (["forget", "skill", "--percent", "3"], "--percent applies to na and na-ksd"),
+    (["forget", "skill", "--method", "na", "--percent", "0"], "percent must be in (0, 100]"),
+    (["forget", "skill", "--h", "2"], "--h applies to ksd"),
+    (["forget", "skill", "--method", "ksd", "--h", "-1"], "--h must be > 0"),
+    (["forget", "skill", "--false-abstain", "2"], "--false-abstain must lie in (0, 1)"),
+    (["forget", "skill", "--demo-skill", "juggling"], "unknown demo skill 'juggling'"),
+    (["forget", "skill", "--device", "bogus"], "is not a torch device"),
+    (["forget", "skill", "--forget", "prompts.jsonl"], "need --model"),
+    (["forget", "skill", "--model", "nowhere", "--forget", "prompts.jsonl"], "model folder not found"),
+    (["forget", "skill", "--model", "llm"], "--model needs --forget"),
+    (["forget", "skill", "--model", "llm", "--forget", "missing.jsonl"], "prompt file not found"),
+    (["forget", "skill", "--out", "full"], "already exists and is not empty"),
+    # sparse
+    (["sparse", "train", "--sparsity", "1.0"], "sparsity must be in [0, 1)"),
+    (["sparse", "train", "--sparsity", "-0.1"], "sparsity must be in [0, 1)"),
+    (["sparse", "train", "--method", "nope"], "unknown sparse method 'nope'"),
+    (["sparse", "train", "--method", "magnitude"], "use `sparse prune`"),
+    (["sparse", "train", "--resume"], "--resume needs --out"),
+    (["sparse", "train", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["sparse", "train", "--lr", "-1"], "--lr must be a number > 0"),
+    (["sparse", "train", "--batch-size", "0"], "--batch-size must be >= 1"),
+    (["sparse", "train", "--density-init", "foo"], "--density-init must be erk or uniform"),
+    (["sparse", "train", "--update-frequency", "0"], "--update-frequency must be >= 1"),
+    (["sparse", "train", "--device", "cuda"], "no CUDA device"),
+    (["sparse", "train", "--data", "single.csv"], "needs at least two classes"),
+    (["sparse", "train", "--model-factory", f"{F}:too_few", "--data", "good.csv"], "returns 2 logits"),
+    (["sparse", "prune", "--sparsity", "2"], "sparsity must be in [0, 1)"),
+    (["sparse", "prune", "--scope", "glboal"], "--scope must be global or layer"),
+    (["sparse", "prune", "--finetune-epochs", "-1"], "--finetune-epochs must be >= 0"),
+    (["sparse", "prune", "--model", "none.safetensors"], "checkpoint not found"),
+    (["sparse", "export", "--model", "none.safetensors"], "checkpoint not found"),
+    (["sparse", "export", "--model", "bad.safetensors"], "cannot read safetensors"),
+    (["sparse", "export", "--model", "wrong.safetensors", "--data", "digits"], "does not fit the model"),
+    # the demo model
+    (["skills", "make-demo", "--steps", "0"], "--steps must be >= 1"),
+    (["skills", "make-demo", "--out", "full"], "already exists and is not empty"),
+    (["skills", "make-demo", "--out", "x", "--replace-shipped"], "not both"),
+    (["skills", "make-demo", "--device", "bogus"], "is not a torch device"),
+]
+WITH_OUT = {("forget",), ("forget", "skill"), ("sparse", "train"), ("sparse", "prune"),
+            ("sparse", "export"), ("skills", "make-demo")}
+
+
+def test_the_table_is_large_enough():
+    assert len(CASES) >= 60
+    commands = {tuple(a for a in args[:2] if not a.startswith("-")) for args, _ in CASES}
+    for command in (("forget", "skill"), ("sparse", "train"), ("sparse", "prune"), ("sparse", "export"),
+                    ("skills", "make-demo")):
+        assert command in commands
+
+
+@pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a)[:60] for a, _ in CASES])
+def test_bad_invocation(tmp_path, monkeypatch, capsys, args, message):
+    make_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)  # a default runs/ folder would appear here
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # a user factory's __pycache__
+    before = snapshot(tmp_path)
+    command = tuple(a for a in args[:2] if not a.startswith("-"))
+    out = [] if "--out" in args or "--replace-shipped" in args or command not in WITH_OUT \
+        else ["--out", "run"]
+    capsys.readouterr()
+    code = main([*args, *out])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2, captured.err
+    assert "Traceback" not in captured.err
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ") and message in lines[0], lines[0]
+    assert snapshot(tmp_path) == before  # no run folder, no staging folder, inputs unchanged
+
+
+def test_library_errors_are_one_line_too(tmp_path, monkeypatch, capsys):
+    """An unexpected exception inside a command: one line naming its type, exit 2; the
+    traceback only with NEUROPLASTIC_DEBUG=1."""
+    import neuroplastic.data.loaders as loaders
+
+    def broken(*args, **kwargs):
+        raise OSError("disk on fire\nsecond line")
+
+    monkeypatch.setattr(loaders, "digits", broken)
+    monkeypatch.chdir(tmp_path)
+    assert main(["forget", "--forget-class", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: OSError: disk on fire (NEUROPLASTIC_DEBUG=1 shows the traceback)"]
+    monkeypatch.setenv("NEUROPLASTIC_DEBUG", "1")
+    with pytest.raises(OSError, match="disk on fire"):
+        main(["forget", "--forget-class", "1"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def console_script() -> str:
+    return str(Path(sys.executable).with_name("neuroplastic"))
+
+
+def test_console_script_usage_error_and_factory_from_the_current_folder(tmp_path):
+    bad = subprocess.run([console_script(), "forget", "--bogus"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: No such option: --bogus (Possible options: --out)"]
+    (tmp_path / "mymodels.py").write_text(FACTORIES)
+    (tmp_path / "good.csv").write_text(csv_text([str(i % 3) for i in range(60)]))
+    ran = subprocess.run([console_script(), "forget", "--data", "good.csv", "--model-factory",
+                          "mymodels:good", "--forget-class", "1", "--method", "ssd", "--epochs", "2",
+                          "--no-retrain", "--out", "run"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    assert (tmp_path / "run" / "metrics.json").is_file()
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_run_folder(tmp_path):
+    """A real SIGINT while the base model trains: `interrupted`, exit 130, nothing left."""
+    env = {**os.environ, "NEUROPLASTIC_CACHE_DIR": str(tmp_path / "cache")}
+    proc = subprocess.Popen([console_script(), "forget", "--forget-class", "1", "--epochs", "1000",
+                             "--out", "run"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(6.0)  # past the imports: loading data and training (1000 epochs take minutes)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.strip() and "interrupted" in line]
+    assert lines == ["interrupted"], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == []
+
+
+def test_ctrl_c_in_sparse_training_keeps_only_the_resumable_checkpoint(tmp_path):
+    proc = subprocess.Popen([console_script(), "sparse", "train", "--epochs", "1000", "--out", "run"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(8.0)  # a digits epoch takes well under a second: checkpoints exist by now
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = [line for line in err.splitlines() if "interrupted" in line]
+    assert len(lines) == 1 and "checkpoint in run is kept" in lines[0] and "--resume" in lines[0], err
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.safetensors"]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
