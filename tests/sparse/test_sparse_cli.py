@@ -97,3 +97,49 @@ def test_sparse_export_reads_the_data_of_the_run_it_exports(tmp_path):
     assert report["export_max_abs_diff"] < 1e-4
     # the data it used is recorded (resolved from the training run's config.json)
     assert json.loads((exported / "config.json").read_text())["options"]["data"] == "mnist1d"
+
+
+def test_sparse_export_writes_a_model_that_reloads_fast_from_any_folder(tmp_path, monkeypatch):
+    """Train on a CSV named by a relative path, export from another folder: the export finds
+    the data, writes model.safetensors (dense with zeros) and export.json, and
+    rebuild_export turns them back into the fast form with the same outputs."""
+    import numpy as np
+    import torch
+
+    import neuroplastic as npl
+    from neuroplastic.data import load_csv
+    from neuroplastic.io import load_model_weights
+    from neuroplastic.models import default_model
+    from tests.test_cli_errors import csv_text
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "d.csv").write_text(csv_text([str(i % 3) for i in range(90)], features=40))
+    monkeypatch.chdir(work)
+    assert main(["sparse", "train", "--method", "gmp", "--sparsity", "0.9", "--epochs", "2",
+                 "--data", "d.csv", "--out", "run"]) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["sparse", "export", "--model", str(work / "run" / "model.safetensors"),
+                 "--out", "exported"]) == 0
+    folder = elsewhere / "exported"
+    layout = json.loads((folder / "export.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert layout["form"] == metrics["export_form"]
+    data = load_csv(work / "d.csv")
+    model = load_model_weights(default_model(data.input_shape, data.num_classes),
+                               folder / "model.safetensors").eval()
+    weights = [p for n, p in model.named_parameters() if p.dim() > 1]
+    assert sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights) == \
+        pytest.approx(0.9, abs=0.002)
+    fast = npl.sparse.rebuild_export(model, layout)
+    x = data.test.tensors[0]
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x).contiguous(), model(x), atol=1e-5, rtol=0)
+    # every layer the layout names is really in its fast form
+    kinds = {n: type(m).__name__ for n, m in fast.named_modules()}
+    assert all(kinds[n] == "CSRLinear" for n in layout["csr"])
+    assert np.isfinite(metrics["export_speedup"])
+    with pytest.raises(npl.NeuroplasticError, match="unknown export form"):
+        npl.sparse.rebuild_export(model, {"form": "magic"})
