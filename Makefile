@@ -29,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/forget.py
 	$(BIN)/python benchmarks/sparse.py
 	$(BIN)/python benchmarks/skills.py
+	$(BIN)/python benchmarks/startup.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

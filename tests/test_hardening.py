@@ -184,3 +184,23 @@ def test_import_is_lazy_and_every_pillar_is_reachable():
     lines = out.stdout.splitlines()
     assert lines[0] == "[]"
     assert lines[1] == "GraNet SSDAuto Fisher ratio dampen_ collect Targets to_csr"
+
+
+def test_standardize_uses_training_statistics_only(tmp_path):
+    from neuroplastic.data import standardize
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    x = rng.normal(loc=5.0, scale=[1.0, 10.0, 0.1], size=(120, 3))
+    x[:, 2] = 7.0  # a constant feature: shifted, not divided by zero
+    np.savez(tmp_path / "t.npz", x=x, y=y)
+    split = load_data(str(tmp_path / "t.npz"))
+    scaled = standardize(split)
+    train = scaled.train.tensors[0]
+    torch.testing.assert_close(train.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(train[:, :2].std(0), torch.ones(2), atol=1e-5, rtol=0)
+    assert bool((train[:, 2] == 0).all())
+    raw = split.train.tensors[0]
+    expected = (split.test.tensors[0] - raw.mean(0)) / torch.where(raw.std(0) > 0, raw.std(0), 1.0)
+    torch.testing.assert_close(scaled.test.tensors[0], expected)
+    assert torch.equal(scaled.test.tensors[1], split.test.tensors[1])

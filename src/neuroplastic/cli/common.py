@@ -93,6 +93,20 @@ def resolve_factory(model_factory: str | None, data: DataSplit) -> ModelFactory:
     return checked_factory(factory, data)
 
 
+def load_split(data: str, *, seed: int, standardize: bool) -> DataSplit:
+    """The data a command names, its features standardised with the training split's
+    statistics if asked (``--standardize``)."""
+    from neuroplastic.data import load_data
+    from neuroplastic.data import standardize as standardized
+
+    split = load_data(data, seed=seed)
+    return standardized(split) if standardize else split
+
+
+STANDARDIZE_HELP = ("Scale every input feature by the training split's mean and std (useful for "
+                    "tables, whose columns are given to the model unscaled).")
+
+
 def options_of(params: dict[str, Any]) -> dict[str, Any]:
     """Command options as JSON-able values (paths, also in lists, as strings)."""
     def plain(value: Any) -> Any:

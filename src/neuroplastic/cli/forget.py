@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from neuroplastic.cli.common import (
+    STANDARDIZE_HELP,
     check_factory,
     check_training_options,
+    load_split,
     options_of,
     require_fraction,
     require_positive,
@@ -208,6 +210,7 @@ def forget(
     seed: int = typer.Option(0, help="Seed of splits, scenarios and initialisation."),
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/forget-<time>)."),
+    standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """Forget a class, samples, a sub-class or poisoned data; compare with retraining."""
@@ -242,14 +245,13 @@ def forget(
     for name in [method, *compare]:
         registry.get(name, kind="forget")
 
-    from neuroplastic.data import load_data
     from neuroplastic.forget.experiment import run_forget, trained_model
     from neuroplastic.io import load_model_weights
     from neuroplastic.models import seeded_model
     from neuroplastic.training import TrainConfig
 
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    split = load_data(data, seed=seed)
+    split = load_split(data, seed=seed, standardize=standardize)
     request = build_scenario(split, scenario=scenario, forget_class=forget_class,
                              forget_indices=forget_indices, fraction=fraction,
                              target_class=target_class, poison_fraction=poison_fraction,

@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from neuroplastic.cli.common import (
+    STANDARDIZE_HELP,
     check_factory,
     check_training_options,
+    load_split,
     options_of,
     resolve_factory,
     write_run,
@@ -154,6 +156,7 @@ def train(
     device: str = typer.Option("cpu", help="torch device."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/sparse-train-<time>)."),
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
+    standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """Train a sparse network from scratch, pruning and regrowing connections."""
@@ -179,11 +182,10 @@ def train(
     from neuroplastic import registry
 
     registry.get(method, kind="sparse")
-    from neuroplastic.data import load_data
     from neuroplastic.sparse.experiment import run_sparse
     from neuroplastic.sparse.fit import SparseRecipe
 
-    split = load_data(data, seed=seed)
+    split = load_split(data, seed=seed, standardize=standardize)
     factory = resolve_factory(model_factory, split)
     recipe = SparseRecipe(method=method, sparsity=sparsity, epochs=epochs, lr=lr,
                           batch_size=batch_size, seed=seed, distribution=density_init,
@@ -218,6 +220,7 @@ def prune(
     seed: int = typer.Option(0, help="Seed."),
     device: str = typer.Option("cpu", help="torch device."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/sparse-prune-<time>)."),
+    standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """One-shot magnitude pruning of a trained model, optionally fine-tuned."""
@@ -233,7 +236,7 @@ def prune(
         raise NeuroplasticError(f"checkpoint not found: {model}")
     folder = run_folder("sparse-prune", out)
     check_factory(model_factory)
-    from neuroplastic.data import load_data, loader
+    from neuroplastic.data import loader
     from neuroplastic.evaluate.outputs import accuracy
     from neuroplastic.forget.experiment import trained_model
     from neuroplastic.io import load_model_weights
@@ -242,7 +245,7 @@ def prune(
     from neuroplastic.sparse.fit import SparseRecipe
     from neuroplastic.training import TrainConfig
 
-    split = load_data(data, seed=seed)
+    split = load_split(data, seed=seed, standardize=standardize)
     factory = resolve_factory(model_factory, split)
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
@@ -270,6 +273,8 @@ def export(
                    "in the config.json beside --model, else digits)"),
     seed: int = typer.Option(0, help="Seed of the data split."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/sparse-export-<time>)."),
+    standardize: bool | None = typer.Option(None, help=STANDARDIZE_HELP + " Default: as the "
+                                            "training run in the config.json beside --model."),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """Export a sparse model in its fastest form (CSR, dead units removed), measured against
@@ -280,17 +285,18 @@ def export(
     folder = run_folder("sparse-export", out)
     from neuroplastic.runs import run_options
 
+    trained_with = run_options(model.parent)
     if data is None:
-        trained_with = run_options(model.parent)
         data = trained_with.get("data") or "digits"
         model_factory = model_factory or trained_with.get("model_factory")
+    if standardize is None:
+        standardize = bool(trained_with.get("standardize", False))
     check_factory(model_factory)
-    from neuroplastic.data import load_data
     from neuroplastic.io import load_model_weights
     from neuroplastic.models import seeded_model
     from neuroplastic.sparse.experiment import SparseRun, counted_sparsity, export_metrics
 
-    split = load_data(data, seed=seed)
+    split = load_split(data, seed=seed, standardize=standardize)
     factory = resolve_factory(model_factory, split)
     net = load_model_weights(seeded_model(factory, seed, "cpu"), model)
     names = [n for n, p in net.named_parameters() if p.dim() > 1]

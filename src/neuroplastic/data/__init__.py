@@ -20,7 +20,7 @@ from neuroplastic.data.scenarios import (
     random_samples,
     sub_class,
 )
-from neuroplastic.data.splits import DataSplit, as_dataset, loader, split_dataset, subset
+from neuroplastic.data.splits import DataSplit, as_dataset, loader, split_dataset, standardize, subset
 
 __all__ = [
     "COARSE_NAMES",
@@ -44,6 +44,7 @@ __all__ = [
     "mnist1d",
     "random_samples",
     "split_dataset",
+    "standardize",
     "sub_class",
     "subset",
 ]

@@ -123,6 +123,22 @@ def split_dataset(name: str, x: np.ndarray, y: np.ndarray, *, test_size: float =
     )
 
 
+def standardize(split: DataSplit) -> DataSplit:
+    """``split`` with every input feature shifted and scaled by the training split's mean and
+    standard deviation (a constant feature is only shifted); validation and test use the
+    training statistics, so nothing is learned from them."""
+    x = split.train.tensors[0]
+    mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+
+    def scaled(part: TensorDataset) -> TensorDataset:
+        return TensorDataset((part.tensors[0] - mean) / std, part.tensors[1])
+
+    return DataSplit(name=split.name, train=scaled(split.train), val=scaled(split.val),
+                     test=scaled(split.test), num_classes=split.num_classes,
+                     class_names=list(split.class_names))
+
+
 def loader(dataset: TensorDataset | Subset, *, batch_size: int = 64, shuffle: bool = False,
            seed: int = 0) -> DataLoader:
     """A ``DataLoader``; shuffling uses its own seeded generator."""
