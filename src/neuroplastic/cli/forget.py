@@ -112,8 +112,9 @@ CHOICE_WORDS = {
     "selected_fraction": "fraction of parameters selected",
     "dampened": "dampened any parameter",
     "target_reached": "reached the forget target",
+    "cache_hit": "full-data importance came from the cache",
 }
-YES_NO = {"repaired", "dampened", "target_reached"}
+YES_NO = {"repaired", "dampened", "target_reached", "cache_hit"}
 
 
 def choice_in_words(key: str, value: object) -> list[object]:
@@ -165,7 +166,8 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
                                ylabel="retained accuracy", chosen=star))
     cost = [[c, duration(metrics.get(f"{c}.seconds", float("nan")))] for c in columns
             if isinstance(metrics.get(f"{c}.seconds"), float)]
-    cost += [[k.removeprefix("unlearned.").replace("_", " "), duration(v)] for k, v in metrics.items()
+    cost += [[k.removeprefix("unlearned.").removesuffix("_seconds").replace("_", " "), duration(v)]
+             for k, v in metrics.items()
              if k.startswith("unlearned.") and k.endswith("_seconds") and isinstance(v, float)]
     if isinstance(metrics.get("speedup_vs_retrain"), float):
         cost.append(["speed-up vs retrain", f"{metrics['speedup_vs_retrain']:.1f}x"])
