@@ -104,3 +104,21 @@ def test_bad_estimator_input_is_a_clear_error(tiny_model):
         Fisher().estimate(tiny_model, [])
     with pytest.raises(NeuroplasticError, match="inputs but"):
         Fisher().estimate(tiny_model, [(torch.randn(4, 1, 4, 4), torch.zeros(3, dtype=torch.long))])
+
+
+def test_batches_with_extra_elements_take_the_last_as_label():
+    """(x, junk, y) batches, as a data set with a coarse label or an index yields them: the
+    label is the last element (the SSD reference reads it so), the middle one is ignored."""
+    from neuroplastic.batches import count_samples, labels_of
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(5, 3)
+    x, y = torch.randn(12, 5), torch.randint(0, 3, (12,))
+    junk = (y + 1) % 3  # wrong labels in the middle
+    plain = [(x[:6], y[:6]), (x[6:], y[6:])]
+    triple = [(x[:6], junk[:6], y[:6]), (x[6:], junk[6:], y[6:])]
+    fisher = Fisher()
+    expected, got = fisher.estimate(model, plain), fisher.estimate(model, triple)
+    for name in expected:
+        assert torch.equal(expected[name], got[name])
+    assert torch.equal(labels_of(triple), y) and count_samples(triple) == 12

@@ -26,11 +26,15 @@ def require_reiterable(data: Any, name: str) -> None:
 
 
 def iter_batches(data: Data, *, device: torch.device | str | None, name: str) -> Iterator[Batch]:
-    """Yield ``(x, y)`` batches of ``data`` moved to ``device``, checking their form."""
+    """Yield ``(x, y)`` batches of ``data`` moved to ``device``, checking their form.
+
+    A batch is ``(inputs, ..., labels)``: the first element is the input and the LAST the
+    label, as the SSD reference code reads them; elements in between (e.g. a coarse label
+    or an index) are ignored."""
     for batch in data:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise NeuroplasticError(f"{name} data must yield (inputs, labels) batches")
-        x, y = batch[0], batch[1]
+        x, y = batch[0], batch[-1]
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
             raise NeuroplasticError(f"{name} data must yield tensors, got {type(x).__name__}")
         if x.shape[0] != y.shape[0]:
@@ -57,12 +61,12 @@ class ConcatData:
 
 def count_samples(data: Data) -> int:
     """Number of samples in ``data`` (one pass, no forward)."""
-    return sum(int(batch[1].shape[0]) for batch in data)
+    return sum(int(batch[-1].shape[0]) for batch in data)
 
 
 def labels_of(data: Data) -> Tensor:
     """All labels of ``data`` concatenated (one pass, no forward)."""
-    parts = [batch[1].reshape(-1).cpu() for batch in data]
+    parts = [batch[-1].reshape(-1).cpu() for batch in data]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
 
 

@@ -58,7 +58,7 @@ def test_na_selects_the_top_percent_by_mean_difference(tokenizer):
         r = torch.cat(unpadded_inputs(model, tokenizer, example_texts(RETAIN), site)).double().mean(0)
         difference[site] = f - r
     flat = torch.cat([difference[s] for s in sites])
-    k = int(flat.numel() * 10 / 100)
+    k = math.ceil(flat.numel() * 10 / 100)  # the reference keeps ceil(N * p) neurons
     threshold = flat.sort(descending=True).values[k - 1]
     with NeuronAdjust(percent=10).apply(model, tokenizer, FORGET, RETAIN) as intervention:
         chosen = intervention.details["neurons"]
@@ -264,3 +264,11 @@ def test_report_key_scores_are_what_the_detector_sees_at_inference(tokenizer):
             torch.testing.assert_close(reported, clean)
         else:  # scored with Neuron Adjust still applied, as the guard sees them
             assert not torch.allclose(reported, clean)
+
+
+@pytest.mark.parametrize(("total", "percent", "expected"),
+                         [(1000, 0.5, 5), (1001, 0.5, 6), (384 * 4, 3, 47), (7, 10, 1), (10, 100, 10)])
+def test_na_neuron_count_is_the_references_ceiling(total, percent, expected):
+    from neuroplastic.forget.neuron_adjust import neurons_to_adjust
+
+    assert neurons_to_adjust(total, percent) == expected == max(1, math.ceil(total * percent / 100))

@@ -69,15 +69,20 @@ def test_granet_prunes_on_the_cubic_schedule_and_reaches_the_target():
     for step in sp.log.update_steps:
         if step <= sp.prune_end:
             expected = 1 - cubic_sparsity(step, initial=0.5, final=0.9, start=0, end=sp.prune_end)
-            assert seen[step] == pytest.approx(round(expected * n) / n, abs=1 / n)
-    assert sp.prune_end in sp.log.update_steps  # the final density is reached exactly
-    assert total_density(sp) == pytest.approx(round(0.1 * n) / n, abs=1 / n)
+            # the reference keeps |w| strictly above the k-th largest, k = int(n * density):
+            # k - 1 weights (the regrowth that follows keeps each layer's count)
+            assert seen[step] == (int(n * expected) - 1) / n
+    assert sp.prune_end in sp.log.update_steps  # the final density is reached (to one weight)
+    final = 1 - cubic_sparsity(sp.prune_end, initial=0.5, final=0.9, start=0, end=sp.prune_end)
+    assert total_density(sp) == (int(n * final) - 1) / n
     assert sp.log.update_steps[-1] == 35  # regrowth continues after the window
 
 
 def test_granet_regrows_by_dense_gradient():
     model = mlp()
-    sp = GraNet(model, sparsity=0.5, total_steps=100, update_frequency=3, initial_density=0.5)
+    # the first update (step 3) lies before the pruning window: drop and regrow only
+    sp = GraNet(model, sparsity=0.5, total_steps=100, update_frequency=3, initial_density=0.5,
+                prune_window=(0.5, 0.7))
     record = {}
 
     def before_update(s):
@@ -249,3 +254,81 @@ def test_contract_dense_layers_stay_dense(name):
     weights = [p for n, p in exported.named_parameters() if n.endswith("weight")]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(0.5, abs=0.005)
+
+
+def published_granet_step(weights, masks, grads, *, keep_fraction, death_rate):
+    """One GraNet event as the reference code computes it (Liu et al. 2021, GraNet
+    sparselearning/core.py: ``pruning`` then ``truncate_weights``), written here from its
+    rules, independently of the library: a global magnitude prune that keeps |w| strictly
+    above the k-th largest (k = int(total * keep_fraction)) and zeroes what it prunes; per
+    layer, drop ceil(r * nonzeros) by magnitude (threshold at sorted index zeros +
+    drop - 1, strict); regrow as many entries of the zero mask by sorted |gradient|; apply."""
+    w = {n: weights[n] * masks[n] for n in weights}
+    masks = {n: m.clone() for n, m in masks.items()}
+    if keep_fraction is not None:
+        scores = torch.cat([w[n].abs().flatten() for n in w])
+        k = int(len(scores) * keep_fraction)
+        acceptable = torch.topk(scores, k, sorted=True).values[-1]
+        masks = {n: (w[n].abs() > acceptable) for n in w}
+        w = {n: w[n] * masks[n] for n in w}
+    new_masks, new_weights = {}, {}
+    for n in w:
+        nonzeros = int(masks[n].sum())
+        zeros = masks[n].numel() - nonzeros
+        remove = math.ceil(death_rate * nonzeros)
+        if remove == 0:
+            kept = w[n] != 0
+        else:
+            ordered = torch.sort(w[n].abs().flatten()).values
+            kept = w[n].abs() > ordered[math.ceil(zeros + remove) - 1]
+        regrow = nonzeros - int(kept.sum())
+        score = (grads[n] * (~kept).float()).abs().flatten()
+        order = torch.sort(score, descending=True).indices
+        grown = kept.clone().flatten()
+        grown[order[:regrow]] = True
+        new_masks[n] = grown.reshape(kept.shape)
+        new_weights[n] = w[n] * new_masks[n]
+    return new_masks, new_weights
+
+
+def test_granet_replays_the_published_step_on_every_event():
+    """On the same weights, masks and dense gradients, every GraNet event (inside the pruning
+    window and after it) gives the published step's masks and weights exactly; weights pruned
+    by the global prune and regrown at once restart at zero."""
+    model = mlp()
+    total = 60
+    sp = GraNet(model, sparsity=0.9, total_steps=total, update_frequency=4, initial_density=0.5,
+                prune_window=(0.0, 0.6))
+    pending = {}
+    events = []
+
+    def before(s):
+        step = s.step_count + 1
+        if s.is_update_step(step):
+            masks = {n: m.clone() for n, m in s.masks.masks.items()}
+            weights = {n: w.detach().clone() for n, w in s.weights().items()}
+            grads = {n: g.clone() for n, g in s.masks.dense_grads().items()}
+            keep = s.target_density(step) if s.prune_start < step <= s.prune_end else None
+            rate = cosine_decay(step, initial=0.5, final=0.005, total=total)
+            new_masks, new_weights = published_granet_step(weights, masks, grads, keep_fraction=keep,
+                                                           death_rate=rate)
+            pending["expected"] = (new_masks, new_weights, keep)
+
+    def check(s, expected):
+        masks, weights, keep = expected
+        for n in masks:
+            assert torch.equal(s.masks.masks[n], masks[n]), n
+            assert torch.equal(s.weights()[n].detach(), weights[n]), n
+        return keep
+
+    original_step = sp.step  # compare right after each update
+
+    def step_and_check():
+        original_step()
+        if pending:
+            events.append(check(sp, pending.pop("expected")))
+
+    sp.step = step_and_check
+    train(model, sp, total, hook=before)
+    assert len(events) == len(sp.log.update_steps) >= 10
+    assert any(k is not None for k in events) and any(k is None for k in events)

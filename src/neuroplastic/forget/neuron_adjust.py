@@ -21,6 +21,14 @@ from neuroplastic.skills.sites import mlp_sites
 from neuroplastic.targets import Targets
 
 
+def neurons_to_adjust(total: int, percent: float) -> int:
+    """How many of ``total`` neurons the reference selects for ``percent``: it sorts the
+    differences ascending and keeps those >= the value at index int(total * (1 - p / 100)),
+    clamped to the list, i.e. ceil(total * p / 100) neurons (at least one)."""
+    index = max(0, min(int(total * (1 - percent / 100)), total - 1))
+    return total - index
+
+
 def check_percent(percent: float) -> None:
     """One-line error unless ``0 < percent <= 100``."""
     if not 0 < percent <= 100:
@@ -97,7 +105,7 @@ class NeuronAdjust(SkillUnlearner):
         retain_stats = self.statistics(model, tokenizer, retain, sites)
         difference = {s: forget_stats.mean[s] - retain_stats.mean[s] for s in sites}
         total = sum(d.numel() for d in difference.values())
-        chosen = select.top_k(difference, k=max(1, int(total * self.percent / 100)))
+        chosen = select.top_k(difference, k=neurons_to_adjust(total, self.percent))
         forget_std, retain_std = forget_stats.std(), retain_stats.std()
         generator = torch.Generator(device=model_device(model)).manual_seed(self.seed)
         modules = dict(model.named_modules())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from neuroplastic.checks import require_in, require_window
@@ -31,6 +32,12 @@ class GraNet(Sparsifier):
     largest |dense gradient|, new weights at zero. r decays with a cosine
     from ``death_rate`` to ``final_death_rate``. Unlike the reference code,
     the final density is reached exactly at the end of the window.
+
+    As in the reference code, the global prune keeps the entries whose |w| is
+    strictly above the k-th largest, k = int(total * density) (so k - 1 when
+    there are no ties), and zeroes the pruned weights before the drop-and-regrow,
+    so a weight pruned and regrown in the same event restarts at zero (a weight
+    dropped by the per-layer step and regrown at once keeps its value there).
 
     Args:
         initial_density: density of the random ERK start (raised to the final density if lower).
@@ -64,6 +71,21 @@ class GraNet(Sparsifier):
         # the last pruning step is always an update, so the final density is reached
         return super().is_update_step(step) or step == self.prune_end
 
+    def global_prune(self, weights: dict[str, Tensor], density_: float) -> Masks:
+        """The reference's global magnitude prune: over all masked entries, k =
+        int(total * density); keep |w| strictly above the k-th largest |w| (dense layers
+        are kept and counted)."""
+        total = sum(math.prod(s) for s in self.shapes.values())
+        fixed = sum(math.prod(self.shapes[n]) for n in self.dense_layers)
+        names = self.adjustable()
+        k = int(total * density_) - fixed
+        scores = torch.cat([weights[n].abs().reshape(-1) for n in names])
+        threshold = torch.topk(scores, k).values.min() if k > 0 else torch.tensor(math.inf)
+        masks = {n: weights[n].abs() > threshold for n in names}
+        for name in self.dense_layers:
+            masks[name] = torch.ones(self.shapes[name], dtype=torch.bool, device=weights[name].device)
+        return masks
+
     def target_density(self, step: int) -> float:
         return 1 - cubic_sparsity(step, initial=1 - self.initial_density, final=self.sparsity,
                                   start=self.prune_start, end=self.prune_end)
@@ -73,8 +95,9 @@ class GraNet(Sparsifier):
         masks = dict(self.masks.masks)
         if self.prune_start < step <= self.prune_end:
             active = {n: w.detach() * masks[n] for n, w in weights.items()}
-            pruned = self.global_top(active, self.target_density(step))
+            pruned = self.global_prune(active, self.target_density(step))
             masks = {n: masks[n] & pruned[n] for n in masks}
+            self.masks.update(masks)  # pruned weights are zero before anything regrows
         rate = cosine_decay(step, initial=self.death_rate, final=self.final_death_rate,
                             total=self.total_steps)
         grads = dense_grads(self)
