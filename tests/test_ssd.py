@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from neuroplastic import NeuroplasticError, select
-from neuroplastic.batches import ConcatData
 from neuroplastic.evaluate import accuracy
 from neuroplastic.forget import LFSSD, SSD
 from neuroplastic.importance import Fisher, ImportanceCache
@@ -41,6 +40,18 @@ def reference_ssd(model: nn.Module, forget, full, *, alpha: float, lam: float) -
                     flat[k] *= min(lam * d / f, 1.0)
 
 
+def published_full_data(retain, forget, *, batch_size: int) -> list:
+    """D as the SSD reference builds it when only retain and forget are given:
+    ``DataLoader(ConcatDataset(retain, forget), batch_size, shuffle=False)``."""
+    from torch.utils.data import ConcatDataset, DataLoader, TensorDataset
+
+    def dataset(batches):
+        return TensorDataset(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
+
+    return list(DataLoader(ConcatDataset([dataset(retain), dataset(forget)]), batch_size=batch_size,
+                           shuffle=False))
+
+
 @pytest.mark.parametrize(("alpha", "lam"), [(10.0, 1.0), (2.0, 0.5), (1.0, 3.0)])
 def test_ssd_equals_slow_reference(tiny_model, alpha, lam):
     # forget samples unlike the retain ones (scaled inputs, one label) and few (I_D includes
@@ -48,7 +59,7 @@ def test_ssd_equals_slow_reference(tiny_model, alpha, lam):
     forget = [(3 * x, torch.zeros_like(y)) for x, y in tiny_batches(n=8, seed=1)]
     retain = tiny_batches(n=300, seed=2)
     original = copy.deepcopy(tiny_model.state_dict())
-    full = list(ConcatData(retain, forget))
+    full = published_full_data(retain, forget, batch_size=8)
     expected = copy.deepcopy(tiny_model)
     reference_ssd(expected, forget, full, alpha=alpha, lam=lam)
     result = SSD(alpha=alpha, lam=lam, cache=ImportanceCache()).unlearn(tiny_model, forget, retain)
@@ -125,3 +136,25 @@ def test_ssd_needs_retain_or_full(tiny_model):
     with pytest.raises(NeuroplasticError, match="retain data or the full"):
         SSD().unlearn(tiny_model, tiny_batches())
     assert all(torch.equal(v, before[k]) for k, v in tiny_model.state_dict().items())
+
+
+def test_ssd_without_full_uses_the_published_d_and_selects_on_digits(trained_mlp, class3):
+    """With only forget and (shuffled) retain loaders, D is retain then forget in data set
+    order, re-batched by 64: the same importance as the reference's ConcatDataset loader;
+    at the published alpha = 10 it selects parameters and forgets class 3 (the old D,
+    which reused the forget batches, selected nothing at alpha = 10)."""
+    from neuroplastic.batches import Rebatched
+
+    scenario = class3["scenario"]
+    d = Rebatched(class3["retain"], class3["forget"], batch_size=64)
+    reference = published_full_data(
+        [(scenario.retain.tensors[0], scenario.retain.tensors[1])],
+        [(scenario.forget.tensors[0], scenario.forget.tensors[1])], batch_size=64)
+    got = list(d)
+    assert len(got) == len(reference)
+    for (x, y), (rx, ry) in zip(got, reference, strict=True):
+        assert torch.equal(x, rx) and torch.equal(y, ry)
+    model = copy.deepcopy(trained_mlp)
+    result = SSD(alpha=10.0, cache=ImportanceCache()).unlearn(model, class3["forget"], class3["retain"])
+    assert result.metrics["selected_fraction"] > 0
+    assert accuracy(model, class3["forget"]) < accuracy(trained_mlp, class3["forget"])

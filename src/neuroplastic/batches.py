@@ -59,6 +59,59 @@ class ConcatData:
             yield from part
 
 
+def in_dataset_order(data: Data) -> Data:
+    """``data`` in its data set's own order: a shuffling ``DataLoader`` is replaced by an
+    unshuffled one over the same data set (same batch size and collate function); any other
+    iterable is taken as it comes."""
+    from torch.utils.data import DataLoader, SequentialSampler
+
+    if isinstance(data, DataLoader) and not isinstance(data.sampler, SequentialSampler) \
+            and data.batch_size is not None:
+        return DataLoader(data.dataset, batch_size=data.batch_size, shuffle=False,
+                          collate_fn=data.collate_fn)
+    return data
+
+
+def batch_size_of(data: Data) -> int:
+    """A loader's batch size, or the size of the first batch of another iterable."""
+    size = getattr(data, "batch_size", None)
+    if isinstance(size, int) and size > 0:
+        return size
+    first = next(iter(data), None)
+    if first is None:
+        raise NeuroplasticError("cannot take a batch size from empty data")
+    return int(first[-1].shape[0])
+
+
+class Rebatched:
+    """Re-iterable: the samples of ``parts`` one after another (each in its data set's order,
+    see :func:`in_dataset_order`), in batches of exactly ``batch_size`` (the last may be
+    short), as ``DataLoader(ConcatDataset(parts), batch_size, shuffle=False)`` would give.
+    Streams: holds at most one batch of leftovers, never a whole data set."""
+
+    def __init__(self, *parts: Data, batch_size: int) -> None:
+        if batch_size < 1:
+            raise NeuroplasticError(f"batch_size must be >= 1, got {batch_size}")
+        self.parts, self.batch_size = tuple(in_dataset_order(p) for p in parts), batch_size
+
+    def __iter__(self) -> Iterator[Batch]:
+        xs: list[Tensor] = []
+        ys: list[Tensor] = []
+        held = 0
+        for part in self.parts:
+            for x, y in iter_batches(part, device=None, name="full"):
+                xs.append(x)
+                ys.append(y)
+                held += len(y)
+                while held >= self.batch_size:
+                    x_all, y_all = torch.cat(xs), torch.cat(ys)
+                    yield x_all[:self.batch_size], y_all[:self.batch_size]
+                    xs, ys = [x_all[self.batch_size:]], [y_all[self.batch_size:]]
+                    held -= self.batch_size
+        if held:
+            yield torch.cat(xs), torch.cat(ys)
+
+
 def count_samples(data: Data) -> int:
     """Number of samples in ``data`` (one pass, no forward)."""
     return sum(int(batch[-1].shape[0]) for batch in data)
