@@ -102,7 +102,7 @@ def one_line_error(capsys) -> str:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--forget-class", "42"], "not among the labels"),
-    (["--forget-indices", "1,99999"], "out of range"),
+    (["--forget-indices", "1,99999"], "row 99999 is not in the data"),
     (["--method", "ssd", "--alpha", "-1", "--forget-class", "1"], "alpha"),
     (["--alpha", "20", "--forget-class", "1"], "chooses alpha itself"),
     (["--method", "magic", "--forget-class", "1"], "unknown forget method"),
@@ -138,3 +138,49 @@ def test_existing_run_folder_is_not_overwritten(tmp_path, capsys):
     assert main(["forget", "--forget-class", "1", "--out", str(tmp_path)]) == 2
     assert "already exists" in one_line_error(capsys)
     assert (tmp_path / "keep.txt").read_text() == "precious"
+
+
+def test_forget_rows_of_a_csv_are_exactly_those_records(tmp_path, capsys):
+    """Rows r1, r2, r3 of a generated CSV (feature f0 = the row number) become exactly the
+    forget set, wherever the split put them; a requested row in the test split is reported
+    and left out; ids name the same records."""
+    from neuroplastic.data import given_rows, load_csv, rows_of_ids
+
+    rng = np.random.default_rng(0)
+    lines = ["f0,f1,f2,label,id"]
+    for row in range(90):
+        lines.append(f"{row},{rng.normal():.3f},{rng.normal():.3f},{row % 3},rec-{row}")
+    path = tmp_path / "d.csv"
+    path.write_text("\n".join(lines) + "\n")
+    data = load_csv(path, id_column="id")
+    test_row = int(data.rows["test"][0])
+    wanted = [int(data.rows["train"][i]) for i in (40, 3, 17)]
+    scenario = given_rows(data, [*wanted, test_row])
+    assert sorted(scenario.forget.tensors[0][:, 0].long().tolist()) == sorted(wanted)
+    assert scenario.skipped_rows == {test_row: "test"}
+    retained = set(scenario.retain.tensors[0][:, 0].long().tolist())
+    assert not retained & set(wanted) and len(retained) == len(data.train) - 3
+    assert rows_of_ids(data, [f"rec-{r}" for r in wanted]) == wanted
+    assert data.input_shape == (3,)  # the id column is not a feature
+
+    out = tmp_path / "run"
+    (tmp_path / "rows.txt").write_text("\n".join(str(r) for r in [*wanted, test_row]) + "\n")
+    assert main(["forget", "--data", str(path), "--id-column", "id", "--forget-rows",
+                 str(tmp_path / "rows.txt"), "--method", "ssd", "--no-retrain", "--epochs", "2",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["forgotten_rows"] == ",".join(map(str, sorted(wanted)))
+    assert metrics["skipped_rows"] == f"{test_row}:test"
+    err = capsys.readouterr().err
+    assert f"{test_row} (test)" in err and "never trained on" in err
+    assert f"{test_row} (test)" in (out / "report.html").read_text()
+    (tmp_path / "ids.txt").write_text("".join(f"rec-{r}\n" for r in wanted))
+    by_id = tmp_path / "by-id"
+    assert main(["forget", "--data", str(path), "--id-column", "id", "--forget-ids",
+                 str(tmp_path / "ids.txt"), "--method", "ssd", "--no-retrain", "--epochs", "2",
+                 "--out", str(by_id)]) == 0
+    assert json.loads((by_id / "metrics.json").read_text())["forgotten_rows"] == metrics["forgotten_rows"]
+    capsys.readouterr()
+    assert main(["forget", "--data", str(path), "--id-column", "id", "--forget-indices", str(test_row),
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "none of the 1 requested rows was trained on" in one_line_error(capsys)

@@ -69,6 +69,8 @@ def make_inputs(root: Path) -> None:
     (root / "full" / "keep.txt").write_text("precious")
     (root / "prompts.jsonl").write_text('{"prompt": "add 1+1=", "answer": "2"}\n')
     (root / "llm").mkdir()
+    (root / "rows.txt").write_text("1\n2\n")
+    (root / "ids.txt").write_text("a\nb\n")
 
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
@@ -114,9 +116,17 @@ CASES = [
     # the request
     (["forget", "--forget-class", "42"], "forget class 42 is not among the labels"),
     (["forget", "--forget-indices", ""], "--forget-indices is empty"),
-    (["forget", "--forget-indices", "1,x"], "forget indices must be integers, got 'x'"),
-    (["forget", "--forget-indices", "1,99999"], "out of range"),
+    (["forget", "--forget-indices", "1,x"], "--forget-indices: rows must be integers, got 'x'"),
+    (["forget", "--forget-indices", "1,99999"], "row 99999 is not in the data (rows 0..1796)"),
     (["forget", "--scenario", "class"], "needs --forget-class"),
+    (["forget", "--forget-rows", "missing.txt"], "rows file not found: missing.txt"),
+    (["forget", "--forget-rows", "prompts.jsonl"], "rows must be integers"),
+    (["forget", "--forget-ids", "prompts.jsonl"], "--forget-ids needs --id-column"),
+    (["forget", "--forget-indices", "1", "--forget-rows", "rows.txt"], "name the records once"),
+    (["forget", "--id-column", "id", "--forget-ids", "ids.txt"], "--id-column applies to CSV files only"),
+    (["forget", "--data", "good.csv", "--id-column", "nope", "--forget-ids", "ids.txt"],
+     "has no column 'nope'"),
+    (["forget", "--data", "good.csv", "--forget-indices", "100000"], "row 100000 is not in the data"),
     (["forget", "--scenario", "subclass", "--data", "good.csv"], "digits data only"),
     # data files
     (["forget", "--data", "nowhere.npz", "--forget-class", "1"], "data not found: nowhere.npz"),

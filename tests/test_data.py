@@ -13,7 +13,7 @@ from neuroplastic.data import (
     corrective,
     digits,
     full_class,
-    given_indices,
+    given_rows,
     load_cifar10_binary,
     load_csv,
     load_data,
@@ -168,12 +168,15 @@ def test_full_class_and_indices_scenarios():
     assert (scenario.test_retain.tensors[1] != 4).all()
     with pytest.raises(NeuroplasticError, match="not among the labels"):
         full_class(data, 42)
-    picked = given_indices(data, [5, 1, 5])
+    train_rows = data.rows["train"]
+    rows = [int(train_rows[5]), int(train_rows[1]), int(train_rows[5])]
+    picked = given_rows(data, rows)
     assert picked.forget_idx.tolist() == [1, 5] and len(picked.retain) == len(data.train) - 2
-    with pytest.raises(NeuroplasticError, match="out of range"):
-        given_indices(data, [0, 99999])
+    assert sorted(picked.forget_rows) == sorted(set(rows))
+    with pytest.raises(NeuroplasticError, match="row 99999 is not in the data"):
+        given_rows(data, [0, 99999])
     with pytest.raises(NeuroplasticError, match="empty"):
-        given_indices(data, [])
+        given_rows(data, [])
 
 
 def test_random_and_subclass_scenarios():

@@ -93,13 +93,13 @@ def resolve_factory(model_factory: str | None, data: DataSplit) -> ModelFactory:
     return checked_factory(factory, data)
 
 
-def load_split(data: str, *, seed: int, standardize: bool) -> DataSplit:
+def load_split(data: str, *, seed: int, standardize: bool, id_column: str | None = None) -> DataSplit:
     """The data a command names, its features standardised with the training split's
     statistics if asked (``--standardize``)."""
     from neuroplastic.data import load_data
     from neuroplastic.data import standardize as standardized
 
-    split = load_data(data, seed=seed)
+    split = load_data(data, seed=seed, id_column=id_column)
     return standardized(split) if standardize else split
 
 

@@ -33,49 +33,66 @@ forget_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
 def parse_indices(text: str) -> list[int]:
-    """Comma-separated integers, or the path of a file of whitespace/comma-separated integers."""
+    """Comma-separated row numbers, or the path of a file of whitespace/comma-separated ones."""
     path = Path(text)
     if path.is_file():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise NeuroplasticError(f"cannot read forget indices file {path}: {err}") from None
-    tokens = text.replace(",", " ").split()
+        return read_rows(path)
+    return integers(text.replace(",", " ").split(), source="--forget-indices")
+
+
+def integers(tokens: list[str], *, source: str) -> list[int]:
     if not tokens:
-        raise NeuroplasticError("--forget-indices is empty: name at least one row")
+        raise NeuroplasticError(f"{source} is empty: name at least one row")
     try:
         return [int(tok) for tok in tokens]
     except ValueError:
         bad = next(tok for tok in tokens if not tok.lstrip("-").isdigit())
-        raise NeuroplasticError(f"forget indices must be integers, got {bad[:40]!r}") from None
+        raise NeuroplasticError(f"{source}: rows must be integers, got {bad[:40]!r}") from None
+
+
+def read_lines(path: Path, what: str) -> list[str]:
+    """The non-blank lines of a text file, stripped."""
+    if not path.is_file():
+        raise NeuroplasticError(f"{what} file not found: {path}")
+    try:
+        return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise NeuroplasticError(f"cannot read {what} file {path}: {err}") from None
+
+
+def read_rows(path: Path) -> list[int]:
+    """Row numbers from a file, whitespace or comma separated (one per line is usual)."""
+    tokens = " ".join(read_lines(path, "rows")).replace(",", " ").split()
+    return integers(tokens, source=str(path))
 
 
 def build_scenario(data: DataSplit, *, scenario: str | None, forget_class: int | None,
-                   forget_indices: str | None, fraction: float, target_class: int,
-                   poison_fraction: float, identified: float, seed: int) -> ForgetScenario:
+                   rows: list[int] | None, ids: list[str] | None, fraction: float,
+                   target_class: int, poison_fraction: float, identified: float,
+                   seed: int) -> ForgetScenario:
     """The forgetting request the options describe."""
     from neuroplastic.data import (
         COARSE_NAMES,
         coarse_label,
         corrective,
         full_class,
-        given_indices,
+        given_rows,
         random_samples,
+        rows_of_ids,
         sub_class,
     )
 
     if scenario is None:
-        scenario = "indices" if forget_indices is not None else "class"
-    if scenario not in SCENARIOS:
-        raise NeuroplasticError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+        scenario = "indices" if rows is not None or ids is not None else "class"
     if scenario == "class":
         if forget_class is None:
             raise NeuroplasticError("the class scenario needs --forget-class")
         return full_class(data, forget_class)
     if scenario == "indices":
-        if forget_indices is None:
-            raise NeuroplasticError("the indices scenario needs --forget-indices")
-        return given_indices(data, parse_indices(forget_indices))
+        if rows is None and ids is None:
+            raise NeuroplasticError("the indices scenario needs --forget-indices, --forget-rows or "
+                                    "--forget-ids")
+        return given_rows(data, rows if rows is not None else rows_of_ids(data, ids or []))
     if scenario == "random":
         return random_samples(data, fraction=fraction, seed=seed)
     if scenario == "subclass":
@@ -115,6 +132,11 @@ CHOICE_WORDS = {
     "cache_hit": "full-data importance came from the cache",
 }
 YES_NO = {"repaired", "dampened", "target_reached", "cache_hit"}
+
+
+def run_rows(metrics: dict[str, Any]) -> list[str]:
+    rows = metrics.get("forgotten_rows", "")
+    return rows.split(",") if rows else []
 
 
 def choice_in_words(key: str, value: object) -> list[object]:
@@ -175,6 +197,8 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
         cost.append(["same request, full-data importance cached",
                      duration(metrics["cached_request_seconds"])])
     report.table("Cost", ["phase", "time"], cost)
+    report.text(f"Forgotten records ({len(run_rows(metrics))}, rows of the data file, 0-based): "
+                + (", ".join(run_rows(metrics)) or "none"))
     choices = [choice_in_words(k.removeprefix("choice."), v) for k, v in metrics.items()
                if k.startswith("choice.")]
     if choices:
@@ -196,7 +220,12 @@ def forget(
         None, help="pkg.module:function returning your nn.Module (called with no arguments)."),
     scenario: str | None = typer.Option(None, help=f"One of {', '.join(SCENARIOS)}."),
     forget_class: int | None = typer.Option(None, help="Class to forget (fine label for subclass)."),
-    forget_indices: str | None = typer.Option(None, help="Training rows to forget: 1,5,9 or a file."),
+    forget_indices: str | None = typer.Option(
+        None, help="Rows of the data file to forget, 0-based in file order: 1,5,9 (or a file)."),
+    forget_rows: Path | None = typer.Option(None, help="A file of row numbers to forget, one per line."),
+    id_column: str | None = typer.Option(None, help="CSV: the column that names each record."),
+    forget_ids: Path | None = typer.Option(None, help="A file of record ids to forget, one per line "
+                                           "(with --id-column)."),
     fraction: float = typer.Option(0.1, help="Random scenario: fraction of samples to forget."),
     target_class: int = typer.Option(0, help="Corrective scenario: the backdoor's target label."),
     poison_fraction: float = typer.Option(0.1, help="Corrective: fraction of samples poisoned."),
@@ -230,6 +259,17 @@ def forget(
         method_kwargs["lam"] = lam
     if scenario is not None and scenario not in SCENARIOS:
         raise NeuroplasticError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    given = [name for name, value in (("--forget-indices", forget_indices), ("--forget-rows", forget_rows),
+                                      ("--forget-ids", forget_ids)) if value is not None]
+    if len(given) > 1:
+        raise NeuroplasticError(f"name the records once: {' and '.join(given)} were both given")
+    if (forget_ids is None) != (id_column is None) and forget_ids is not None:
+        raise NeuroplasticError("--forget-ids needs --id-column (the CSV column holding the ids)")
+    rows = parse_indices(forget_indices) if forget_indices is not None else \
+        read_rows(forget_rows) if forget_rows is not None else None
+    ids = read_lines(forget_ids, "ids") if forget_ids is not None else None
+    if ids is not None and not ids:
+        raise NeuroplasticError(f"{forget_ids} names no id")
     for option, value in (("--forget-class", forget_class), ("--target-class", target_class)):
         if value is not None and value < 0:
             raise NeuroplasticError(f"{option} must be >= 0, got {value}")
@@ -253,9 +293,9 @@ def forget(
     from neuroplastic.training import TrainConfig
 
     config = TrainConfig(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    split = load_split(data, seed=seed, standardize=standardize)
+    split = load_split(data, seed=seed, standardize=standardize, id_column=id_column)
     request = build_scenario(split, scenario=scenario, forget_class=forget_class,
-                             forget_indices=forget_indices, fraction=fraction,
+                             rows=rows, ids=ids, fraction=fraction,
                              target_class=target_class, poison_fraction=poison_fraction,
                              identified=identified, seed=seed)
     factory = resolve_factory(model_factory, request.data)
@@ -294,6 +334,11 @@ def forget_warnings(metrics: dict[str, Any], request: ForgetScenario) -> list[st
     """Sentences the console and the report must say: a missed target, nothing changed,
     a one-class retain set."""
     notes = []
+    if request.skipped_rows:
+        listed = ", ".join(f"{row} ({where})" for row, where in sorted(request.skipped_rows.items())[:10])
+        more = len(request.skipped_rows) - 10
+        notes.append(f"{len(request.skipped_rows)} requested row(s) were never trained on and were left "
+                     f"out: {listed}{f' and {more} more' if more > 0 else ''}")
     if request.retain_classes < 2:
         notes.append("the retain set holds a single class: any model that always predicts it "
                      "scores full retained accuracy, so retained accuracy says nothing here")

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch.utils.data import TensorDataset
 
 from neuroplastic.data.digits import digits
@@ -50,7 +51,9 @@ def _with_own_test(name: str, x: np.ndarray, y: np.ndarray, test: TensorDataset,
     train_idx, val_idx = _stratified_halves(y, val_fraction=1 / 9, seed=seed, name=name)
     split = DataSplit(name=name, train=as_dataset(x[train_idx], y[train_idx], name=name),
                       val=as_dataset(x[val_idx], y[val_idx], name=name), test=test,
-                      num_classes=int(max(y.max(), test.tensors[1].max())) + 1)
+                      num_classes=int(max(y.max(), test.tensors[1].max())) + 1,
+                      rows={"train": torch.as_tensor(train_idx), "val": torch.as_tensor(val_idx),
+                            "test": torch.full((len(test),), -1, dtype=torch.long)})
     if tuple(test.tensors[0].shape[1:]) != split.input_shape:
         raise NeuroplasticError(f"{name}: the test inputs have another shape than the training inputs")
     split.class_names = [str(i) for i in range(split.num_classes)]
@@ -68,10 +71,13 @@ def _stratified_halves(y: np.ndarray, *, val_fraction: float, seed: int,
         raise NeuroplasticError(f"{name}: cannot split off a validation set: {err}") from None
 
 
-def load_csv(path: str | Path, *, label_column: str | int = "label", seed: int = 0) -> DataSplit:
+def load_csv(path: str | Path, *, label_column: str | int = "label", id_column: str | None = None,
+             seed: int = 0) -> DataSplit:
     """A CSV with a header row; the ``label_column`` (name or index, default ``label``, else
-    the last column) holds integer labels 0..K-1 and every other column is a numeric
-    feature, given to the model as a float32 vector in file order, unscaled.
+    the last column) holds integer labels 0..K-1, the optional ``id_column`` names each
+    record (any text; kept in ``row_ids``, not a feature), and every other column is a
+    numeric feature, given to the model as a float32 vector in file order, unscaled.
+    Data rows are numbered from 0 in file order (header and blank lines not counted).
 
     A UTF-8 byte-order mark and blank lines are ignored; a row with another number of
     values than the header, or a non-numeric value, is reported by its line number.
@@ -86,17 +92,28 @@ def load_csv(path: str | Path, *, label_column: str | int = "label", seed: int =
     if len(lines) < 2:
         raise NeuroplasticError(f"CSV file {path} needs a header row and at least one data row")
     header = [cell.strip() for cell in lines[0][1]]
+    id_col = None
+    if id_column is not None:
+        if id_column not in header:
+            raise NeuroplasticError(f"CSV file {path} has no column {id_column!r} (columns: "
+                                    f"{', '.join(header[:8])})")
+        id_col = header.index(id_column)
     if isinstance(label_column, int):
         col = label_column
     elif label_column in header:
         col = header.index(label_column)
     else:
-        col = len(header) - 1
-    rows, numbers = [], []
+        col = len(header) - 1 if id_col != len(header) - 1 else len(header) - 2
+    if col == id_col:
+        raise NeuroplasticError(f"CSV file {path}: the label and id columns are the same column")
+    rows, numbers, ids = [], [], []
     for number, row in lines[1:]:
         if len(row) != len(header):
             raise NeuroplasticError(f"CSV file {path}, line {number}: {len(row)} values, but the header "
                                     f"has {len(header)} columns")
+        if id_col is not None:
+            ids.append(row[id_col].strip())
+            row = row[:id_col] + row[id_col + 1:]
         try:
             rows.append([float(v) for v in row])
         except ValueError:
@@ -105,9 +122,13 @@ def load_csv(path: str | Path, *, label_column: str | int = "label", seed: int =
                 from None
         numbers.append(number)
     table = np.array(rows, dtype=np.float64)
+    if id_col is not None and id_col < col:
+        col -= 1  # the id column was taken out of each row
     y = check_labels(table[:, col], name=f"CSV file {path}", rows=numbers, row_word="line")
     x = np.delete(table, col, axis=1).astype(np.float32)
-    return split_dataset(path.stem, x, y, seed=seed)
+    split = split_dataset(path.stem, x, y, seed=seed)
+    split.row_ids = ids if id_col is not None else None
+    return split
 
 
 def _is_number(text: str) -> bool:
@@ -236,10 +257,12 @@ def load_cifar10_binary(root: str | Path, *, seed: int = 0) -> DataSplit:
     return split
 
 
-def load_data(spec: str, *, seed: int = 0) -> DataSplit:
+def load_data(spec: str, *, seed: int = 0, id_column: str | None = None) -> DataSplit:
     """Load data named by ``spec``: ``digits`` (default), ``mnist1d`` (generated), a ``.npz``
     or ``.csv`` file, CIFAR-10 binary batches (their folder or its parent), an image folder,
-    or ``torchvision:<Name>:<root>``."""
+    or ``torchvision:<Name>:<root>``. ``id_column`` (CSV only) names a column of record ids."""
+    if id_column is not None and not spec.endswith(".csv"):
+        raise NeuroplasticError("--id-column applies to CSV files only")
     if spec == "digits":
         return digits(seed=seed)
     if spec == "mnist1d":
@@ -259,5 +282,5 @@ def load_data(spec: str, *, seed: int = 0) -> DataSplit:
     if path.suffix == ".npz":
         return load_npz(path, seed=seed)
     if path.suffix == ".csv":
-        return load_csv(path, seed=seed)
+        return load_csv(path, seed=seed, id_column=id_column)
     raise NeuroplasticError(f"unknown data format {path.suffix!r}: use .npz, .csv or a folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+import torch
 
 from neuroplastic.data.splits import DataSplit, as_dataset, split_dataset
 
@@ -30,4 +31,6 @@ def mnist1d(*, seed: int = 42) -> DataSplit:
                              np.concatenate([split.train.tensors[1].numpy(), inner_test[1].numpy()]),
                              name="mnist1d")
     split.test = as_dataset(data["x_test"].astype("float32"), data["y_test"], name="mnist1d test")
+    split.rows = {"train": torch.cat([split.rows["train"], split.rows["test"]]), "val": split.rows["val"],
+                  "test": torch.full((len(split.test),), -1, dtype=torch.long)}
     return split

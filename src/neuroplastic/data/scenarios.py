@@ -3,11 +3,11 @@ given indices, sub-class, and corrective (poisoned samples, partly identified)."
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from neuroplastic.data.splits import DataSplit, subset
 from neuroplastic.errors import NeuroplasticError
@@ -48,6 +48,7 @@ class ForgetScenario:
     attack_test: TensorDataset | None = None
     target_forget_acc: float | None = None
     poisoned_idx: Tensor | None = None
+    skipped_rows: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.forget_idx) == 0:
@@ -55,6 +56,12 @@ class ForgetScenario:
         if len(self.retain_idx) == 0:
             raise NeuroplasticError(f"{self.description}: nothing is left to retain (the retain set "
                                     "is empty)")
+
+    @property
+    def forget_rows(self) -> list[int]:
+        """File rows of the forget set (training positions where the data has no row map)."""
+        rows = self.data.rows.get("train")
+        return (rows[self.forget_idx] if rows is not None else self.forget_idx).tolist()
 
     @property
     def retain_classes(self) -> int:
@@ -108,39 +115,117 @@ def full_class(data: DataSplit, cls: int) -> ForgetScenario:
     )
 
 
-def given_indices(data: DataSplit, indices: list[int] | Tensor) -> ForgetScenario:
-    """Forget the training rows ``indices``."""
-    n = len(data.train)
-    idx = torch.as_tensor(indices, dtype=torch.long).flatten()
-    if idx.numel() == 0:
-        raise NeuroplasticError("the forget set is empty: no indices given")
-    if (idx < 0).any() or (idx >= n).any():
-        bad = int(idx[(idx < 0) | (idx >= n)][0])
-        raise NeuroplasticError(f"forget index {bad} is out of range for {n} training samples")
-    idx = torch.unique(idx)
-    if idx.numel() == n:
+def given_rows(data: DataSplit, rows: list[int] | Tensor) -> ForgetScenario:
+    """Forget the records in rows ``rows`` of the user's data file (0-based, in file order;
+    for the built-in data sets, in their documented order).
+
+    A requested row that the split put in the validation or test split was never trained
+    on: it is left out and reported in ``skipped_rows`` (row -> split). Without a row map
+    (a hand-made ``DataSplit``) rows are positions in the training split.
+
+    Raises:
+        NeuroplasticError: for an empty request, a row outside the file, or a request of
+            which no row was trained on.
+    """
+    requested = torch.as_tensor(rows, dtype=torch.long).flatten()
+    if requested.numel() == 0:
+        raise NeuroplasticError("the forget set is empty: no rows given")
+    requested = torch.unique(requested)  # sorted, duplicates once
+    train_rows = data.rows.get("train", torch.arange(len(data.train)))
+    known = torch.cat([r for r in data.rows.values()]) if data.rows else train_rows
+    file_rows = int(known.max()) + 1 if len(known) else 0
+    bad = requested[(requested < 0) | (requested >= file_rows)]
+    if len(bad):
+        raise NeuroplasticError(f"row {int(bad[0])} is not in the data (rows 0..{file_rows - 1})")
+    position_of = {int(r): i for i, r in enumerate(train_rows.tolist())}
+    forget, skipped = [], {}
+    for row in requested.tolist():
+        if row in position_of:
+            forget.append(position_of[row])
+        else:
+            where = data.locate(row)
+            skipped[row] = {"val": "validation", "test": "test"}.get(where[0], "?") if where else "?"
+    if not forget:
+        raise NeuroplasticError(f"none of the {len(requested)} requested rows was trained on (all are in "
+                                "the validation or test split); nothing to forget")
+    idx = torch.tensor(sorted(forget), dtype=torch.long)
+    if idx.numel() == len(data.train):
         raise NeuroplasticError("the forget set is the whole training set; nothing would remain")
     return ForgetScenario(
         name="indices",
-        description=f"forget {idx.numel()} given training samples",
+        description=f"forget {idx.numel()} given records",
         data=data,
         forget_idx=idx,
-        retain_idx=_complement(n, idx),
+        retain_idx=_complement(len(data.train), idx),
         test_retain_idx=torch.arange(len(data.test)),
+        skipped_rows=skipped,
     )
 
 
-def random_samples(data: DataSplit, *, fraction: float = 0.1, seed: int = 0) -> ForgetScenario:
-    """Forget a uniformly random ``fraction`` of the training samples."""
-    if not 0 < fraction < 1:
-        raise NeuroplasticError(f"random forget fraction must be in (0, 1), got {fraction}")
+def request_loaders(dataset: Dataset, rows: list[int] | Tensor, *, batch_size: int = 64,
+                    seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    """A deletion request on any indexable data set: (forget loader over exactly ``rows``,
+    in order; retain loader over every other row, shuffled with ``seed``), ready for
+    ``Unlearner.unlearn(model, forget, retain)``.
+
+    Raises:
+        NeuroplasticError: for an empty request, a row outside ``dataset`` or a request
+            that leaves nothing to retain.
+    """
+    n = len(dataset)  # type: ignore[arg-type]
+    idx = torch.unique(torch.as_tensor(rows, dtype=torch.long).flatten())
+    if idx.numel() == 0:
+        raise NeuroplasticError("the forget set is empty: no rows given")
+    bad = idx[(idx < 0) | (idx >= n)]
+    if len(bad):
+        raise NeuroplasticError(f"row {int(bad[0])} is not in the data set ({n} rows)")
+    if idx.numel() == n:
+        raise NeuroplasticError("the forget set is the whole data set; nothing would remain")
+    forget = DataLoader(Subset(dataset, idx.tolist()), batch_size=batch_size)
+    retain = DataLoader(Subset(dataset, _complement(n, idx).tolist()), batch_size=batch_size,
+                        shuffle=True, generator=torch.Generator().manual_seed(seed))
+    return forget, retain
+
+
+def rows_of_ids(data: DataSplit, ids: list[str]) -> list[int]:
+    """The file rows of the records named by ``ids`` (values of the data's id column).
+
+    Raises:
+        NeuroplasticError: if the data has no id column, an id is unknown, or an id names
+            several rows.
+    """
+    if data.row_ids is None:
+        raise NeuroplasticError("the data has no id column (CSV: --id-column NAME)")
+    where: dict[str, list[int]] = {}
+    for row, ident in enumerate(data.row_ids):
+        where.setdefault(ident, []).append(row)
+    rows = []
+    for ident in ids:
+        if ident not in where:
+            raise NeuroplasticError(f"no record has id {ident!r}")
+        if len(where[ident]) > 1:
+            raise NeuroplasticError(f"id {ident!r} names rows {where[ident][:3]}; ids must be unique")
+        rows.append(where[ident][0])
+    return rows
+
+
+def random_samples(data: DataSplit, *, fraction: float = 0.1, count: int | None = None,
+                   seed: int = 0) -> ForgetScenario:
+    """Forget a uniformly random ``fraction`` of the training samples (or exactly ``count``)."""
     n = len(data.train)
+    if count is None:
+        if not 0 < fraction < 1:
+            raise NeuroplasticError(f"random forget fraction must be in (0, 1), got {fraction}")
+        count = max(1, round(fraction * n))
+        description = f"forget a random {fraction:.0%} of the training samples"
+    else:
+        if not 0 < count < n:
+            raise NeuroplasticError(f"random forget count must be in 1..{n - 1}, got {count}")
+        description = f"forget {count} random training samples"
     gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(n, generator=gen)[: max(1, round(fraction * n))].sort().values
-    scenario = given_indices(data, idx)
-    scenario.name = "random"
-    scenario.description = f"forget a random {fraction:.0%} of the training samples"
-    return scenario
+    idx = torch.randperm(n, generator=gen)[:count].sort().values
+    return ForgetScenario(name="random", description=description, data=data, forget_idx=idx,
+                          retain_idx=_complement(n, idx), test_retain_idx=torch.arange(len(data.test)))
 
 
 def sub_class(data: DataSplit, fine: int, *, coarse_of: dict[int, int],
@@ -164,7 +249,7 @@ def sub_class(data: DataSplit, fine: int, *, coarse_of: dict[int, int],
         coarse = torch.tensor([coarse_of[int(v)] for v in ds.tensors[1]], dtype=torch.long)
         return TensorDataset(ds.tensors[0], coarse)
 
-    coarse_data = DataSplit(
+    coarse_data = data.same_rows(
         name=f"{data.name}-coarse", train=relabel(data.train), val=relabel(data.val),
         test=relabel(data.test), num_classes=len(coarse_names), class_names=list(coarse_names),
     )
@@ -218,10 +303,7 @@ def corrective(data: DataSplit, *, target: int = 0, poison_fraction: float = 0.1
     victims = (y_test != target).nonzero().flatten()
     attack = TensorDataset(add_trigger(x_test[victims], value=float(x.max())),
                            torch.full((len(victims),), target, dtype=torch.long))
-    poisoned_data = DataSplit(
-        name=f"{data.name}-poisoned", train=TensorDataset(x_p, y_p), val=data.val, test=data.test,
-        num_classes=data.num_classes, class_names=data.class_names,
-    )
+    poisoned_data = data.same_rows(name=f"{data.name}-poisoned", train=TensorDataset(x_p, y_p))
     return ForgetScenario(
         name="corrective",
         description=(f"backdoor: {n_poison} poisoned samples (trigger -> {target}), "

@@ -20,6 +20,11 @@ class DataSplit:
     ``val`` is never trained on by the reference recipe and never used for
     reporting; methods may use it for choices (e.g. ssd-auto's target). The
     test split is only for reporting.
+
+    ``rows`` maps each split ("train", "val", "test") to the row of the user's file
+    (0-based, in file order) that each of its samples came from; -1 marks a sample from
+    a separate array (an NPZ's ``x_test``). ``row_ids`` holds the id of every file row
+    when the data came with an id column.
     """
 
     name: str
@@ -28,10 +33,26 @@ class DataSplit:
     test: TensorDataset
     num_classes: int
     class_names: list[str] = field(default_factory=list)
+    rows: dict[str, Tensor] = field(default_factory=dict)
+    row_ids: list[str] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.tensors[0].shape[1:])
+
+    def locate(self, row: int) -> tuple[str, int] | None:
+        """(split, position in it) of file row ``row``, or None if no split holds it."""
+        for part in ("train", "val", "test"):
+            hits = (self.rows.get(part, torch.empty(0, dtype=torch.long)) == row).nonzero()
+            if len(hits):
+                return part, int(hits[0])
+        return None
+
+    def same_rows(self, **changes: object) -> DataSplit:
+        """A copy with ``changes`` (e.g. relabelled splits) that keeps the row maps."""
+        from dataclasses import replace
+
+        return replace(self, **changes)  # type: ignore[arg-type]
 
 
 #: More classes than this is taken for a wrong label column, refused before anything is allocated.
@@ -120,6 +141,8 @@ def split_dataset(name: str, x: np.ndarray, y: np.ndarray, *, test_size: float =
         test=as_dataset(x[test], y[test], name=name),
         num_classes=num_classes,
         class_names=class_names or [str(i) for i in range(num_classes)],
+        rows={"train": torch.as_tensor(train), "val": torch.as_tensor(val),
+              "test": torch.as_tensor(test)},
     )
 
 
@@ -134,9 +157,7 @@ def standardize(split: DataSplit) -> DataSplit:
     def scaled(part: TensorDataset) -> TensorDataset:
         return TensorDataset((part.tensors[0] - mean) / std, part.tensors[1])
 
-    return DataSplit(name=split.name, train=scaled(split.train), val=scaled(split.val),
-                     test=scaled(split.test), num_classes=split.num_classes,
-                     class_names=list(split.class_names))
+    return split.same_rows(train=scaled(split.train), val=scaled(split.val), test=scaled(split.test))
 
 
 def loader(dataset: TensorDataset | Subset, *, batch_size: int = 64, shuffle: bool = False,

@@ -92,7 +92,12 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     holdout = loader(scenario.data.val, batch_size=256)
 
     metrics: dict[str, Any] = {"method": method, "scenario": scenario.name,
-                               "description": scenario.description}
+                               "description": scenario.description,
+                               "forgotten_rows": ",".join(map(str, sorted(scenario.forget_rows))),
+                               "forgotten_count": float(len(scenario.forget_idx))}
+    if scenario.skipped_rows:
+        metrics["skipped_rows"] = ",".join(f"{row}:{where}" for row, where in
+                                           sorted(scenario.skipped_rows.items()))
     say("evaluating the original model")
     original_eval = evaluate_forgetting(model, scenario)
     metrics.update(flat("original", original_eval))
