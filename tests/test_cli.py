@@ -184,3 +184,39 @@ def test_forget_rows_of_a_csv_are_exactly_those_records(tmp_path, capsys):
     assert main(["forget", "--data", str(path), "--id-column", "id", "--forget-indices", str(test_row),
                  "--out", str(tmp_path / "none")]) == 2
     assert "none of the 1 requested rows was trained on" in one_line_error(capsys)
+
+
+def test_ulira_and_attack_power_in_a_forget_run(tmp_path):
+    """--mia ulira adds <model>.ulira.* for the original (the attack's power), the
+    unlearned, the retrained and every compared model; the entropy attack's own AUC on the
+    original model and whether it is informative are always there."""
+    out = tmp_path / "run"
+    assert main(["forget", "--scenario", "random", "--method", "ssd", "--compare", "finetune",
+                 "--epochs", "2", "--mia", "ulira", "--shadows", "4", "--ssd-full", "train",
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for model in ("original", "unlearned", "retrain", "finetune"):
+        for key in ("auc", "tpr_at_1fpr", "tpr_at_5fpr", "seconds"):
+            assert isinstance(metrics[f"{model}.ulira.{key}"], float), f"{model}.ulira.{key}"
+        assert 0 <= metrics[f"{model}.ulira.auc"] <= 1
+    assert metrics["ulira.shadows"] == 4.0 and metrics["ssd_full"] == "train"
+    assert 0 <= metrics["original.mia_auc"] <= 1
+    assert metrics["mia_informative"] == float(metrics["original.mia_auc"] >= 0.6)
+    html = (out / "report.html").read_text()
+    assert "ulira.auc" in html and "U-LiRA AUC" in html
+
+
+def test_attack_non_members_can_be_the_validation_split(digits_data, trained_mlp):
+    from neuroplastic.data import full_class
+    from neuroplastic.evaluate import collect, entropy_mia
+    from neuroplastic.evaluate.forgetting import evaluate_forgetting
+
+    scenario = full_class(digits_data, 3)
+    got = evaluate_forgetting(trained_mlp, scenario, nonmembers="validation", attack_power=True)
+
+    def run(dataset):
+        return collect(trained_mlp, loader(dataset, batch_size=256))
+
+    expected = entropy_mia(run(scenario.retain), run(digits_data.val), run(scenario.forget))
+    assert got["mia"] == expected
+    assert 0 <= got["mia_auc"] <= 1

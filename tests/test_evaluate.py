@@ -75,3 +75,17 @@ def test_report_is_self_contained_html(tmp_path):
 def test_json_is_strict():
     assert to_json({"a": float("nan"), "b": [float("inf"), 1.0]}) == (
         '{\n  "a": null,\n  "b": [\n    null,\n    1.0\n  ]\n}')
+
+
+def test_entropy_attack_power_sees_a_gap_and_no_gap():
+    from neuroplastic.evaluate.mia import entropy_attack_auc
+    from neuroplastic.evaluate.outputs import Outputs
+
+    gen = torch.Generator().manual_seed(0)
+
+    def outputs(scale: float, n: int = 200) -> Outputs:
+        return Outputs(torch.randn(n, 5, generator=gen) * scale, torch.zeros(n, dtype=torch.long))
+
+    confident, unsure = outputs(8.0), outputs(0.5)  # low vs high softmax entropy
+    assert entropy_attack_auc(confident, unsure) > 0.95
+    assert abs(entropy_attack_auc(outputs(2.0), outputs(2.0)) - 0.5) < 0.1

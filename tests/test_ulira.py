@@ -92,12 +92,12 @@ def test_ulira_on_a_retrained_model_is_chance_and_on_the_original_it_is_not():
     forgotten = torch.cat([torch.ones(100), torch.zeros(140)]).bool()
     shadows = train_shadows(pool, build, train, shadows=16, seed=0)
 
-    def retrain(model, forget, retain):
+    def retrain(model, forget, retain, trained):
         fresh = build(1000 + len(retain))
         train(fresh, retain)
         model.load_state_dict(fresh.state_dict())
 
-    def nothing(model, forget, retain):
+    def nothing(model, forget, retain, trained):
         pass
 
     original = build(99)

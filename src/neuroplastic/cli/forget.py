@@ -111,7 +111,7 @@ def metrics_table(metrics: dict[str, Any], columns: list[str]) -> Table:
 
     table = Table("metric", *columns, title=metrics.get("description"))
     keys = ["forget_acc", "retain_acc", "test_acc", "forget_test_acc", "attack_success", "mia",
-            "mia_loss", "seconds"]
+            "mia_loss", "mia_auc", "ulira.auc", "ulira.tpr_at_1fpr", "seconds"]
     for key in keys:
         values = [metrics.get(f"{col}.{key}") for col in columns]
         if all(v is None for v in values):
@@ -159,7 +159,7 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
     for note in notes:
         report.banner(note)
     keys = ["forget_acc", "retain_acc", "test_acc", "forget_test_acc", "attack_success", "mia",
-            "mia_loss"]
+            "mia_loss", "mia_auc", "ulira.auc", "ulira.tpr_at_1fpr", "ulira.tpr_at_5fpr", "ulira.seconds"]
     rows = [[k, *(metrics.get(f"{c}.{k}", float("nan")) for c in columns)] for k in keys
             if any(f"{c}.{k}" in metrics for c in columns)]
     report.table("Results", ["metric", *columns], rows)
@@ -203,9 +203,17 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
                if k.startswith("choice.")]
     if choices:
         report.table("Choices the method made", ["setting", "value"], choices)
+    mia_note = ("MIA = fraction of forget samples the entropy attack calls members; retrain is the "
+                "target (closer to it is better). ") if metrics.get("mia_informative") == 1.0 else (
+                "MIA = fraction of forget samples the entropy attack calls members; on this model the "
+                "attack cannot tell members from non-members (see the banner), so these figures do not "
+                "rank the methods. ")
+    ulira_note = ("U-LiRA AUC = how well the per-example likelihood-ratio attack tells the forgotten "
+                  "samples from never-seen ones: 0.5 is a model that never saw them (the retrained "
+                  "one scores about that); 'original' is the attack's power on the model before "
+                  "unlearning. ") if "original.ulira.auc" in metrics else ""
     report.text("Retrain = fresh initialisation trained with the same recipe on the retain set. "
-                "MIA = fraction of forget samples an attacker calls members (retrain is the target: "
-                "closer to it is better).")
+                + mia_note + ulira_note)
     return report
 
 
@@ -242,6 +250,14 @@ def forget(
     device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
     out: Path | None = typer.Option(None, help="Run folder (default runs/forget-<time>)."),
     standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
+    ssd_full: str = typer.Option("published", help="Where ssd and lfssd take the full-data "
+                                 "importance from: published (retain then forget, re-batched, as the "
+                                 "reference) or train (the training split in its order)."),
+    mia: str = typer.Option("basic", help="basic (entropy and loss attacks) or ulira (adds the "
+                            "per-example likelihood-ratio attack with shadow models)."),
+    shadows: int | None = typer.Option(None, help="U-LiRA: shadow models, even, >= 2 (default 16)."),
+    mia_nonmembers: str = typer.Option("test-retain", help="Non-members of the entropy and loss "
+                                       "attacks: test-retain or validation (the SSD reference's)."),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
 ) -> None:
     """Forget a class, samples, a sub-class or poisoned data; compare with retraining."""
@@ -278,6 +294,16 @@ def forget(
     if not 0 < identified <= 1:
         raise NeuroplasticError(f"--identified must lie in (0, 1], got {identified}")
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
+    if mia not in ("basic", "ulira"):
+        raise NeuroplasticError(f"--mia must be basic or ulira, got {mia!r}")
+    if shadows is not None and mia != "ulira":
+        raise NeuroplasticError("--shadows applies with --mia ulira")
+    if mia_nonmembers not in ("test-retain", "validation"):
+        raise NeuroplasticError(f"--mia-nonmembers must be test-retain or validation, got {mia_nonmembers!r}")
+    from neuroplastic.forget.experiment import ForgetOptions
+
+    forget_options = ForgetOptions(ssd_full=ssd_full, nonmembers=mia_nonmembers,
+                                   ulira_shadows=(shadows or 16) if mia == "ulira" else None)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
     folder = run_dir_checked("forget", out)
@@ -308,7 +334,8 @@ def forget(
     with console.status("") as status:
         run = run_forget(request, net, method=method, method_kwargs=method_kwargs, config=config,
                          factory=factory, retrain=retrain, original_seconds=train_seconds,
-                         compare=tuple(compare), status=lambda msg: status.update(msg))
+                         compare=tuple(compare), options=forget_options,
+                         status=lambda msg: status.update(msg))
     columns = ["original", "unlearned", *(["retrain"] if retrain else []), *compare]
     console.print(metrics_table(run.metrics, columns))
     if "speedup_vs_retrain" in run.metrics:
@@ -349,6 +376,14 @@ def forget_warnings(metrics: dict[str, Any], request: ForgetScenario) -> list[st
     asr_after = metrics.get("unlearned.attack_success")
     if isinstance(asr_before, float) and isinstance(asr_after, float) and asr_after >= asr_before:
         notes.append(f"the backdoor still works: attack success {asr_before:.2f} -> {asr_after:.2f}")
+    if metrics.get("mia_informative") == 0.0:
+        notes.append(f"the entropy attack cannot tell members from non-members on the original model "
+                     f"(AUC {metrics.get('original.mia_auc', float('nan')):.2f} < 0.6): its MIA figures "
+                     "say nothing here, and a lower one is not better")
+    power = metrics.get("original.ulira.auc")
+    if isinstance(power, float) and power < 0.6:
+        notes.append(f"U-LiRA cannot tell the forget set from unseen samples even on the original "
+                     f"model (AUC {power:.2f}): its figures say nothing here")
     target = metrics.get("choice.target_forget_acc")
     if isinstance(target, float) and isinstance(after, float) and after > target + 0.05:
         notes.append(f"the method missed its target: forget accuracy {after:.3f}, target {target:.3f}")

@@ -34,8 +34,9 @@ from neuroplastic.evaluate.outputs import collect
 #: Below this many shadow models, one pooled variance replaces the per-example ones.
 PER_EXAMPLE_VARIANCE_FROM = 64
 
-Unlearn = Callable[[nn.Module, TensorDataset, TensorDataset], None]
-"""Applies an unlearning method in place: ``unlearn(model, forget, retain)``."""
+Unlearn = Callable[[nn.Module, TensorDataset, TensorDataset, TensorDataset], None]
+"""Applies an unlearning method in place: ``unlearn(model, forget, retain, trained)``, where
+``trained`` is everything the model was trained on, in pool order (a method's "full" data)."""
 
 
 def logit_confidence(model: nn.Module, dataset: TensorDataset, *, batch_size: int = 256) -> Tensor:
@@ -100,7 +101,8 @@ def unlearned_shadow_scores(shadows: ShadowSet, pool: TensorDataset, candidates:
         forget = members & candidate_set
         if bool(forget.any()):
             unlearn(shadow, subset(pool, forget.nonzero().flatten()),
-                    subset(pool, (members & ~candidate_set).nonzero().flatten()))
+                    subset(pool, (members & ~candidate_set).nonzero().flatten()),
+                    subset(pool, members.nonzero().flatten()))
         scores.append(logit_confidence(shadow, subset(pool, candidates)))
     return torch.stack(scores)
 

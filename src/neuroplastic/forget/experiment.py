@@ -17,11 +17,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from neuroplastic import registry, select
+from neuroplastic.batches import Rebatched, model_device
 from neuroplastic.data.scenarios import ForgetScenario
 from neuroplastic.data.splits import DataSplit, loader
+from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.forgetting import evaluate_forgetting, gaps
+from neuroplastic.evaluate.mia import INFORMATIVE_AUC
 from neuroplastic.evaluate.outputs import collect
 from neuroplastic.forget.base import Unlearner
 from neuroplastic.forget.baselines import Retrain
@@ -68,11 +72,45 @@ def flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}.{k}": float(v) for k, v in values.items() if isinstance(v, (int, float))}
 
 
+#: Where SSD-family methods take D, the full training data, from in the CLI and benchmark.
+SSD_FULL = ("published", "train")
+
+
+@dataclass
+class ForgetOptions:
+    """How a forgetting job is judged and where SSD takes D from.
+
+    Attributes:
+        ssd_full: ``"published"`` -- ssd and lfssd build D as the reference does (retain
+            then forget, re-batched; see :class:`~neuroplastic.forget.ssd.SSD`);
+            ``"train"`` -- D is the training split in its own order. ssd-auto always
+            uses the training split (its cached importance is what makes it fast).
+        nonmembers: non-member samples of the entropy and loss attacks
+            (``"test-retain"`` or ``"validation"``).
+        ulira_shadows: run U-LiRA with this many shadow models (even, >= 2), or not at all.
+    """
+
+    ssd_full: str = "published"
+    nonmembers: str = "test-retain"
+    ulira_shadows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.ssd_full not in SSD_FULL:
+            raise NeuroplasticError(f"ssd_full must be one of {', '.join(SSD_FULL)}, got {self.ssd_full!r}")
+        if self.ulira_shadows is not None and (self.ulira_shadows < 2 or self.ulira_shadows % 2):
+            raise NeuroplasticError(f"--shadows must be an even number >= 2, got {self.ulira_shadows}")
+
+    def full_for(self, name: str, train: Any) -> Any:
+        """The ``full`` data to give method ``name``: the training loader, or None (the
+        method builds the published D itself)."""
+        return train if name == "ssd-auto" or self.ssd_full == "train" else None
+
+
 def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
                method_kwargs: dict[str, Any] | None = None, config: TrainConfig = TrainConfig(),
                factory: ModelFactory | None = None, retrain: bool = True,
                original_seconds: float = float("nan"), sweep: bool = True,
-               compare: tuple[str, ...] = (),
+               compare: tuple[str, ...] = (), options: ForgetOptions | None = None,
                status: Callable[[str], Any] | None = None) -> ForgetRun:
     """Unlearn ``scenario`` from a copy of ``model`` with ``method``, evaluate the original,
     the unlearned and (optionally) a retrained model, and time each.
@@ -81,32 +119,46 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     start); a second identical request on another copy measures the cost with
     the full-data importance cached (``cached_request_seconds``, repair excluded).
     Each ``compare`` method runs the same request from a cold cache too; its
-    numbers are stored under ``<name>.*``.
+    numbers are stored under ``<name>.*``. The entropy attack's power on the original
+    model is ``original.mia_auc`` and ``mia_informative`` (1 if >= 0.6); with
+    ``options.ulira_shadows``, U-LiRA figures ``<model>.ulira.*`` are added for the
+    original (nothing unlearned: the attack's power), the unlearned model, the retrained
+    one and every compared method.
     """
+    options = options or ForgetOptions()
     say = status or (lambda _msg: None)
     unlearner = cold_method(method, scenario, method_kwargs or {})
     bs = config.batch_size
     forget = loader(scenario.forget, batch_size=bs)
     retain = loader(scenario.retain, batch_size=bs, shuffle=True, seed=config.seed)
-    full = loader(scenario.data.train, batch_size=bs)
+    train_loader = loader(scenario.data.train, batch_size=bs)
     holdout = loader(scenario.data.val, batch_size=256)
 
     metrics: dict[str, Any] = {"method": method, "scenario": scenario.name,
                                "description": scenario.description,
                                "forgotten_rows": ",".join(map(str, sorted(scenario.forget_rows))),
-                               "forgotten_count": float(len(scenario.forget_idx))}
+                               "forgotten_count": float(len(scenario.forget_idx)),
+                               "retain_classes": float(scenario.retain_classes),
+                               "ssd_full": options.ssd_full, "mia_nonmembers": options.nonmembers}
     if scenario.skipped_rows:
         metrics["skipped_rows"] = ",".join(f"{row}:{where}" for row, where in
                                            sorted(scenario.skipped_rows.items()))
+
+    def evaluate(net: nn.Module, *, power: bool = False) -> dict[str, Any]:
+        return evaluate_forgetting(net, scenario, nonmembers=options.nonmembers, attack_power=power)
+
     say("evaluating the original model")
-    original_eval = evaluate_forgetting(model, scenario)
+    original_eval = evaluate(model, power=True)
     metrics.update(flat("original", original_eval))
     metrics["original.seconds"] = original_seconds
+    auc = metrics.get("original.mia_auc", float("nan"))
+    metrics["mia_informative"] = float(auc == auc and auc >= INFORMATIVE_AUC)
 
     say(f"unlearning with {method}")
     unlearned = copy.deepcopy(model)
+    full = options.full_for(method, train_loader)
     result = unlearner.unlearn(unlearned, forget, retain, full=full, holdout=holdout)
-    unlearned_eval = evaluate_forgetting(unlearned, scenario)
+    unlearned_eval = evaluate(unlearned)
     metrics.update(flat("unlearned", unlearned_eval))
     metrics.update(flat("unlearned", {k: v for k, v in result.metrics.items()
                                       if k.endswith("_seconds") or k == "seconds"}))
@@ -118,33 +170,114 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     run = ForgetRun(metrics=metrics, unlearned=unlearned, trace=result.trace)
     run.class_acc = {"original": original_eval["class_acc"],
                      "unlearned": unlearned_eval["class_acc"]}
+    retrained = None
     if retrain:
         say("retraining from scratch on the retain set (the reference)")
         retrained = copy.deepcopy(model)
         retrainer = Retrain(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                             seed=config.seed, factory=factory)
         retrain_result = retrainer.unlearn(retrained, forget, retain)
-        retrain_eval = evaluate_forgetting(retrained, scenario)
+        retrain_eval = evaluate(retrained)
         metrics.update(flat("retrain", retrain_eval))
         metrics["retrain.seconds"] = retrain_result.metrics["seconds"]
         metrics.update(flat("gap", gaps(unlearned_eval, retrain_eval)))
         metrics["speedup_vs_retrain"] = metrics["retrain.seconds"] / metrics["unlearned.seconds"]
         run.class_acc["retrain"] = retrain_eval["class_acc"]
+    compared: dict[str, nn.Module] = {}
     for other in compare:
         say(f"comparing with {other}")
         copied = copy.deepcopy(model)
         other_method = cold_method(other, scenario, {})
-        other_result = other_method.unlearn(copied, forget, retain, full=full, holdout=holdout)
-        other_eval = evaluate_forgetting(copied, scenario)
+        other_full = options.full_for(other, train_loader)
+        other_result = other_method.unlearn(copied, forget, retain, full=other_full, holdout=holdout)
+        other_eval = evaluate(copied)
         metrics.update(flat(other, {**other_eval, "seconds": other_result.metrics["seconds"]}))
         if isinstance(other_method, SSD):
             metrics[f"{other}.cached_request_seconds"] = cached_request_seconds(
-                other_method, model, forget, retain, full, holdout, say)
+                other_method, model, forget, retain, other_full, holdout, say)
         run.class_acc[other] = other_eval["class_acc"]
+        compared[other] = copied
     if sweep and isinstance(unlearner, SSD):
         say("sweeping alpha for the trade-off plot")
-        run.sweep = alpha_sweep(model, scenario, unlearner, forget, full)
+        run.sweep = alpha_sweep(model, scenario, unlearner, forget,
+                                full if full is not None else Rebatched(retain, forget, batch_size=bs))
+    if options.ulira_shadows:
+        models = {"original": (model, None), "unlearned": (unlearned, method),
+                  **({"retrain": (retrained, "retrain")} if retrained is not None else {}),
+                  **{name: (net, name) for name, net in compared.items()}}
+        metrics.update(ulira_metrics(scenario, models, config=config, factory=factory,
+                                     method_kwargs={method: method_kwargs or {}}, options=options,
+                                     say=say))
     return run
+
+
+def ulira_metrics(scenario: ForgetScenario, models: dict[str, tuple[nn.Module, str | None]], *,
+                  config: TrainConfig, factory: ModelFactory | None, options: ForgetOptions,
+                  method_kwargs: dict[str, dict[str, Any]], say: Callable[[str], Any]) -> dict[str, Any]:
+    """U-LiRA figures ``<model>.ulira.*`` for each named (model, method) -- method None is
+    "nothing unlearned" (the original: the attack's own power). Shadows are trained once
+    with the run's recipe on random halves of the training split plus the held-out
+    candidates; each method is applied to every shadow (``<model>.ulira.seconds``).
+
+    Candidates: the forget set (positives: the models saw and unlearned them) and, as
+    negatives, the test samples like the forgotten ones (a forgotten class's test
+    images) or, for sample requests, the whole test split."""
+    from neuroplastic.evaluate.ulira import train_shadows, ulira
+
+    if factory is None:
+        raise NeuroplasticError("U-LiRA needs the model factory to train shadow models")
+    data = scenario.data
+    pool = TensorDataset(torch.cat([data.train.tensors[0], data.test.tensors[0]]),
+                         torch.cat([data.train.tensors[1], data.test.tensors[1]]))
+    negatives = scenario.test_forget_idx if scenario.test_forget_idx is not None and \
+        len(scenario.test_forget_idx) >= 10 else torch.arange(len(data.test))
+    candidates = torch.cat([scenario.forget_idx, len(data.train) + negatives])
+    forgotten = torch.cat([torch.ones(len(scenario.forget_idx)), torch.zeros(len(negatives))]).bool()
+    device = model_device(next(iter(models.values()))[0])
+    shadows_n = int(options.ulira_shadows or 0)
+
+    def build(index: int) -> nn.Module:
+        return seeded_model(factory, config.seed + 1 + index, device)
+
+    def train(net: nn.Module, dataset: TensorDataset) -> None:
+        fit(net, dataset, config)
+
+    say(f"U-LiRA: training {shadows_n} shadow models")
+    shadows = train_shadows(pool, build, train, shadows=shadows_n, seed=config.seed,
+                            progress=lambda done, total: say(f"U-LiRA: shadow {done}/{total} trained"))
+    out: dict[str, Any] = {"ulira.shadows": float(shadows_n), "ulira.shadow_train_seconds": shadows.seconds}
+    for name, (net, method) in models.items():
+        say(f"U-LiRA: {method or 'no'} unlearning on {shadows_n} shadows")
+        unlearn = shadow_unlearner(method, scenario, config=config, factory=factory, options=options,
+                                   kwargs=method_kwargs.get(method or "", {}))
+        result = ulira(net, shadows=shadows, pool=pool, candidates=candidates, forgotten=forgotten,
+                       unlearn=unlearn)
+        out.update({f"{name}.{key}": value for key, value in result.metrics().items()})
+    return out
+
+
+def shadow_unlearner(method: str | None, scenario: ForgetScenario, *, config: TrainConfig,
+                     factory: ModelFactory | None, options: ForgetOptions,
+                     kwargs: dict[str, Any]) -> Callable[..., None]:
+    """``unlearn(model, forget, retain, trained)`` applying ``method`` to a shadow as the job
+    applied it to the model under test (None: unlearn nothing)."""
+    holdout = loader(scenario.data.val, batch_size=256)
+
+    def unlearn(model: nn.Module, forget: TensorDataset, retain: TensorDataset,
+                trained: TensorDataset) -> None:
+        if method is None:
+            return
+        forget_data = loader(forget, batch_size=config.batch_size)
+        retain_data = loader(retain, batch_size=config.batch_size, shuffle=True, seed=config.seed)
+        if method == "retrain":
+            Retrain(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
+                    seed=config.seed, factory=factory).unlearn(model, forget_data, retain_data)
+            return
+        full = options.full_for(method, loader(trained, batch_size=config.batch_size))
+        cold_method(method, scenario, kwargs).unlearn(model, forget_data, retain_data, full=full,
+                                                       holdout=holdout)
+
+    return unlearn
 
 
 def cached_request_seconds(unlearner: Unlearner, model: nn.Module, forget: Any, retain: Any,
