@@ -1,8 +1,12 @@
 """Forgetting benchmark on the default data: every scenario x every method, against retraining.
 
+ssd and lfssd build D as the SSD reference does (retain then forget, re-batched); the row
+"ssd, D = training split" is SSD with the training split in its own order as D. U-LiRA
+(16 shadow models) judges random 10% and 100-sample requests.
+
 Writes benchmarks/results/forget.json and the README table between the
 ``forget-benchmark`` markers. Run: ``.venv/bin/python benchmarks/forget.py``
-(about 5 minutes on 2 CPU cores).
+(about 15 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from neuroplastic.data import (
     random_samples,
     sub_class,
 )
-from neuroplastic.forget.experiment import run_forget, trained_model
+from neuroplastic.forget.experiment import ForgetOptions, compare_method, run_forget, trained_model
 from neuroplastic.io import write_json, write_text
 from neuroplastic.models import default_model
 from neuroplastic.training import TrainConfig, train_epochs
@@ -35,7 +39,11 @@ from readme_table import update_readme
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("ssd", "lfssd", "ssd-auto", "finetune", "neggrad+", "random-labels")
+ROWS = ("retrain", "ssd-auto", "ssd", "ssd-train-d", "lfssd", "finetune", "neggrad+", "random-labels")
+LABELS = {"ssd": "ssd (published D)", "ssd-train-d": "ssd, D = training split"}
 KEYS = ("forget_acc", "retain_acc", "test_acc", "mia", "seconds")
+ULIRA_KEYS = ("auc", "tpr_at_1fpr", "tpr_at_5fpr", "seconds")
+SHADOWS = 16
 
 
 def epoch_seconds(data, factory, config: TrainConfig) -> float:
@@ -51,10 +59,13 @@ def epoch_seconds(data, factory, config: TrainConfig) -> float:
 
 def per_method(metrics: dict, epoch: float) -> dict[str, dict[str, float]]:
     """Regroup one run's flat metrics by method (ssd-auto is the run's main method)."""
-    out = {}
-    for name in (*METHODS, "retrain"):
+    out = {"original": {"mia_auc": metrics["original.mia_auc"],
+                        "mia_informative": metrics["mia_informative"],
+                        **{f"ulira_{k}": metrics.get(f"original.ulira.{k}", math.nan) for k in ULIRA_KEYS}}}
+    for name in ROWS:
         prefix = "unlearned" if name == "ssd-auto" else name
         row = {k: metrics.get(f"{prefix}.{k}", math.nan) for k in (*KEYS, "attack_success")}
+        row.update({f"ulira_{k}": metrics.get(f"{prefix}.ulira.{k}", math.nan) for k in ULIRA_KEYS})
         if name == "ssd-auto":
             row["cached_request_seconds"] = metrics["cached_request_seconds"]
             row["repair_seconds"] = metrics.get("unlearned.repair_seconds", 0.0)
@@ -69,17 +80,24 @@ def per_method(metrics: dict, epoch: float) -> dict[str, dict[str, float]]:
     return out
 
 
-def run_scenario(scenario, config, factory, epoch):
+def run_scenario(scenario, config, factory, epoch, *, shadows: int | None = None):
     model, _ = trained_model(scenario.data, factory, config)
+    options = ForgetOptions(ssd_full="published", ulira_shadows=shadows)
     run = run_forget(scenario, model, method="ssd-auto", config=config, factory=factory,
-                     retrain=True, sweep=False, compare=tuple(m for m in METHODS if m != "ssd-auto"))
-    return per_method(run.metrics, epoch)
+                     retrain=True, sweep=False, compare=tuple(m for m in METHODS if m != "ssd-auto"),
+                     options=options)
+    train_order = loader(scenario.data.train, batch_size=config.batch_size)
+    extra, _, _ = compare_method("ssd", model, scenario, full=train_order, config=config,
+                                 options=options, label="ssd-train-d")
+    return per_method({**run.metrics, **extra}, epoch)
 
 
 def summarise_classes(per_class: list[dict]) -> dict[str, dict[str, float]]:
     """Mean and worst-case figures over the ten class-forgetting requests."""
-    summary = {}
-    for name in (*METHODS, "retrain"):
+    summary = {"original": {
+        "mean_mia_auc": statistics.fmean(c["original"]["mia_auc"] for c in per_class),
+        "informative_classes": sum(c["original"]["mia_informative"] for c in per_class)}}
+    for name in ROWS:
         rows = [c[name] for c in per_class]
         forget_gap = [c[name]["forget_acc"] - c["retrain"]["forget_acc"] for c in per_class]
         test_gap = [c["retrain"]["test_acc"] - c[name]["test_acc"] for c in per_class]
@@ -98,50 +116,77 @@ def summarise_classes(per_class: list[dict]) -> dict[str, dict[str, float]]:
 def markdown(results: dict) -> str:
     """The README tables."""
     s = results["class_summary"]
+    original = s["original"]
     lines = [
         f"Default data (digits, {results['train_size']} training images), reference CNN, "
         f"one training epoch = {results['epoch_seconds']:.3f} s, retrain = "
         f"{results['config']['epochs']} epochs. Class forgetting: mean over the 10 classes, "
-        "worst = largest gap to retrain over the classes.",
+        "worst = largest gap to retrain over the classes. ssd and lfssd take D as the SSD "
+        "reference builds it (retain then forget, re-batched); \"ssd, D = training split\" takes "
+        "the training split in its own order, as this table's ssd row did before.",
         "",
         "| method | forget acc | retained test acc | MIA | worst forget gap | worst test drop "
         "| seconds | epochs of cost | time / retrain | cached request (s) | cache speed-up |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name in ("retrain", "ssd-auto", "ssd", "lfssd", "finetune", "neggrad+", "random-labels"):
+    for name in ROWS:
         r = s[name]
         cached = r.get("mean_cached_request_seconds", math.nan)
         speedup = r.get("cache_speedup", math.nan)
         lines.append(
-            f"| {name} | {r['mean_forget_acc']:.3f} | {r['mean_test_acc']:.3f} | {r['mean_mia']:.3f} | "
-            f"{r['worst_forget_gap']:+.3f} | {r['worst_test_drop']:+.3f} | {r['mean_seconds']:.2f} | "
-            f"{r['mean_epochs']:.2f} | {r['mean_time_vs_retrain']:.3f} | "
+            f"| {LABELS.get(name, name)} | {r['mean_forget_acc']:.3f} | {r['mean_test_acc']:.3f} | "
+            f"{r['mean_mia']:.3f} | {r['worst_forget_gap']:+.3f} | {r['worst_test_drop']:+.3f} | "
+            f"{r['mean_seconds']:.2f} | {r['mean_epochs']:.2f} | {r['mean_time_vs_retrain']:.3f} | "
             + ("— | — |" if math.isnan(cached) else f"{cached:.3f} | {speedup:.1f}x |"))
-    lines += ["", "Per class, forget acc / retained test acc (retrain | ssd-auto | ssd alpha=10), "
-              "and what ssd-auto chose:", "",
-              "| class | retrain | ssd-auto | ssd | ssd-auto alpha, lambda, repaired |",
-              "|---|---|---|---|---|"]
+    lines += ["", f"The entropy attack's own power on the original model (cross-validated AUC at "
+              f"telling retain-train from held-out samples): mean {original['mean_mia_auc']:.2f}; "
+              f"informative (AUC >= 0.6) for {original['informative_classes']:.0f} of 10 classes.",
+              "", "Per class, forget acc / retained test acc (retrain | ssd-auto | ssd with the "
+              "published D | ssd with D = training split, both alpha=10), and what ssd-auto chose:", "",
+              "| class | retrain | ssd-auto | ssd (published D) | ssd, D = training split "
+              "| ssd-auto alpha, lambda, repaired |",
+              "|---|---|---|---|---|---|"]
     for c, row in enumerate(results["classes"]):
         cells = [f"{row[m]['forget_acc']:.3f} / {row[m]['test_acc']:.3f}"
-                 for m in ("retrain", "ssd-auto", "ssd")]
+                 for m in ("retrain", "ssd-auto", "ssd", "ssd-train-d")]
         auto = row["ssd-auto"]
         cells.append(f"{auto.get('alpha', math.nan):.1f}, {auto.get('lam', math.nan):g}, "
                      + ("yes" if auto.get("repaired") else "no"))
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    scenarios = ("random", "random100", "subclass", "corrective")
     lines += ["", "Other scenarios (forget acc / retained test acc / MIA; corrective adds the "
               "attack success rate on triggered test images):", "",
-              "| scenario | " + " | ".join(("retrain", "ssd-auto", "ssd", "lfssd", "finetune",
-                                             "neggrad+", "random-labels")) + " |",
-              "|---|" + "---|" * 7]
-    for scen in ("random", "subclass", "corrective"):
+              "| scenario | " + " | ".join(LABELS.get(m, m) for m in ROWS) + " | entropy attack "
+              "power (AUC) |",
+              "|---|" + "---|" * (len(ROWS) + 1)]
+    for scen in scenarios:
         row = results[scen]
         cells = []
-        for m in ("retrain", "ssd-auto", "ssd", "lfssd", "finetune", "neggrad+", "random-labels"):
+        for m in ROWS:
             text = f"{row[m]['forget_acc']:.2f} / {row[m]['test_acc']:.2f} / {row[m]['mia']:.2f}"
             if scen == "corrective":
                 text += f" / ASR {row[m]['attack_success']:.2f}"
             cells.append(text)
+        power = row["original"]
+        cells.append(f"{power['mia_auc']:.2f}" + ("" if power["mia_informative"] else " (cannot tell)"))
         lines.append(f"| {results['descriptions'][scen]} | " + " | ".join(cells) + " |")
+    lines += ["", f"U-LiRA (Hayes et al. 2024), {results['shadows']} shadow models trained on random "
+              "halves of the training and test splits; positives = the forgotten samples, negatives = "
+              "the test split (never trained on). AUC 0.5 = indistinguishable from never having seen "
+              "them; \"original\" is the attack's power before unlearning. Cells: AUC / TPR at 1% FPR / "
+              "TPR at 5% FPR; cost = seconds to apply the method to all shadows.", "",
+              "| model | " + " | ".join(f"{results['descriptions'][sc]}" for sc in ("random", "random100"))
+              + " | cost (s), " + results["descriptions"]["random"] + " |",
+              "|---|---|---|---|"]
+    for m in ("original", *[r for r in ROWS if r != "ssd-train-d"]):
+        cells = []
+        for scen in ("random", "random100"):
+            r = results[scen][m]
+            cells.append(f"{r['ulira_auc']:.3f} / {r['ulira_tpr_at_1fpr']:.3f} / "
+                         f"{r['ulira_tpr_at_5fpr']:.3f}")
+        cost = results["random"][m]["ulira_seconds"]
+        cells.append("—" if m == "original" else f"{cost:.1f}")
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -149,6 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
     parser.add_argument("--no-readme", action="store_true")
+    parser.add_argument("--shadows", type=int, default=SHADOWS, help="U-LiRA shadow models")
     parser.add_argument("--from-json", action="store_true",
                         help="only re-render the tables from benchmarks/results/forget.json")
     args = parser.parse_args()
@@ -169,13 +215,14 @@ def main() -> None:
     results: dict = {"config": config.to_dict(), "epoch_seconds": epoch,
                      "train_size": len(data.train), "torch": torch.__version__,
                      "machine": platform.platform(), "threads": torch.get_num_threads(),
-                     "classes": [], "descriptions": {}}
+                     "classes": [], "descriptions": {}, "shadows": args.shadows}
     for cls in args.classes:
         print(f"class {cls}", flush=True)
         results["classes"].append(run_scenario(full_class(data, cls), config, factory, epoch))
     results["class_summary"] = summarise_classes(results["classes"])
     others = {
         "random": random_samples(data, fraction=0.1, seed=0),
+        "random100": random_samples(data, count=100, seed=1),
         "subclass": sub_class(data, 8, coarse_of={d: coarse_label(d) for d in range(10)},
                               coarse_names=COARSE_NAMES),
         "corrective": corrective(data, target=0, poison_fraction=0.1, identified_fraction=0.5),
@@ -184,7 +231,8 @@ def main() -> None:
         print(name, flush=True)
         shape, classes = scenario.data.input_shape, scenario.data.num_classes
         results[name] = run_scenario(scenario, config,
-                                     lambda s=shape, c=classes: default_model(s, c), epoch)
+                                     lambda s=shape, c=classes: default_model(s, c), epoch,
+                                     shadows=args.shadows if name.startswith("random") else None)
         results["descriptions"][name] = scenario.description
     (ROOT / "results").mkdir(exist_ok=True)
     write_json(ROOT / "results" / "forget.json", results)

@@ -255,7 +255,7 @@ def forget(
                                  "reference) or train (the training split in its order)."),
     mia: str = typer.Option("basic", help="basic (entropy and loss attacks) or ulira (adds the "
                             "per-example likelihood-ratio attack with shadow models)."),
-    shadows: int | None = typer.Option(None, help="U-LiRA: shadow models, even, >= 2 (default 16)."),
+    shadows: int | None = typer.Option(None, help="U-LiRA: shadow models, even, >= 4 (default 16)."),
     mia_nonmembers: str = typer.Option("test-retain", help="Non-members of the entropy and loss "
                                        "attacks: test-retain or validation (the SSD reference's)."),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),

@@ -87,7 +87,7 @@ class ForgetOptions:
             uses the training split (its cached importance is what makes it fast).
         nonmembers: non-member samples of the entropy and loss attacks
             (``"test-retain"`` or ``"validation"``).
-        ulira_shadows: run U-LiRA with this many shadow models (even, >= 2), or not at all.
+        ulira_shadows: run U-LiRA with this many shadow models (even, >= 4), or not at all.
     """
 
     ssd_full: str = "published"
@@ -97,8 +97,9 @@ class ForgetOptions:
     def __post_init__(self) -> None:
         if self.ssd_full not in SSD_FULL:
             raise NeuroplasticError(f"ssd_full must be one of {', '.join(SSD_FULL)}, got {self.ssd_full!r}")
-        if self.ulira_shadows is not None and (self.ulira_shadows < 2 or self.ulira_shadows % 2):
-            raise NeuroplasticError(f"--shadows must be an even number >= 2, got {self.ulira_shadows}")
+        if self.ulira_shadows is not None and (self.ulira_shadows < 4 or self.ulira_shadows % 2):
+            raise NeuroplasticError(f"--shadows must be an even number >= 4 (two that saw each sample, "
+                                    f"two that did not), got {self.ulira_shadows}")
 
     def full_for(self, name: str, train: Any) -> Any:
         """The ``full`` data to give method ``name``: the training loader, or None (the
@@ -186,16 +187,11 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     compared: dict[str, nn.Module] = {}
     for other in compare:
         say(f"comparing with {other}")
-        copied = copy.deepcopy(model)
-        other_method = cold_method(other, scenario, {})
-        other_full = options.full_for(other, train_loader)
-        other_result = other_method.unlearn(copied, forget, retain, full=other_full, holdout=holdout)
-        other_eval = evaluate(copied)
-        metrics.update(flat(other, {**other_eval, "seconds": other_result.metrics["seconds"]}))
-        if isinstance(other_method, SSD):
-            metrics[f"{other}.cached_request_seconds"] = cached_request_seconds(
-                other_method, model, forget, retain, other_full, holdout, say)
-        run.class_acc[other] = other_eval["class_acc"]
+        other_metrics, copied, class_acc = compare_method(
+            other, model, scenario, full=options.full_for(other, train_loader), config=config,
+            options=options, say=say)
+        metrics.update(other_metrics)
+        run.class_acc[other] = class_acc
         compared[other] = copied
     if sweep and isinstance(unlearner, SSD):
         say("sweeping alpha for the trade-off plot")
@@ -209,6 +205,31 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
                                      method_kwargs={method: method_kwargs or {}}, options=options,
                                      say=say))
     return run
+
+
+def compare_method(name: str, model: nn.Module, scenario: ForgetScenario, *, full: Any,
+                   config: TrainConfig, options: ForgetOptions, label: str | None = None,
+                   say: Callable[[str], Any] | None = None
+                   ) -> tuple[dict[str, Any], nn.Module, list[float]]:
+    """Run registered method ``name`` on a copy of ``model`` from a cold cache, as a
+    compared method: its flat metrics under ``<label or name>.*`` (and, for SSD methods,
+    the cost of the same request with the importance cached), the unlearned copy and its
+    per-class test accuracy."""
+    say = say or (lambda _msg: None)
+    label = label or name
+    bs = config.batch_size
+    forget = loader(scenario.forget, batch_size=bs)
+    retain = loader(scenario.retain, batch_size=bs, shuffle=True, seed=config.seed)
+    holdout = loader(scenario.data.val, batch_size=256)
+    copied = copy.deepcopy(model)
+    method = cold_method(name, scenario, {})
+    result = method.unlearn(copied, forget, retain, full=full, holdout=holdout)
+    evaluated = evaluate_forgetting(copied, scenario, nonmembers=options.nonmembers)
+    metrics = flat(label, {**evaluated, "seconds": result.metrics["seconds"]})
+    if isinstance(method, SSD):
+        metrics[f"{label}.cached_request_seconds"] = cached_request_seconds(
+            method, model, forget, retain, full, holdout, say)
+    return metrics, copied, evaluated["class_acc"]  # type: ignore[return-value]
 
 
 def ulira_metrics(scenario: ForgetScenario, models: dict[str, tuple[nn.Module, str | None]], *,
