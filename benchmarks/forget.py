@@ -6,7 +6,7 @@ ssd and lfssd build D as the SSD reference does (retain then forget, re-batched)
 
 Writes benchmarks/results/forget.json and the README table between the
 ``forget-benchmark`` markers. Run: ``.venv/bin/python benchmarks/forget.py``
-(about 15 minutes on 2 CPU cores).
+(about 4 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations

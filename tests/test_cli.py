@@ -220,3 +220,20 @@ def test_attack_non_members_can_be_the_validation_split(digits_data, trained_mlp
     expected = entropy_mia(run(scenario.retain), run(digits_data.val), run(scenario.forget))
     assert got["mia"] == expected
     assert 0 <= got["mia_auc"] <= 1
+
+
+def test_one_class_retain_set_is_said_in_words(tmp_path, capsys):
+    """Forgetting one of two classes leaves a single-class retain set: retraining then
+    predicts that class everywhere. Console, report and metrics.json say so."""
+    from tests.test_cli_errors import csv_text
+
+    (tmp_path / "two.csv").write_text(csv_text([str(i % 2) for i in range(60)]))
+    out = tmp_path / "run"
+    assert main(["forget", "--data", str(tmp_path / "two.csv"), "--forget-class", "1", "--method",
+                 "ssd", "--epochs", "2", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["retain_classes"] == 1.0
+    assert metrics["retrain.test_acc"] == 1.0  # the constant predictor: why it must be said
+    assert "retain set holds a single class" in metrics["warnings"]
+    assert "retain set holds a single class" in capsys.readouterr().err
+    assert "retain set holds a single class" in (out / "report.html").read_text()

@@ -341,7 +341,7 @@ def forget(
     if "speedup_vs_retrain" in run.metrics:
         console.print(f"speed-up vs retrain: {run.metrics['speedup_vs_retrain']:.1f}x; "
                       f"cached request: {run.metrics['cached_request_seconds']:.3f}s")
-    notes = forget_warnings(run.metrics, request)
+    notes = run.warnings
     for note in notes:
         warn(note)
     write_run(folder, command="forget",
@@ -355,36 +355,3 @@ def run_dir_checked(command: str, out: Path | None) -> Path:
     from neuroplastic.runs import run_dir
 
     return run_dir(command, out)
-
-
-def forget_warnings(metrics: dict[str, Any], request: ForgetScenario) -> list[str]:
-    """Sentences the console and the report must say: a missed target, nothing changed,
-    a one-class retain set."""
-    notes = []
-    if request.skipped_rows:
-        listed = ", ".join(f"{row} ({where})" for row, where in sorted(request.skipped_rows.items())[:10])
-        more = len(request.skipped_rows) - 10
-        notes.append(f"{len(request.skipped_rows)} requested row(s) were never trained on and were left "
-                     f"out: {listed}{f' and {more} more' if more > 0 else ''}")
-    if request.retain_classes < 2:
-        notes.append("the retain set holds a single class: any model that always predicts it "
-                     "scores full retained accuracy, so retained accuracy says nothing here")
-    before, after = metrics.get("original.forget_acc"), metrics.get("unlearned.forget_acc")
-    if isinstance(before, float) and isinstance(after, float) and after == before:
-        notes.append(f"forget-set accuracy did not change ({before:.3f} -> {after:.3f})")
-    asr_before = metrics.get("original.attack_success")
-    asr_after = metrics.get("unlearned.attack_success")
-    if isinstance(asr_before, float) and isinstance(asr_after, float) and asr_after >= asr_before:
-        notes.append(f"the backdoor still works: attack success {asr_before:.2f} -> {asr_after:.2f}")
-    if metrics.get("mia_informative") == 0.0:
-        notes.append(f"the entropy attack cannot tell members from non-members on the original model "
-                     f"(AUC {metrics.get('original.mia_auc', float('nan')):.2f} < 0.6): its MIA figures "
-                     "say nothing here, and a lower one is not better")
-    power = metrics.get("original.ulira.auc")
-    if isinstance(power, float) and power < 0.6:
-        notes.append(f"U-LiRA cannot tell the forget set from unseen samples even on the original "
-                     f"model (AUC {power:.2f}): its figures say nothing here")
-    target = metrics.get("choice.target_forget_acc")
-    if isinstance(target, float) and isinstance(after, float) and after > target + 0.05:
-        notes.append(f"the method missed its target: forget accuracy {after:.3f}, target {target:.3f}")
-    return notes
