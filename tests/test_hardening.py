@@ -102,9 +102,9 @@ def test_make_demo_refuses_a_non_empty_folder_before_training(tmp_path):
 
     (tmp_path / "keep.txt").write_text("precious")
     with pytest.raises(NeuroplasticError, match="already exists and is not empty"):
-        make_demo(tmp_path, recipe=DemoRecipe(steps=1), progress=False)
+        make_demo(tmp_path, recipe=DemoRecipe(steps=1))
     with pytest.raises(NeuroplasticError, match="not a demo model folder"):
-        make_demo(tmp_path, recipe=DemoRecipe(steps=1), progress=False, replace=True)
+        make_demo(tmp_path, recipe=DemoRecipe(steps=1), replace=True)
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
     assert (tmp_path / "keep.txt").read_text() == "precious"
 
@@ -204,3 +204,12 @@ def test_standardize_uses_training_statistics_only(tmp_path):
     expected = (split.test.tensors[0] - raw.mean(0)) / torch.where(raw.std(0) > 0, raw.std(0), 1.0)
     torch.testing.assert_close(scaled.test.tensors[0], expected)
     assert torch.equal(scaled.test.tensors[1], split.test.tensors[1])
+
+
+def test_the_cli_imports_no_heavy_library_for_help():
+    import subprocess
+
+    code = ("import sys; from neuroplastic.cli import main; code = main(['--help']); "
+            "print([m for m in ('torch', 'sklearn', 'matplotlib') if m in sys.modules], code)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines()[-1] == "[] 0"

@@ -12,8 +12,8 @@ from neuroplastic.registry import available, create, get, register
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "evaluate", "forget", "importance", "intervene", "models", "select",
-               "skills", "sparse", "io", "targets", "training")
+_SUBMODULES = ("consolidate", "continual", "data", "evaluate", "forget", "importance", "intervene",
+               "loop", "models", "select", "skills", "sparse", "io", "targets", "training")
 __getattr__, __dir__ = lazy_exports(__name__, {**{name: "" for name in _SUBMODULES},
                                                "Targets": "targets"})
 
@@ -22,6 +22,8 @@ __all__ = [
     "Targets",
     "__version__",
     "available",
+    "consolidate",
+    "continual",
     "create",
     "data",
     "evaluate",
@@ -29,6 +31,7 @@ __all__ = [
     "get",
     "importance",
     "intervene",
+    "loop",
     "models",
     "register",
     "select",

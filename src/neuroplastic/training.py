@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import Progress
-from torch import Tensor, nn
+from torch import nn
 
-from neuroplastic.batches import iter_batches, model_device
+from neuroplastic import loop
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.importance.base import cross_entropy
+from neuroplastic.loop import BatchLoss, ProgressFn, StopWhen
 from neuroplastic.types import Data, LossFn
 
 
@@ -35,46 +34,23 @@ class TrainConfig:
 
 def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
                  weight_decay: float = 0.0, loss_fn: LossFn | None = None,
-                 description: str | None = None,
+                 progress: ProgressFn | None = None,
                  should_stop: Callable[[int], bool] | None = None,
-                 batch_loss: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None) -> int:
+                 batch_loss: BatchLoss | None = None, plugins: Sequence[Any] = ()) -> int:
     """Train ``model`` in place with Adam for ``epochs`` passes over ``data`` (fractional
-    epochs stop mid-pass). Shows a progress bar when ``description`` is given;
-    ``should_stop(steps)`` is asked after every step and ends training early if true.
-    ``batch_loss(model, x, y)``, if given, replaces ``loss_fn(model(x), y)``.
+    epochs stop mid-pass), through :func:`neuroplastic.loop.fit`. ``should_stop(steps)``
+    is asked after every step and ends training early if true; ``batch_loss(model, x, y)``,
+    if given, replaces ``loss_fn(model(x), y)``; ``plugins`` join the loop.
 
     Returns:
         The number of optimizer steps taken.
     """
     if epochs < 0:
         raise NeuroplasticError(f"epochs must be >= 0, got {epochs}")
-    loss_fn = loss_fn or cross_entropy
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    per_epoch = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
-    budget = None if per_epoch is None else max(1, round(epochs * per_epoch)) if epochs else 0
-    device = model_device(model)
-    steps = 0
-    model.train()
-    progress_bar = Progress(console=Console(stderr=True), disable=description is None,
-                            transient=True)
-    with progress_bar as progress:
-        task = progress.add_task(description or "", total=budget)
-        full_epochs = int(epochs) + (0 if float(epochs).is_integer() else 1)
-        for _ in range(full_epochs):
-            for x, y in iter_batches(data, device=device, name="training"):
-                if budget is not None and steps >= budget:
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss = batch_loss(model, x, y) if batch_loss else loss_fn(model(x), y)
-                loss.backward()
-                optimizer.step()
-                steps += 1
-                progress.advance(task)
-                if should_stop is not None and should_stop(steps):
-                    model.eval()
-                    return steps
-    model.eval()
-    return steps
+    stop = [StopWhen(should_stop)] if should_stop is not None else []
+    return loop.fit(model, data, optimizer=optimizer, epochs=epochs, loss_fn=loss_fn,
+                    batch_loss=batch_loss, plugins=[*plugins, *stop], progress=progress).steps
 
 
 def reinitialize_(model: nn.Module, *, seed: int = 0) -> nn.Module:
@@ -103,11 +79,11 @@ def reinitialize_(model: nn.Module, *, seed: int = 0) -> nn.Module:
 
 
 def fit(model: nn.Module, dataset: torch.utils.data.Dataset, config: TrainConfig, *,
-        description: str | None = None) -> nn.Module:
+        progress: ProgressFn | None = None) -> nn.Module:
     """Train ``model`` on ``dataset`` with the reference recipe (seeded shuffling)."""
     from neuroplastic.data.splits import loader
 
     data = loader(dataset, batch_size=config.batch_size, shuffle=True, seed=config.seed)
     train_epochs(model, data, epochs=config.epochs, lr=config.lr,
-                 weight_decay=config.weight_decay, description=description)
+                 weight_decay=config.weight_decay, progress=progress)
     return model

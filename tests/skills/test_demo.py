@@ -60,12 +60,12 @@ def test_forgetting_addition_with_the_default_method_meets_the_claim(tmp_path, c
 
 def test_make_demo_is_reproducible(tmp_path):
     recipe = DemoRecipe(hidden_size=16, intermediate_size=32, layers=1, heads=2, steps=3, batch_size=8)
-    make_demo(tmp_path / "a", recipe=recipe, progress=False, eval_count=4)
-    make_demo(tmp_path / "b", recipe=recipe, progress=False, eval_count=4)
+    make_demo(tmp_path / "a", recipe=recipe, eval_count=4)
+    make_demo(tmp_path / "b", recipe=recipe, eval_count=4)
     first = load_file(tmp_path / "a" / "model.safetensors")
     second = load_file(tmp_path / "b" / "model.safetensors")
     assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
     initial = DemoRecipe(hidden_size=16, intermediate_size=32, layers=1, heads=2, steps=1, batch_size=8)
-    make_demo(tmp_path / "c", recipe=initial, progress=False, eval_count=4)
+    make_demo(tmp_path / "c", recipe=initial, eval_count=4)
     third = load_file(tmp_path / "c" / "model.safetensors")
     assert not all(torch.equal(first[k], third[k]) for k in first)  # training did change the weights

@@ -20,6 +20,7 @@ from neuroplastic.cli.common import (
 )
 from neuroplastic.cli.names import SCENARIOS
 from neuroplastic.cli.output import console, warn
+from neuroplastic.cli.progress import progress_bar
 from neuroplastic.errors import NeuroplasticError
 
 if TYPE_CHECKING:
@@ -279,7 +280,7 @@ def forget(
                                       ("--forget-ids", forget_ids)) if value is not None]
     if len(given) > 1:
         raise NeuroplasticError(f"name the records once: {' and '.join(given)} were both given")
-    if (forget_ids is None) != (id_column is None) and forget_ids is not None:
+    if forget_ids is not None and id_column is None:
         raise NeuroplasticError("--forget-ids needs --id-column (the CSV column holding the ids)")
     rows = parse_indices(forget_indices) if forget_indices is not None else \
         read_rows(forget_rows) if forget_rows is not None else None
@@ -329,8 +330,9 @@ def forget(
         net = load_model_weights(seeded_model(factory, seed, device), model)
         train_seconds = float("nan")
     else:
-        net, train_seconds = trained_model(request.data, factory, config, device=device,
-                                           description="training the base model (cached)")
+        with progress_bar("training the base model (cached)") as progress:
+            net, train_seconds = trained_model(request.data, factory, config, device=device,
+                                               progress=progress)
     with console.status("") as status:
         run = run_forget(request, net, method=method, method_kwargs=method_kwargs, config=config,
                          factory=factory, retrain=retrain, original_seconds=train_seconds,

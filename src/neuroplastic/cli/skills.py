@@ -11,6 +11,7 @@ from neuroplastic.cli.common import check_device, options_of, require_fraction, 
 from neuroplastic.cli.forget import forget_app
 from neuroplastic.cli.names import DEMO_SKILLS
 from neuroplastic.cli.output import console, warn
+from neuroplastic.cli.progress import progress_bar
 from neuroplastic.errors import NeuroplasticError
 
 if TYPE_CHECKING:
@@ -229,8 +230,9 @@ def make_demo_command(
     from neuroplastic.skills.demo import DEMO_DIR, DemoRecipe, make_demo
 
     target = target or DEMO_DIR
-    accuracy = make_demo(target, recipe=DemoRecipe(steps=steps), device=device,
-                         replace=replace_shipped)
+    with progress_bar("training the demo model") as progress:
+        accuracy = make_demo(target, recipe=DemoRecipe(steps=steps), device=device,
+                             replace=replace_shipped, progress=progress)
     table = Table("skill", "exact match", title=f"demo model written to {target}")
     for skill, acc in accuracy.items():
         table.add_row(skill, f"{acc:.3f}")

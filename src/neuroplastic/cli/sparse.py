@@ -17,6 +17,7 @@ from neuroplastic.cli.common import (
     write_run,
 )
 from neuroplastic.cli.output import console, set_interrupt_hint, warn
+from neuroplastic.cli.progress import progress_bar
 from neuroplastic.errors import NeuroplasticError
 
 if TYPE_CHECKING:
@@ -196,8 +197,10 @@ def train(
     # the one file kept on Ctrl-C: the per-epoch checkpoint, so the run can resume
     set_interrupt_hint(f"the checkpoint in {folder} is kept: continue with "
                        f"`neuroplastic sparse train --out {folder} --resume` and the same options")
-    run = run_sparse(split, recipe, factory, device=device, dense_baseline=dense_baseline,
-                     checkpoint=folder / "checkpoint.safetensors", resume=resume, progress=True)
+    with progress_bar(f"{method} {sparsity:.0%}") as progress:
+        run = run_sparse(split, recipe, factory, device=device, dense_baseline=dense_baseline,
+                         checkpoint=folder / "checkpoint.safetensors", resume=resume,
+                         progress=progress)
     set_interrupt_hint(None)
     finish(folder, run, command="sparse train", options=options, recipe=recipe,
            json_out=json_out, title=f"neuroplastic sparse train: {method} at {sparsity:.0%}",
@@ -250,12 +253,14 @@ def prune(
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
     else:
-        net, _ = trained_model(split, factory, TrainConfig(seed=seed), device=device,
-                               description="training the dense model (cached)")
+        with progress_bar("training the dense model (cached)") as progress:
+            net, _ = trained_model(split, factory, TrainConfig(seed=seed), device=device,
+                                   progress=progress)
     dense_acc = accuracy(net, loader(split.test, batch_size=256))
     recipe = SparseRecipe(method="magnitude", sparsity=sparsity, epochs=finetune_epochs, lr=lr,
                           batch_size=batch_size, seed=seed, method_kwargs={"scope": scope})
-    run = run_sparse(split, recipe, factory, device=device, initial=net, progress=True)
+    with progress_bar(f"fine-tuning at {sparsity:.0%}") as progress:
+        run = run_sparse(split, recipe, factory, device=device, initial=net, progress=progress)
     run.metrics["dense_test_acc"] = dense_acc
     options = {**options_of(ctx.params), "data": absolute_data(data),
                "model_factory": absolute_factory(model_factory)}

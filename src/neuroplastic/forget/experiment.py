@@ -33,13 +33,14 @@ from neuroplastic.forget.ssd import SSD
 from neuroplastic.importance.cache import ImportanceCache, data_fingerprint, default_cache_dir
 from neuroplastic.intervene.dampen import dampen_
 from neuroplastic.io import load_model_weights, read_metadata, save_model
+from neuroplastic.loop import ProgressFn
 from neuroplastic.models.factory import ModelFactory, seeded_model
 from neuroplastic.training import TrainConfig, fit
 
 
 def trained_model(data: DataSplit, factory: ModelFactory, config: TrainConfig, *,
                   device: str | torch.device = "cpu", cache_dir: Path | None = None,
-                  description: str | None = None) -> tuple[nn.Module, float]:
+                  progress: ProgressFn | None = None) -> tuple[nn.Module, float]:
     """A model trained on ``data.train`` with ``config``, cached on disk by
     (data, architecture, recipe). Returns the model and its training seconds."""
     model = seeded_model(factory, config.seed, device)
@@ -51,7 +52,7 @@ def trained_model(data: DataSplit, factory: ModelFactory, config: TrainConfig, *
         load_model_weights(model, path)
         return model.eval(), float(read_metadata(path).get("train_seconds", "nan"))
     start = time.perf_counter()
-    fit(model, data.train, config, description=description)
+    fit(model, data.train, config, progress=progress)
     seconds = time.perf_counter() - start
     save_model(model, path, metadata={"train_seconds": repr(seconds)})
     return model.eval(), seconds

@@ -8,14 +8,15 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from neuroplastic.batches import eval_mode, iter_batches, model_device
+from neuroplastic.batches import eval_mode, iter_batches, logits_of, model_device
 from neuroplastic.distributed import all_reduce_sums_
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.base import BatchGradientEstimator, cross_entropy
 from neuroplastic.targets import Targets
 from neuroplastic.types import Data, LossFn, Scores
 
-FisherMode = Literal["batch_sq", "per_sample"]
+FisherMode = Literal["batch_sq", "per_sample", "exact"]
+FISHER_MODES = ("batch_sq", "per_sample", "exact")
 
 
 class Fisher(BatchGradientEstimator):
@@ -31,14 +32,20 @@ class Fisher(BatchGradientEstimator):
     (vmap over grad). Needs a model that ``functional_call`` can run on one
     sample (no batch-dependent layers in eval mode).
 
+    ``mode="exact"``: the true Fisher of the model's predictive distribution,
+    mean over samples of sum_c p(c|x) (d/dtheta log p(c|x))^2 -- every label
+    weighted by its predicted probability, not the true label (van de Ven's
+    continual-learning code's default for EWC). Labels and ``loss_fn`` are not
+    used; costs one per-sample gradient per class.
+
     Args:
-        mode: ``"batch_sq"`` or ``"per_sample"``.
+        mode: ``"batch_sq"``, ``"per_sample"`` or ``"exact"``.
         targets: which parameters to score (default: all that require grad).
     """
 
     def __init__(self, *, mode: FisherMode = "batch_sq", targets: Targets | None = None) -> None:
-        if mode not in ("batch_sq", "per_sample"):
-            raise NeuroplasticError(f"Fisher mode must be 'batch_sq' or 'per_sample', got {mode!r}")
+        if mode not in FISHER_MODES:
+            raise NeuroplasticError(f"Fisher mode must be one of {', '.join(FISHER_MODES)}, got {mode!r}")
         super().__init__(targets=targets)
         self.mode = mode
 
@@ -52,7 +59,38 @@ class Fisher(BatchGradientEstimator):
     def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
         if self.mode == "batch_sq":
             return super().estimate(model, data, loss_fn=loss_fn)
+        if self.mode == "exact":
+            return self._exact(model, data)
         return self._per_sample(model, data, loss_fn or cross_entropy)
+
+    def _exact(self, model: nn.Module, data: Data) -> Scores:
+        named = dict(self.targets.named_parameters(model))
+        frozen = {n: p.detach() for n, p in model.named_parameters() if n not in named}
+        frozen.update(dict(model.named_buffers()))
+
+        def class_nll(params: dict[str, Tensor], x: Tensor, c: Tensor) -> Tensor:
+            out = logits_of(functional_call(model, (params, frozen), (x.unsqueeze(0),)))
+            return -torch.log_softmax(out, -1)[0, c]
+
+        # per sample (outer vmap) and per class (inner vmap): gradients of -log p(c|x)
+        per_class = vmap(vmap(grad(class_nll), in_dims=(None, None, 0)), in_dims=(None, 0, None))
+        detached = {n: p.detach() for n, p in named.items()}
+        sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named.items()}
+        samples = 0
+        with eval_mode(model), torch.no_grad():
+            for x, _ in iter_batches(data, device=model_device(model), name="importance"):
+                probs = torch.softmax(logits_of(model(x)).float(), -1)  # (B, K)
+                classes = torch.arange(probs.shape[1], device=x.device)
+                with torch.enable_grad():
+                    grads = per_class(detached, x, classes)  # each (B, K, *shape)
+                for n, g in grads.items():
+                    weight = probs.reshape(*probs.shape, *([1] * (g.dim() - 2)))
+                    sums[n].add_((weight * g.float().square()).sum((0, 1)))
+                samples += x.shape[0]
+        samples = all_reduce_sums_(sums, samples)
+        if samples == 0:
+            raise NeuroplasticError("cannot estimate importance: the data is empty")
+        return {n: total.div_(samples) for n, total in sums.items()}
 
     def _per_sample(self, model: nn.Module, data: Data, loss_fn: LossFn) -> Scores:
         named = dict(self.targets.named_parameters(model))

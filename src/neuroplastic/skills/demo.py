@@ -14,18 +14,20 @@ import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import Progress
+from torch import Tensor, nn
 
+from neuroplastic import loop
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.io import write_json
+from neuroplastic.loop import ClipGradNorm, Plugin, ProgressFn
 from neuroplastic.runs import check_new_folder, staged_folder
 from neuroplastic.skills.generation import answer
 from neuroplastic.skills.lm import causal_lm_loss, load_causal_lm, require_transformers, training_batches
@@ -96,8 +98,48 @@ def _lr_at(step: int, recipe: DemoRecipe) -> float:
     return recipe.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+class DemoStream:
+    """``steps`` training batches of the skills mixed in ``per_skill`` proportions, drawn from
+    ``rng`` as they are needed (one pass: a fresh stream per training run)."""
+
+    def __init__(self, tokenizer: Any, per_skill: dict[str, int], *, steps: int, rng: random.Random,
+                 device: str | torch.device) -> None:
+        self.tokenizer, self.per_skill, self.steps, self.rng, self.device = (
+            tokenizer, per_skill, steps, rng, device)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for _ in range(self.steps):
+            batch = [e for skill, count in self.per_skill.items()
+                     for e in examples(skill, count, seed=self.rng.randrange(EVAL_SEED), part="train")]
+            self.rng.shuffle(batch)
+            (ids, labels), = training_batches(self.tokenizer, batch, batch_size=len(batch),
+                                              device=self.device)
+            yield ids, labels
+
+
+class CosineWarmup(Plugin):
+    """The demo's learning rate: linear warm-up, then cosine decay to zero, set before every
+    step (``before_task`` for the first, ``after_step`` for the next)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, recipe: DemoRecipe) -> None:
+        self.optimizer, self.recipe = optimizer, recipe
+
+    def _set(self, step: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = _lr_at(step, self.recipe)
+
+    def before_task(self, model: nn.Module, task: int) -> None:
+        self._set(0)
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        self._set(step)
+
+
 def make_demo(out: str | os.PathLike[str], *, recipe: DemoRecipe | None = None,
-              device: str | torch.device = "cpu", progress: bool = True,
+              device: str | torch.device = "cpu", progress: ProgressFn | None = None,
               eval_count: int = 200, replace: bool = False) -> dict[str, float]:
     """Train the demo model and write it (config, safetensors, tokenizer, ``demo.json``) to ``out``.
 
@@ -128,25 +170,10 @@ def make_demo(out: str | os.PathLike[str], *, recipe: DemoRecipe | None = None,
     rng = random.Random(recipe.seed)
     weight = sum(w for _, w in recipe.mix)
     per_skill = {skill: max(1, round(recipe.batch_size * w / weight)) for skill, w in recipe.mix}
+    stream = DemoStream(tokenizer, per_skill, steps=recipe.steps, rng=rng, device=device)
     start = time.perf_counter()
-    model.train()
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("training the demo model", total=recipe.steps)
-        for step in range(recipe.steps):
-            batch = [e for skill, count in per_skill.items()
-                     for e in examples(skill, count, seed=rng.randrange(EVAL_SEED), part="train")]
-            rng.shuffle(batch)
-            (ids, labels), = training_batches(tokenizer, batch, batch_size=len(batch), device=device)
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, recipe)
-            loss = causal_lm_loss(model(ids), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            bar.update(task, advance=1, description=f"training the demo model (loss {loss.item():.3f})")
-            if not progress and (step + 1) % 500 == 0:
-                print(f"step {step + 1}/{recipe.steps} loss {loss.item():.4f}", file=sys.stderr, flush=True)
+    loop.fit(model, stream, optimizer=optimizer, epochs=1, loss_fn=causal_lm_loss,
+             plugins=[CosineWarmup(optimizer, recipe), ClipGradNorm(1.0)], progress=progress)
     model.eval()
     accuracy = skill_accuracy(model, tokenizer, count=eval_count)
     _write_folder(Path(out), model, tokenizer, {

@@ -177,6 +177,11 @@ class Sparsifier(ABC):
         """Change the masks at an update step (default: never)."""
 
     # -- the training-loop interface -------------------------------------------------------
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """The training loop's event (:mod:`neuroplastic.loop`): one :meth:`step`, so a
+        sparsifier is a plugin of ``loop.fit`` and can still be stepped by hand."""
+        self.step()
+
     def step(self) -> None:
         """Advance one optimizer step; update masks when it is time."""
         self.step_count += 1

@@ -17,6 +17,7 @@ from torch import nn
 from neuroplastic.batches import model_device
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.evaluate.outputs import accuracy
+from neuroplastic.loop import ProgressFn
 from neuroplastic.models.factory import ModelFactory, seeded_model
 from neuroplastic.sparse.fit import SparseFitResult, SparseRecipe, sparse_fit
 from neuroplastic.sparse.flops import macs, output_positions, train_flops_ratio
@@ -63,7 +64,7 @@ def export_metrics(model: nn.Module, data: DataSplit, *, batch: int = 64
 def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
                device: str = "cpu", dense_baseline: bool = False,
                checkpoint: Path | None = None, resume: bool = False,
-               progress: bool = False, initial: nn.Module | None = None) -> SparseRun:
+               progress: ProgressFn | None = None, initial: nn.Module | None = None) -> SparseRun:
     """Train ``factory()`` (or fine-tune ``initial``) under ``recipe``; evaluate on the test
     split only at the end (nothing is selected on it)."""
     model = initial if initial is not None else seeded_model(factory, recipe.seed, device)

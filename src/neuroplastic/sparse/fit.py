@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from rich.console import Console
-from rich.progress import Progress
 from torch import nn
 
-from neuroplastic import registry
-from neuroplastic.batches import model_device
+from neuroplastic import loop, registry
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.outputs import accuracy
-from neuroplastic.importance.base import cross_entropy
 from neuroplastic.io import read_metadata
+from neuroplastic.loop import Plugin, ProgressFn
 from neuroplastic.sparse.base import Sparsifier, SparsityLog, check_sparsity
 from neuroplastic.sparse.checkpoint import load_checkpoint, load_optimizer, save_checkpoint
 
@@ -89,9 +85,48 @@ def _check_resumable(path: Path, recipe: SparseRecipe, signature: str) -> None:
         raise NeuroplasticError(f"checkpoint {path} is from another recipe ({', '.join(differing)})")
 
 
+class EpochLog(Plugin):
+    """After every epoch: validation accuracy and sparsity into ``history``; stops after
+    epoch ``stop_after`` if given."""
+
+    def __init__(self, *, val: Any, history: list[dict[str, float]], sparsifier: Sparsifier | None,
+                 stop_after: int | None) -> None:
+        self.val, self.history, self.sparsifier, self.stop_after = val, history, sparsifier, stop_after
+        self.epoch = 0
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        self.epoch = epoch
+        self.history.append({"epoch": float(epoch), "val_acc": accuracy(model, self.val),
+                             "sparsity": self.sparsifier.current_sparsity if self.sparsifier else 0.0})
+
+    def should_stop(self, step: int) -> bool:
+        return self.stop_after is not None and self.epoch >= self.stop_after
+
+
+class EpochCheckpoint(Plugin):
+    """After every epoch, a checkpoint to resume from bit for bit: weights, optimizer,
+    sparsifier, RNG states of torch and the shuffling loader, history and recipe."""
+
+    def __init__(self, path: Path, *, optimizer: torch.optim.Optimizer, sparsifier: Sparsifier | None,
+                 loader: Any, history: list[dict[str, float]], recipe: SparseRecipe,
+                 signature: str) -> None:
+        self.path, self.optimizer, self.sparsifier, self.loader = path, optimizer, sparsifier, loader
+        self.history, self.recipe, self.signature = history, recipe, signature
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        save_checkpoint(
+            self.path, model=model, optimizer=self.optimizer,
+            sparsifier_state=self.sparsifier.state_dict() if self.sparsifier else {},
+            rng={"torch": torch.get_rng_state(), "loader": self.loader.generator.get_state()},
+            info={"epoch": epoch, "history": self.history, "recipe": self.recipe.to_dict(),
+                  "model": self.signature,
+                  "log": asdict(self.sparsifier.log) if self.sparsifier else None})
+
+
 def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
                checkpoint: str | Path | None = None, resume: bool = False,
-               stop_after_epoch: int | None = None, progress: bool = False) -> SparseFitResult:
+               stop_after_epoch: int | None = None,
+               progress: ProgressFn | None = None) -> SparseFitResult:
     """Train ``model`` on ``data.train`` with Adam while the sparsifier prunes and regrows.
 
     Args:
@@ -102,7 +137,7 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
         resume: continue from ``checkpoint`` if it exists; it must come from the same
             model architecture and recipe.
         stop_after_epoch: stop early after this epoch (an interruption, for tests).
-        progress: show a progress bar on stderr.
+        progress: ``progress(done, total)`` after every step.
     """
     if recipe.method != "dense":
         check_sparsity(recipe.sparsity)
@@ -136,46 +171,20 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
         torch.set_rng_state(groups["rng"]["torch"])
         train.generator.set_state(groups["rng"]["loader"])  # type: ignore[union-attr]
         start_epoch, history = info["epoch"], info["history"]
-    step_time, steps_timed, update_time, updates_timed = 0.0, 0, 0.0, 0
-    device = model_device(model)
-    # refreshed by hand once per epoch: a refresh thread would compete with the timed steps
-    bar = Progress(console=Console(stderr=True), disable=not progress, transient=True,
-                   auto_refresh=False)
-    with bar:
-        task = bar.add_task(f"{recipe.method} {recipe.sparsity:.0%}",
-                            total=total_steps, completed=start_epoch * len(train))
-        for epoch in range(start_epoch, recipe.epochs):
-            model.train()
-            for x, y in train:
-                x, y = x.to(device), y.to(device)
-                start = time.perf_counter()
-                optimizer.zero_grad(set_to_none=True)
-                cross_entropy(model(x), y).backward()
-                optimizer.step()
-                if sparsifier is not None:
-                    sparsifier.step()
-                elapsed = time.perf_counter() - start
-                if sparsifier is not None and sparsifier.log.update_steps[-1:] == [
-                        sparsifier.step_count]:
-                    update_time, updates_timed = update_time + elapsed, updates_timed + 1
-                else:
-                    step_time, steps_timed = step_time + elapsed, steps_timed + 1
-                bar.advance(task)
-            bar.refresh()
-            row = {"epoch": float(epoch + 1), "val_acc": accuracy(model, val),
-                   "sparsity": sparsifier.current_sparsity if sparsifier else 0.0}
-            history.append(row)
-            if path is not None:
-                save_checkpoint(
-                    path, model=model, optimizer=optimizer,
-                    sparsifier_state=sparsifier.state_dict() if sparsifier else {},
-                    rng={"torch": torch.get_rng_state(),
-                         "loader": train.generator.get_state()},  # type: ignore[union-attr]
-                    info={"epoch": epoch + 1, "history": history, "recipe": recipe.to_dict(),
-                          "model": signature,
-                          "log": asdict(sparsifier.log) if sparsifier else None})
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-                break
+    epochs_log = EpochLog(val=val, history=history, sparsifier=sparsifier, stop_after=stop_after_epoch)
+    plugins: list[Any] = [sparsifier] if sparsifier is not None else []
+    plugins.append(epochs_log)
+    if path is not None:
+        plugins.append(EpochCheckpoint(path, optimizer=optimizer, sparsifier=sparsifier, loader=train,
+                                       history=history, recipe=recipe, signature=signature))
+    result = loop.fit(model, train, optimizer=optimizer, epochs=recipe.epochs, plugins=plugins,
+                      progress=progress, start_epoch=start_epoch, time_steps=True)
+    first_step = start_epoch * len(train)
+    updates = set(sparsifier.log.update_steps) if sparsifier is not None else set()
+    update_times = [t for i, t in enumerate(result.step_seconds, start=first_step + 1) if i in updates]
+    plain_times = [t for i, t in enumerate(result.step_seconds, start=first_step + 1) if i not in updates]
+    step_time, steps_timed = sum(plain_times), len(plain_times)
+    update_time, updates_timed = sum(update_times), len(update_times)
     model.eval()
     finished = len(history) == recipe.epochs
     return SparseFitResult(model=model, sparsifier=sparsifier, history=history,

@@ -1,0 +1,64 @@
+"""Consolidation: remember where the weights were and how much each one matters.
+
+``anchor`` copies the weights (theta*), ``quadratic_penalty`` is the EWC/SI
+penalty sum_i F_i (theta_i - theta*_i)^2, and ``RunningScores`` keeps an
+exponentially decayed sum of importances (online EWC's F* <- gamma F* + F_t).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.targets import Targets
+from neuroplastic.types import Scores
+
+
+def anchor(model: nn.Module, targets: Targets | None = None) -> Scores:
+    """A detached copy of every targeted parameter (default: all trainable ones)."""
+    return {name: param.detach().clone() for name, param in (targets or Targets()).named_parameters(model)}
+
+
+def quadratic_penalty(model: nn.Module, importance: Scores, anchor: Scores) -> Tensor:
+    """sum over the named parameters of importance * (theta - anchor)^2 (no 1/2; differentiable
+    in the model's parameters). Parameters without an importance (a new head) are free.
+
+    Raises:
+        NeuroplasticError: if an importance has no anchor or another shape than its parameter.
+    """
+    params = dict(model.named_parameters())
+    total = None
+    for name, weight in importance.items():
+        if name not in anchor or name not in params:
+            raise NeuroplasticError(f"no anchor or parameter for importance {name!r}")
+        param = params[name]
+        if weight.shape != param.shape or anchor[name].shape != param.shape:
+            raise NeuroplasticError(f"importance or anchor of {name!r} has another shape than it")
+        term = (weight.to(param.device) * (param - anchor[name].to(param.device)) ** 2).sum()
+        total = term if total is None else total + term
+    if total is None:
+        device = next(iter(params.values())).device if params else None
+        return torch.zeros((), device=device)
+    return total
+
+
+class RunningScores:
+    """An exponentially decayed sum of importances: ``update(s)`` sets S <- decay * S + s.
+
+    With ``decay = 1`` it is the plain sum over tasks; online EWC (Schwarz et al. 2018)
+    uses gamma < 1.
+    """
+
+    def __init__(self, decay: float = 1.0) -> None:
+        if not 0 <= decay <= 1:
+            raise NeuroplasticError(f"decay must be in [0, 1], got {decay}")
+        self.decay = decay
+        self.scores: Scores = {}
+
+    def update(self, scores: Scores) -> Scores:
+        """Fold ``scores`` in; returns the running value."""
+        for name, value in scores.items():
+            old = self.scores.get(name)
+            self.scores[name] = value.detach().clone() if old is None else self.decay * old + value.detach()
+        return self.scores

@@ -1,0 +1,27 @@
+"""The bounds every continual method sits between: finetune (plain sequential training)
+and joint (train on every task seen so far)."""
+
+from __future__ import annotations
+
+from torch.utils.data import Dataset
+
+from neuroplastic.continual.base import ContinualMethod, seen_so_far
+from neuroplastic.data.streams import Stream
+from neuroplastic.registry import register
+
+
+@register("finetune", kind="continual")
+class Finetune(ContinualMethod):
+    """Finetune: train each task in turn with nothing to protect the old ones (lower bound)."""
+
+    name = "finetune"
+
+
+@register("joint", kind="continual")
+class Joint(ContinualMethod):
+    """Joint: train task t on the data of tasks 0..t together (upper bound; not continual)."""
+
+    name = "joint"
+
+    def training_data(self, stream: Stream, index: int) -> Dataset:
+        return seen_so_far(stream, index)

@@ -1,0 +1,90 @@
+"""Elastic weight consolidation, separate or online (Kirkpatrick et al. 2017; Schwarz et al. 2018)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from neuroplastic.checks import require_choice, require_in, require_positive
+from neuroplastic.consolidate import RunningScores, anchor, quadratic_penalty
+from neuroplastic.continual.base import ContinualMethod
+from neuroplastic.data.splits import loader
+from neuroplastic.data.streams import Experience
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.importance.fisher import FISHER_MODES, Fisher
+from neuroplastic.registry import register
+from neuroplastic.types import Scores
+
+
+@register("ewc", kind="continual")
+class EWC(ContinualMethod):
+    """EWC (Kirkpatrick et al., PNAS 2017): after each task, the diagonal Fisher F and the
+    weights theta* are kept; later tasks minimise L + (lambda/2) sum_k sum_i F_k,i
+    (theta_i - theta*_k,i)^2 (with the 1/2 of the paper; Avalanche and mammoth drop it).
+
+    ``mode="online"`` (Schwarz et al. 2018): one running Fisher F* <- gamma F* + F_t and one
+    anchor (the latest weights). ``fisher`` chooses the estimator: ``"batch_sq"`` (squared
+    batch-mean gradients, Avalanche), ``"per_sample"`` (empirical, mammoth) or ``"exact"``
+    (softmax-weighted over labels, van de Ven). ``proximal=True`` replaces the penalty's
+    gradient by its exact proximal step after each update, theta <- (theta + lr lambda
+    sum_k F_k theta*_k) / (1 + lr lambda sum_k F_k), which cannot diverge for large lambda
+    (plain SGD with the penalty gradient does once lr lambda F > 2); it needs ``lr``.
+
+    Args:
+        lam: lambda >= 0 (0 is finetuning, bit for bit).
+        mode: ``"separate"`` or ``"online"``.
+        gamma: online decay in [0, 1].
+        fisher: the Fisher estimator.
+        fisher_batch_size: batch size of the Fisher pass (batch_sq depends on it).
+        proximal, lr: see above.
+    """
+
+    name = "ewc"
+
+    def __init__(self, *, lam: float = 100.0, mode: str = "separate", gamma: float = 1.0,
+                 fisher: str = "batch_sq", fisher_batch_size: int = 32, proximal: bool = False,
+                 lr: float | None = None) -> None:
+        self.lam = require_in("lam", lam, 0.0, float("inf"), high_open=True)
+        self.mode = require_choice("mode", mode, ("separate", "online"))
+        self.gamma = require_in("gamma", gamma, 0.0, 1.0)
+        self.estimator = Fisher(mode=require_choice("fisher", fisher, FISHER_MODES))  # type: ignore[arg-type]
+        if fisher_batch_size < 1:
+            raise NeuroplasticError(f"fisher_batch_size must be >= 1, got {fisher_batch_size}")
+        self.fisher_batch_size = fisher_batch_size
+        if proximal and lr is None:
+            raise NeuroplasticError("the proximal EWC step needs the learning rate (lr=...)")
+        self.proximal = proximal
+        self.lr = require_positive("lr", lr) if lr is not None else None
+        self.terms: list[tuple[Scores, Scores]] = []  # (Fisher, anchor) per task, or one (online)
+        self.running = RunningScores(decay=self.gamma)
+
+    def penalty(self, model: nn.Module) -> Tensor:
+        """(lambda / 2) sum_k sum_i F_k,i (theta_i - theta*_k,i)^2."""
+        total = sum((quadratic_penalty(model, f, a) for f, a in self.terms), torch.zeros(()))
+        return 0.5 * self.lam * total
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, loss: Tensor) -> Tensor:
+        if not self.terms or self.lam == 0 or self.proximal:
+            return loss
+        return loss + self.penalty(model).to(loss.device)
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, step: int) -> None:
+        if not self.proximal or not self.terms or self.lam == 0:
+            return
+        params = dict(model.named_parameters())
+        for name in self.terms[0][0]:
+            weight = params[name]
+            f_sum = sum(f[name].to(weight.device) for f, _ in self.terms)
+            pull = sum(f[name].to(weight.device) * a[name].to(weight.device) for f, a in self.terms)
+            scale = self.lr * self.lam  # type: ignore[operator]
+            weight.copy_((weight + scale * pull) / (1 + scale * f_sum))
+
+    def after_task(self, model: nn.Module, experience: Experience) -> None:  # type: ignore[override]
+        data = loader(experience.train, batch_size=self.fisher_batch_size)
+        fisher = self.estimator.estimate(model, data)
+        weights = anchor(model)
+        if self.mode == "online":
+            self.terms = [(self.running.update(fisher), weights)]
+        else:
+            self.terms.append((fisher, weights))

@@ -1,0 +1,202 @@
+"""The one training loop every pillar trains with, and the events methods plug into.
+
+``fit(model, data, optimizer=..., epochs=..., plugins=...)`` runs epochs of
+zero_grad -> forward -> loss -> backward -> step, and calls each plugin at
+named events with explicit arguments (in the style of Avalanche's plugin
+events, without its strategy object):
+
+- ``before_task(model, task)`` once before training;
+- ``loss(model, x, y, loss) -> loss`` to add a penalty (EWC, SI, L1);
+- ``after_backward(model)`` to mask, scale or project gradients (GPM, HLOP,
+  CLNP's freeze, gradient clipping);
+- ``after_step(model, step)`` after ``optimizer.step()`` (a sparsifier's mask
+  update, SI's path integral, a learning-rate schedule);
+- ``after_epoch(model, epoch)`` (validation, a checkpoint);
+- ``should_stop(step) -> bool`` after every step;
+- ``after_task(model, task)`` once after training (consolidation).
+
+A plugin implements only the events it needs (a :class:`Plugin` subclass, or
+any object with some of these methods). The library prints nothing: pass
+``progress(done, total)`` to see progress (the CLI renders it with rich).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from neuroplastic.batches import iter_batches, model_device
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.importance.base import cross_entropy
+from neuroplastic.types import Data, LossFn
+
+ProgressFn = Callable[[int, int | None], None]
+"""``progress(steps done, total steps or None)``."""
+
+BatchLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
+"""``batch_loss(model, x, y)``: a whole loss computation (forward included)."""
+
+EVENTS = ("before_task", "loss", "after_backward", "after_step", "after_epoch", "should_stop",
+          "after_task")
+
+
+class Plugin:
+    """Base class of loop plugins: every event does nothing. Override the ones you need."""
+
+    def before_task(self, model: nn.Module, task: int) -> None:
+        """Called once before training on ``task``."""
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, loss: Tensor) -> Tensor:
+        """Return the loss to minimise for this batch (add a penalty here)."""
+        return loss
+
+    def after_backward(self, model: nn.Module) -> None:
+        """Gradients are in ``.grad``; the optimizer has not stepped yet."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """The optimizer stepped; ``step`` counts from 1 within this call of ``fit``."""
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        """An epoch ended; ``epoch`` counts from 1 (continuing after ``start_epoch``)."""
+
+    def should_stop(self, step: int) -> bool:
+        """True ends training after this step."""
+        return False
+
+    def after_task(self, model: nn.Module, task: int) -> None:
+        """Called once after training on ``task`` (also after an early stop)."""
+
+
+@dataclass
+class FitResult:
+    """What one call of :func:`fit` did."""
+
+    steps: int
+    epochs: int
+    seconds: float
+    stopped_early: bool
+    step_seconds: list[float] = field(default_factory=list)  # wall time of every step
+    last_loss: float = float("nan")
+
+
+def _handlers(plugins: Sequence[Any], event: str) -> list[Callable[..., Any]]:
+    """The plugins' methods for ``event``, skipping the do-nothing defaults of :class:`Plugin`."""
+    found = []
+    for plugin in plugins:
+        method = getattr(plugin, event, None)
+        if method is None:
+            continue
+        if getattr(type(plugin), event, None) is getattr(Plugin, event):
+            continue
+        found.append(method)
+    return found
+
+
+def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epochs: float,
+        loss_fn: LossFn | None = None, batch_loss: BatchLoss | None = None,
+        plugins: Iterable[Any] = (), progress: ProgressFn | None = None, task: int = 0,
+        start_epoch: int = 0, time_steps: bool = False) -> FitResult:
+    """Train ``model`` in place on ``data`` (re-iterable ``(x, ..., y)`` batches).
+
+    Args:
+        optimizer: steps once per batch.
+        epochs: passes over ``data``; a fractional value stops mid-pass (needs ``len(data)``).
+        loss_fn: ``loss_fn(model(x), y)`` (default: batch-mean cross-entropy on the logits).
+        batch_loss: ``batch_loss(model, x, y)`` replaces the forward and ``loss_fn``
+            (for losses that need several forwards, e.g. NegGrad+).
+        plugins: objects with some of the events named in the module docstring.
+        progress: ``progress(done, total)`` after every step.
+        task: the task index given to ``before_task`` / ``after_task``.
+        start_epoch: epochs already done (a resumed run): training runs epochs
+            ``start_epoch + 1 .. epochs``.
+        time_steps: record every step's wall time in ``FitResult.step_seconds``.
+
+    Returns:
+        A :class:`FitResult`; the model is left in eval mode.
+    """
+    if not epochs >= 0:
+        raise NeuroplasticError(f"epochs must be >= 0, got {epochs}")
+    plugins = list(plugins)
+    on = {event: _handlers(plugins, event) for event in EVENTS}
+    loss_fn = loss_fn or cross_entropy
+    per_epoch = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+    fractional = not float(epochs).is_integer()
+    if fractional and per_epoch is None:
+        raise NeuroplasticError("fractional epochs need data with a length")
+    budget = None if per_epoch is None else round((epochs - start_epoch) * per_epoch)
+    if budget is not None and fractional:
+        budget = max(1, budget)
+    total = budget
+    device = model_device(model)
+    steps, done_epochs, stopped, last = 0, start_epoch, False, float("nan")
+    durations: list[float] = []
+    begin = time.perf_counter()
+    for handler in on["before_task"]:
+        handler(model, task)
+    model.train()
+    for epoch in range(start_epoch, int(epochs) + (1 if fractional else 0)):
+        for x, y in iter_batches(data, device=device, name="training"):
+            if budget is not None and steps >= budget:
+                break
+            started = time.perf_counter() if time_steps else 0.0
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(model, x, y) if batch_loss else loss_fn(model(x), y)
+            for handler in on["loss"]:
+                loss = handler(model, x, y, loss)
+            loss.backward()
+            for handler in on["after_backward"]:
+                handler(model)
+            optimizer.step()
+            steps += 1
+            for handler in on["after_step"]:
+                handler(model, steps)
+            if time_steps:
+                durations.append(time.perf_counter() - started)
+            if progress is not None:
+                progress(steps, total)
+            if on["should_stop"] and any(handler(steps) for handler in on["should_stop"]):
+                stopped = True
+                last = float(loss.detach())
+                break
+        if stopped:
+            break
+        done_epochs = epoch + 1
+        if budget is None or steps < budget or not fractional:
+            for handler in on["after_epoch"]:
+                handler(model, done_epochs)
+            model.train()  # an after_epoch validation may have switched modes
+            if on["should_stop"] and any(handler(steps) for handler in on["should_stop"]):
+                stopped = True
+                break
+    if steps and last != last:
+        last = float(loss.detach())  # type: ignore[possibly-undefined]
+    for handler in on["after_task"]:
+        handler(model, task)
+    model.eval()
+    return FitResult(steps=steps, epochs=done_epochs, seconds=time.perf_counter() - begin,
+                     stopped_early=stopped, step_seconds=durations, last_loss=last)
+
+
+class StopWhen(Plugin):
+    """Stops training once ``condition(step)`` is true (asked after every step)."""
+
+    def __init__(self, condition: Callable[[int], bool]) -> None:
+        self.condition = condition
+
+    def should_stop(self, step: int) -> bool:
+        return bool(self.condition(step))
+
+
+class ClipGradNorm(Plugin):
+    """Clips the global gradient norm to ``max_norm`` after every backward."""
+
+    def __init__(self, max_norm: float) -> None:
+        self.max_norm = max_norm
+
+    def after_backward(self, model: nn.Module) -> None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), self.max_norm)

@@ -1,0 +1,360 @@
+"""Each continual update rule against a hand computation on a tiny model, the metrics
+against their formulas, the streams' settings, the loop's events."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import neuroplastic as npl
+from neuroplastic import NeuroplasticError
+from neuroplastic.consolidate import RunningScores, anchor, quadratic_penalty
+from neuroplastic.continual import CLASSP, CLNP, EWC, GPM, HLOP, SI, ContinualRecipe, run_stream
+from neuroplastic.data.streams import Experience, Stream, permuted_stream, split_stream, stream_from_datasets
+from neuroplastic.evaluate.continual import (
+    average_accuracy,
+    backward_transfer,
+    forgetting,
+    forward_transfer,
+)
+from neuroplastic.intervene import GradientMask, GradientProjection, GradientScale
+from neuroplastic.loop import Plugin, fit
+from tests.clean import assert_clean
+
+
+def two_layer(seed: int = 0, outputs: int = 4) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, outputs))
+
+
+def batches(n: int = 4, seed: int = 0, outputs: int = 4) -> list:
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(10, 6, generator=gen), torch.randint(0, outputs, (10,), generator=gen))
+            for _ in range(n)]
+
+
+def test_metrics_by_hand():
+    r = torch.tensor([[0.9, 0.1, 0.2], [0.7, 0.8, 0.3], [0.6, 0.5, 0.95]])
+    assert average_accuracy(r) == pytest.approx((0.6 + 0.5 + 0.95) / 3)
+    assert backward_transfer(r) == pytest.approx(((0.6 - 0.9) + (0.5 - 0.8)) / 2)
+    fwt = forward_transfer(r, torch.tensor([0.1, 0.2, 0.25]))
+    assert fwt == pytest.approx(((0.1 - 0.2) + (0.3 - 0.25)) / 2)
+    assert forgetting(r) == pytest.approx(((0.9 - 0.6) + (0.8 - 0.5)) / 2)
+    with pytest.raises(NeuroplasticError, match="T x T"):
+        average_accuracy(torch.ones(1, 1))
+
+
+def test_loop_calls_every_event_in_order_and_stops():
+    calls = []
+
+    class Recorder(Plugin):
+        def before_task(self, model, task):
+            calls.append(("before", task))
+
+        def loss(self, model, x, y, loss):
+            calls.append("loss")
+            return loss * 2
+
+        def after_backward(self, model):
+            calls.append("backward")
+
+        def after_step(self, model, step):
+            calls.append(("step", step))
+
+        def after_epoch(self, model, epoch):
+            calls.append(("epoch", epoch))
+
+        def should_stop(self, step):
+            return step == 6
+
+        def after_task(self, model, task):
+            calls.append(("after", task))
+
+    model = two_layer()
+    result = fit(model, batches(4), optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=3,
+                 plugins=[Recorder()], task=7)
+    assert result.steps == 6 and result.stopped_early and result.epochs == 1
+    assert calls[0] == ("before", 7) and calls[-1] == ("after", 7)
+    assert calls[1:4] == ["loss", "backward", ("step", 1)]
+    assert ("epoch", 1) in calls and ("epoch", 2) not in calls
+
+
+def test_loop_equals_a_bare_loop_bit_for_bit():
+    model, bare = two_layer(), two_layer()
+    data = batches(5)
+    fit(model, data, optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), epochs=2)
+    opt = torch.optim.SGD(bare.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(2):
+        for x, y in data:
+            opt.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(bare(x), y).backward()
+            opt.step()
+    for a, b in zip(model.parameters(), bare.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_consolidation_substrate_by_hand():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 2.0]]))
+    a = anchor(model)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[3.0, 1.0]]))
+    f = {"weight": torch.tensor([[0.5, 4.0]])}
+    assert float(quadratic_penalty(model, f, a).detach()) == pytest.approx(0.5 * 4 + 4.0 * 1)
+    running = RunningScores(decay=0.5)
+    running.update({"w": torch.tensor([2.0])})
+    assert running.update({"w": torch.tensor([1.0])})["w"].item() == 2.0  # 0.5 * 2 + 1
+
+
+@pytest.mark.parametrize("how", ["plugin", "context"])
+def test_gradient_interventions_by_hand(how):
+    model = nn.Linear(3, 2, bias=False)
+    x = torch.randn(5, 3)
+
+    def grad_with(intervention):
+        model.zero_grad()
+        if how == "plugin":
+            model(x).sum().backward()
+            intervention.after_backward(model)
+        else:
+            with intervention.attached(model):
+                model(x).sum().backward()
+        return model.weight.grad.clone()
+
+    model.zero_grad()
+    model(x).sum().backward()
+    plain = model.weight.grad.clone()
+    mask = torch.tensor([[True, False, True], [False, True, True]])
+    assert torch.equal(grad_with(GradientMask({"weight": mask})), plain * mask)
+    scale = torch.tensor([[2.0, 0.5, 1.0], [0.0, 3.0, 1.0]])
+    assert torch.allclose(grad_with(GradientScale({"weight": scale})), plain * scale)
+    basis = torch.tensor([[1.0], [1.0], [0.0]])  # one input direction, not yet unit length
+    projected = grad_with(GradientProjection({"weight": basis}))
+    q = basis / basis.norm()
+    assert torch.allclose(projected, plain - plain @ q @ q.t(), atol=1e-6)
+    assert float((projected @ q).abs().max()) < 1e-5  # orthogonal to the stored basis
+    assert_clean(model)
+
+
+def test_ewc_penalty_gradient_is_lambda_f_delta():
+    model = two_layer()
+    ewc = EWC(lam=3.0)
+    experience = Experience(0, TensorDataset(*map(torch.cat, zip(*batches(2), strict=True))), None, None, ())  # type: ignore[arg-type]
+    ewc.after_task(model, experience)
+    fisher, weights = ewc.terms[0]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    model.zero_grad()
+    ewc.penalty(model).backward()
+    for name, p in model.named_parameters():
+        expected = 3.0 * fisher[name] * (p.detach() - weights[name])  # d/dtheta (lam/2) F d^2
+        assert torch.allclose(p.grad, expected, atol=1e-6), name
+
+
+def test_ewc_with_lambda_zero_is_finetune_bit_for_bit():
+    stream = small_stream()
+    a, b = mlp(stream), mlp(stream)
+    recipe = ContinualRecipe(epochs=2)
+    ra = run_stream(a, stream, EWC(lam=0.0), recipe)
+    rb = run_stream(b, stream, npl.create("finetune", kind="continual"), recipe)
+    assert torch.equal(ra.matrix, rb.matrix)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_ewc_proximal_step_is_the_closed_form():
+    model = nn.Linear(2, 1, bias=False)
+    ewc = EWC(lam=10.0, proximal=True, lr=0.5)
+    f, star = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 1.0]])
+    ewc.terms = [({"weight": f}, {"weight": star})]
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[2.0, 3.0]]))
+    ewc.after_step(model, 1)
+    expected = (torch.tensor([[2.0, 3.0]]) + 0.5 * 10 * f * star) / (1 + 0.5 * 10 * f)
+    assert torch.allclose(model.weight, expected)
+
+
+def test_si_omega_and_importance_by_hand():
+    model = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -1.0]]))
+    si = SI(c=0.5, xi=0.1)
+    x, y = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0]])
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = nn.functional.mse_loss
+    fit(model, [(x, y)], optimizer=opt, epochs=2, loss_fn=loss_fn, plugins=[si])
+    # by hand: w0 = (1, -1), out = -1, grad = 2 (out - 0) x = (-2, -4); step 0.1
+    w0 = torch.tensor([1.0, -1.0])
+    g0 = 2 * (w0 @ torch.tensor([1.0, 2.0])) * torch.tensor([1.0, 2.0])
+    w1 = w0 - 0.1 * g0
+    g1 = 2 * (w1 @ torch.tensor([1.0, 2.0])) * torch.tensor([1.0, 2.0])
+    w2 = w1 - 0.1 * g1
+    omega = -(g0 * (w1 - w0)) - (g1 * (w2 - w1))
+    expected = torch.relu(omega / ((w2 - w0) ** 2 + 0.1))
+    assert torch.allclose(si.importance["weight"][0], expected, atol=1e-6)
+    assert torch.allclose(si.anchor["weight"][0], w2, atol=1e-6)
+    # on the next task the penalty's own gradient is taken back out of omega's gradient
+    si.before_task(model, None)
+    model.zero_grad()
+    with torch.no_grad():
+        model.weight.add_(0.3)
+    out = model(x)
+    loss = si.loss(model, x, y, loss_fn(out, y))
+    loss.backward()
+    si.after_backward(model)
+    w = model.weight.detach()[0]
+    unreg = 2 * (w @ torch.tensor([1.0, 2.0])) * torch.tensor([1.0, 2.0])
+    assert torch.allclose(si._unreg["weight"][0], unreg, atol=1e-5)
+
+
+def test_classp_gate_and_scaling_by_hand():
+    classp = CLASSP(threshold=0.5, power=2.0, eps=1e-3)
+    g1 = torch.tensor([1.0, 0.1, -2.0])
+    assert torch.equal(classp.scale("w", g1), g1)  # first task: plain
+    classp.after_task(None, None)
+    g2 = torch.tensor([0.8, 3.0, 0.2])
+    expected = g2 / (1e-3 + g1.abs() ** 2) ** 0.5
+    expected[2] = 0.0  # 0.2^2 = 0.04 <= 0.5: gated
+    assert torch.allclose(classp.scale("w", g2), expected)
+    reference = CLASSP(threshold=0.99, power=2.0, eps=1e-3, reference=True)
+    g = torch.tensor([0.1, 0.2])  # every g^2 < 0.99, yet the per-tensor gate passes
+    assert torch.allclose(reference.scale("w", g), g / (1e-3 + g.abs()) ** 0.5)
+    assert torch.equal(CLASSP(threshold=1.0, reference=True).scale("w", g), torch.zeros(2))
+
+
+def test_gpm_projected_gradients_are_orthogonal_to_the_bases():
+    stream = small_stream()
+    model = mlp(stream)
+    gpm = GPM(threshold=0.95)
+    run_stream(model, stream, gpm, ContinualRecipe(epochs=1))
+    x, y = next(iter(torch.utils.data.DataLoader(stream[0].train, batch_size=16)))
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    gpm.after_backward(model)
+    for layer, basis in gpm.bases.items():
+        grad = dict(model.named_parameters())[f"{layer}.weight"].grad
+        assert float((grad @ basis).abs().max()) < 1e-5, layer
+        assert torch.allclose(basis.t() @ basis, torch.eye(basis.shape[1]), atol=1e-5)
+    assert_clean(model)
+
+
+def test_hebbian_subspace_captures_the_energy_of_exact_pca():
+    """HLOP's Oja rule, run during training, finds a subspace capturing >= 98% of the input
+    energy that the exact top principal components (same number of rows) capture."""
+    from neuroplastic.continual.projection import layer_inputs, projectable_layers
+
+    stream = load_small_permuted()
+    model = npl.models.MLP(64, stream.num_outputs, hidden=(64,))
+    hlop = HLOP(rows=12)
+    run_stream(model, stream, hlop, ContinualRecipe(epochs=3))
+    layers = projectable_layers(model)
+    inputs = layer_inputs(model, torch.utils.data.DataLoader(stream[0].train, batch_size=256),
+                          layers, max_samples=2000)
+    first = next(iter(layers))
+    rows = inputs[first]  # the raw inputs of task 0 (first layer): fixed, not retrained
+    k = 12
+    exact = torch.linalg.svd(rows.double(), full_matrices=False)[2][:k].t()
+    exact_energy = float(((rows.double() @ exact) ** 2).sum() / (rows.double() ** 2).sum())
+    hlop_first_task = HLOP(rows=12)
+    model2 = npl.models.MLP(64, stream.num_outputs, hidden=(64,))
+    one = Stream(stream.name, stream.setting, stream.experiences[:2], stream.num_outputs)
+    run_stream(model2, one, hlop_first_task, ContinualRecipe(epochs=3))
+    basis = hlop_first_task.bases[first].double()[:, :k]
+    hebbian = float(((rows.double() @ basis) ** 2).sum() / (rows.double() ** 2).sum())
+    assert hebbian >= 0.98 * exact_energy, (hebbian, exact_energy)
+
+
+def test_clnp_freezes_old_units_bit_for_bit_and_forgets_nothing():
+    stream = load_small_permuted(setting="task")
+    model = npl.models.MLP(64, stream.num_outputs, hidden=(64, 64))
+    snapshots = []
+
+    class Watched(CLNP):
+        def after_task(self, model, experience):
+            super().after_task(model, experience)
+            snapshots.append({name: (self.active[name].clone(), layer.weight.detach().clone(),
+                                     layer.bias.detach().clone())
+                              for name, layer in model.named_modules() if isinstance(layer, nn.Linear)})
+
+    clnp = Watched(margin=0.02)
+    result = run_stream(model, stream, clnp, ContinualRecipe(epochs=3))
+    assert result.metrics["bwt"] == 0.0
+    for t in range(len(stream)):
+        assert torch.equal(result.matrix[t:, t], result.matrix[t, t].expand(len(stream) - t))
+    # the units active after task 0 keep their incoming weights and biases bit for bit
+    for name, (active, weight, bias) in snapshots[0].items():
+        assert active.any(), name
+        for later in snapshots[1:]:
+            assert torch.equal(later[name][1][active], weight[active]), name
+            assert torch.equal(later[name][2][active], bias[active]), name
+    # and some units stayed free for the later tasks, which learned something
+    assert sum(clnp.free_units[0].values()) > 0
+    assert float(result.matrix.diagonal()[1:].min()) > 0.5
+
+
+def test_clnp_needs_task_labels():
+    stream = load_small_permuted(setting="domain")
+    with pytest.raises(NeuroplasticError, match="needs task labels"):
+        run_stream(npl.models.MLP(64, 10, hidden=(16,)), stream, CLNP(), ContinualRecipe(epochs=1))
+
+
+def test_streams_and_their_settings():
+    data = npl.data.digits()
+    split = split_stream(data, setting="task")
+    assert len(split) == 5 and split.num_outputs == 10 and split[1].classes == (2, 3)
+    assert set(split[1].train.tensors[1].tolist()) == {2, 3}
+    domain = split_stream(data, setting="domain")
+    assert domain.num_outputs == 2 and set(domain[3].test.tensors[1].tolist()) == {0, 1}
+    permuted = permuted_stream(data, tasks=3, setting="task")
+    assert permuted.num_outputs == 30 and permuted[2].classes == tuple(range(20, 30))
+    x0, x1 = permuted[0].train.tensors[0], permuted[1].train.tensors[0]
+    assert torch.equal(x0, data.train.tensors[0])  # task 0 keeps the original order
+    assert torch.equal(torch.sort(x1.flatten(1), dim=1).values, torch.sort(x0.flatten(1), dim=1).values)
+    loss = split.loss_fn()
+    logits = torch.zeros(1, 10)
+    logits[0, 5] = 100.0  # a huge logit on another task's unit is masked away
+    assert float(loss(logits, torch.tensor([2]))) == pytest.approx(math.log(2))
+    with pytest.raises(NeuroplasticError, match="at least two tasks"):
+        stream_from_datasets([(data.train, data.test)])
+    other = TensorDataset(torch.randn(20, 3), torch.zeros(20, dtype=torch.long))
+    with pytest.raises(NeuroplasticError, match="different input shapes"):
+        stream_from_datasets([(data.train, data.test), (other, other)])
+
+
+def test_a_failure_mid_task_restores_the_model_and_leaves_nothing():
+    from tests.faults import InjectedFailure, write_seam
+
+    stream = load_small_permuted()
+    model = npl.models.MLP(64, stream.num_outputs, hidden=(32,))
+    before = copy.deepcopy(model.state_dict())
+    hlop = HLOP(rows=4)
+    with pytest.raises(InjectedFailure), write_seam(model, fail_at=200):
+        run_stream(model, stream, hlop, ContinualRecipe(epochs=2))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert_clean(model)
+
+
+def mlp(stream: Stream) -> nn.Module:
+    torch.manual_seed(0)
+    return npl.models.MLP(int(torch.tensor(stream.input_shape).prod()), stream.num_outputs, hidden=(32,))
+
+
+def small_stream() -> Stream:
+    gen = torch.Generator().manual_seed(0)
+    tasks = []
+    for _ in range(3):
+        x, y = torch.randn(60, 6, generator=gen), torch.randint(0, 3, (60,), generator=gen)
+        tasks.append((TensorDataset(x[:40], y[:40]), TensorDataset(x[40:50], y[40:50]),
+                      TensorDataset(x[50:], y[50:])))
+    return stream_from_datasets(tasks, setting="domain", name="small")
+
+
+def load_small_permuted(setting: str = "domain") -> Stream:
+    return permuted_stream(npl.data.digits(), tasks=3, setting=setting)
