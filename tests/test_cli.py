@@ -237,3 +237,19 @@ def test_one_class_retain_set_is_said_in_words(tmp_path, capsys):
     assert "retain set holds a single class" in metrics["warnings"]
     assert "retain set holds a single class" in capsys.readouterr().err
     assert "retain set holds a single class" in (out / "report.html").read_text()
+
+
+def test_continual_run_writes_matrix_metrics_and_a_heatmap(tmp_path):
+    out = tmp_path / "run"
+    assert main(["continual", "--method", "ewc", "--param", "lam=10", "--compare", "finetune",
+                 "--scenario", "split-digits", "--epochs", "1", "--hidden", "32", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "ewc" and metrics["setting"] == "task" and metrics["tasks"] == 5.0
+    for prefix in ("", "finetune."):
+        matrix = [[metrics[f"{prefix}matrix.{t}.{j}"] for j in range(5)] for t in range(5)]
+        final = matrix[-1]
+        assert metrics[f"{prefix}acc"] == pytest.approx(sum(final) / 5)
+        assert metrics[f"{prefix}bwt"] == pytest.approx(sum(final[j] - matrix[j][j] for j in range(4)) / 4)
+        assert "fwt" in [k.removeprefix(prefix) for k in metrics]
+    assert json.loads((out / "config.json").read_text())["params"] == {"lam": 10}
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 3

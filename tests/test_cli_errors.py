@@ -199,6 +199,18 @@ CASES = [
     (["sparse", "export", "--model", "none.safetensors"], "checkpoint not found"),
     (["sparse", "export", "--model", "bad.safetensors"], "cannot read safetensors"),
     (["sparse", "export", "--model", "wrong.safetensors", "--data", "digits"], "does not fit the model"),
+    # continual
+    (["continual", "--method", "nope"], "unknown continual method 'nope'"),
+    (["continual", "--scenario", "split-cifar"], "unknown scenario 'split-cifar'"),
+    (["continual", "--tasks", "1"], "--tasks must be >= 2"),
+    (["continual", "--setting", "bogus"], "--setting must be task, domain or class"),
+    (["continual", "--method", "clnp", "--epochs", "1", "--hidden", "8"], "clnp needs task labels"),
+    (["continual", "--param", "lam"], "--param must look like name=value"),
+    (["continual", "--method", "ewc", "--param", "lam=-1"], "lam must be a number in"),
+    (["continual", "--method", "ewc", "--param", "typo=1"], "has no hyperparameter 'typo' (it takes: lam,"),
+    (["continual", "--hidden", "a,b"], "--hidden must be comma-separated integers"),
+    (["continual", "--momentum", "1.5"], "--momentum must lie in [0, 1)"),
+    (["continual", "--epochs", "0"], "--epochs must be >= 1"),
     # the demo model
     (["skills", "make-demo", "--steps", "0"], "--steps must be >= 1"),
     (["skills", "make-demo", "--out", "full"], "already exists and is not empty"),
@@ -206,7 +218,7 @@ CASES = [
     (["skills", "make-demo", "--device", "bogus"], "is not a torch device"),
 ]
 WITH_OUT = {("forget",), ("forget", "skill"), ("sparse", "train"), ("sparse", "prune"),
-            ("sparse", "export"), ("skills", "make-demo")}
+            ("sparse", "export"), ("skills", "make-demo"), ("continual",)}
 
 
 def test_the_table_is_large_enough():

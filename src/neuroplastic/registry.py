@@ -76,5 +76,19 @@ def get(name: str, *, kind: str) -> type:
 
 
 def create(name: str, *, kind: str, **kwargs: Any) -> Any:
-    """Instantiate the method registered as ``name`` with keyword hyperparameters."""
-    return get(name, kind=kind)(**kwargs)
+    """Instantiate the method registered as ``name`` with keyword hyperparameters.
+
+    Raises:
+        NeuroplasticError: naming an unknown hyperparameter and the ones the method takes.
+    """
+    import inspect
+
+    cls = get(name, kind=kind)
+    params = inspect.signature(cls).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            takes = ", ".join(n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY)
+            raise NeuroplasticError(f"{kind} method {name!r} has no hyperparameter {unknown[0]!r} "
+                                    f"(it takes: {takes or 'none'})")
+    return cls(**kwargs)

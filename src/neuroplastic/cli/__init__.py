@@ -1,4 +1,5 @@
-"""Command line: ``neuroplastic list``, ``forget`` (and ``forget skill``), ``sparse``, ``skills``.
+"""Command line: ``neuroplastic list``, ``forget`` (and ``forget skill``), ``sparse``, ``skills``,
+``continual``.
 
 One error path: every usage error, bad value, bad file and library error is one
 line on stderr starting ``error:`` and exit code 2, with no traceback (set
@@ -15,6 +16,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
+from neuroplastic.cli.continual import continual_app
 from neuroplastic.cli.forget import forget_app
 from neuroplastic.cli.output import console, say_error
 from neuroplastic.cli.skills import skills_app
@@ -29,6 +31,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_mar
 app.add_typer(forget_app, name="forget", help="Remove data or skills from a trained model.")
 app.add_typer(sparse_app, name="sparse", help="Train or prune to a target sparsity; export.")
 app.add_typer(skills_app, name="skills", help="The demo language model of skill unlearning.")
+app.add_typer(continual_app, name="continual",
+              help="Learn tasks one after another without forgetting the old ones.")
 
 
 @app.command("list")

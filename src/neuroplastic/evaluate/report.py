@@ -162,6 +162,25 @@ def histograms(samples: dict[str, list[float]], *, xlabel: str, bins: int = 30,
     return fig
 
 
+def heatmap(values: list[list[float]], *, rows: list[str], columns: list[str], xlabel: str,
+            ylabel: str, vmin: float = 0.0, vmax: float = 1.0) -> Figure:
+    """A matrix as coloured cells with their values written in (e.g. the continual accuracy
+    matrix R[t, j])."""
+    data = np.asarray(values, dtype=float)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(columns), 1.0 + 0.55 * len(rows)))
+    image = ax.imshow(data, vmin=vmin, vmax=vmax, cmap="viridis")
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if data[i, j] < (vmin + vmax) / 2 else "black")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return fig
+
+
 def duration(seconds: float) -> str:
     """Seconds in the unit a reader expects: µs, ms or s."""
     if seconds != seconds:

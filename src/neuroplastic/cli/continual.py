@@ -1,0 +1,169 @@
+"""``neuroplastic continual``: learn a stream of tasks with a continual method, compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from neuroplastic.cli.common import check_device, options_of, write_run
+from neuroplastic.cli.output import console, warn
+from neuroplastic.cli.progress import progress_bar
+from neuroplastic.errors import NeuroplasticError
+
+if TYPE_CHECKING:
+    from neuroplastic.continual import ContinualResult
+    from neuroplastic.evaluate.report import Report
+
+continual_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+SCENARIO_HELP = ("split-digits (task-IL unless --setting class), permuted-digits (domain-IL unless "
+                 "--setting task), split-mnist1d, permuted-mnist1d, or "
+                 "torchvision:<split|permuted>-<MNIST|CIFAR100>:<root>.")
+
+
+def parse_params(items: list[str]) -> dict[str, Any]:
+    """``--param name=value`` pairs; values are read as JSON when they parse (numbers, true,
+    lists), else kept as text."""
+    params: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise NeuroplasticError(f"--param must look like name=value, got {item!r}")
+        try:
+            params[name] = json.loads(value)
+        except ValueError:
+            params[name] = value
+    return params
+
+
+def continual_report(results: dict[str, ContinualResult], title: str, stream_name: str,
+                     notes: list[str]) -> Report:
+    """report.html: summary table, one heatmap of R per method, per-task final accuracy."""
+    from neuroplastic.evaluate.report import Report, grouped_bars, heatmap
+
+    report = Report(title)
+    for note in notes:
+        report.banner(note)
+    keys = ["acc", "bwt", "fwt", "forgetting", "seconds"]
+    rows = [[key, *(r.metrics.get(key, float("nan")) for r in results.values())] for key in keys]
+    report.table("Results", ["metric", *results], rows)
+    for name, result in results.items():
+        tasks = [str(t) for t in range(result.matrix.shape[0])]
+        report.figure(f"{name}: accuracy on task j (columns) after training task t (rows)",
+                      heatmap(result.matrix.tolist(), rows=tasks, columns=tasks,
+                              xlabel="evaluated task j", ylabel="after task t"))
+    report.figure("Accuracy on every task after the last one", grouped_bars(
+        {name: r.matrix[-1].tolist() for name, r in results.items()},
+        [f"task {t}" for t in range(next(iter(results.values())).matrix.shape[0])], ylabel="test accuracy"))
+    report.text(f"{stream_name}. ACC = mean final accuracy over tasks; BWT = mean change of a task's "
+                "accuracy from right after it was learned to the end (negative = forgetting); FWT = "
+                "accuracy on a task before training on it minus an untrained model's (task- and "
+                "domain-IL only); forgetting = mean drop from each task's best accuracy.")
+    return report
+
+
+@continual_app.callback(invoke_without_command=True)
+def continual(
+    ctx: typer.Context,
+    method: str = typer.Option("hlop", help="A continual method (see `neuroplastic list`)."),
+    scenario: str = typer.Option("permuted-digits", help=SCENARIO_HELP),
+    tasks: int = typer.Option(5, help="Tasks of a permuted scenario."),
+    setting: str | None = typer.Option(None, help="task, domain or class (default: the scenario's)."),
+    compare: list[str] = typer.Option([], help="Also run these methods (default hyperparameters)."),
+    param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable."),
+    hidden: str = typer.Option("256,256", help="Hidden widths of the MLP, comma separated."),
+    epochs: int = typer.Option(25, help="Epochs per task."),
+    lr: float = typer.Option(0.01, help="SGD learning rate."),
+    momentum: float = typer.Option(0.9, help="SGD momentum."),
+    batch_size: int = typer.Option(32, help="Batch size."),
+    seed: int = typer.Option(0, help="Seed of the permutations, initialisation and shuffling."),
+    device: str = typer.Option("cpu", help="torch device."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/continual-<time>)."),
+    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+) -> None:
+    """Learn a stream of tasks one after the other; measure what is remembered (ACC, BWT, FWT)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from neuroplastic.cli.common import check_training_options
+
+    check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
+    if not 0 <= momentum < 1:
+        raise NeuroplasticError(f"--momentum must lie in [0, 1), got {momentum}")
+    if tasks < 2:
+        raise NeuroplasticError(f"--tasks must be >= 2, got {tasks}")
+    if setting is not None and setting not in ("task", "domain", "class"):
+        raise NeuroplasticError(f"--setting must be task, domain or class, got {setting!r}")
+    try:
+        widths = tuple(int(w) for w in hidden.split(",") if w.strip())
+    except ValueError:
+        raise NeuroplasticError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    if not widths or min(widths) < 1:
+        raise NeuroplasticError(f"--hidden needs at least one width >= 1, got {hidden!r}")
+    params = parse_params(param)
+    from neuroplastic.runs import run_dir
+
+    folder = run_dir("continual", out)
+    check_device(device)
+    from neuroplastic import registry
+
+    for name in [method, *compare]:
+        registry.get(name, kind="continual")
+    import torch
+
+    from neuroplastic.continual import ContinualRecipe, run_stream
+    from neuroplastic.data.streams import load_stream
+    from neuroplastic.models import MLP
+
+    stream = load_stream(scenario, tasks=tasks, setting=setting, seed=seed)
+    recipe = ContinualRecipe(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed)
+    features = int(torch.tensor(stream.input_shape).prod())
+    results = {}
+    for name in [method, *compare]:
+        kwargs = dict(params) if name == method else {}
+        if name == "ewc" and kwargs.get("proximal"):
+            kwargs.setdefault("lr", lr)
+        instance = registry.create(name, kind="continual", **kwargs)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = MLP(features, stream.num_outputs, hidden=widths).to(device)
+        with progress_bar(f"{name} on {stream.name} ({stream.setting}-IL)") as progress:
+            results[name] = run_stream(model, stream, instance, recipe, progress=progress)
+    metrics: dict[str, Any] = {"method": method, "scenario": stream.name, "setting": stream.setting,
+                               "tasks": float(len(stream))}
+    for name, result in results.items():
+        prefix = "" if name == method else f"{name}."
+        metrics.update({f"{prefix}{k}": v for k, v in result.metrics.items()})
+    print_summary(results)
+    notes = continual_warnings(results, stream.setting)
+    for note in notes:
+        warn(note)
+    write_run(folder, command="continual",
+              config={"options": options_of(ctx.params), "recipe": recipe.to_dict(), "params": params},
+              metrics=metrics, report=continual_report(results, f"neuroplastic continual: {method}",
+                                                       f"{stream.name}, {stream.setting}-IL", notes),
+              model=None, json_out=json_out)
+
+
+def print_summary(results: dict[str, ContinualResult]) -> None:
+    from rich.table import Table
+
+    table = Table("method", "ACC", "BWT", "FWT", "forgetting", "seconds")
+    for name, r in results.items():
+        table.add_row(name, *(f"{r.metrics[k]:.3f}" if k in r.metrics else "—"
+                              for k in ("acc", "bwt", "fwt", "forgetting", "seconds")))
+    console.print(table)
+
+
+def continual_warnings(results: dict[str, ContinualResult], setting: str) -> list[str]:
+    """Sentences for the console and the report."""
+    notes = []
+    if setting == "class":
+        notes.append("class-incremental: without replay, regularisation and projection methods "
+                     "usually end near finetuning (only the last task's classes are predicted)")
+    for name, r in results.items():
+        if r.metrics["bwt"] < -0.2:
+            notes.append(f"{name} forgot a lot: BWT {r.metrics['bwt']:.3f}")
+    return notes
