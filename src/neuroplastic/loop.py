@@ -140,7 +140,7 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         handler(model, task)
     model.train()
     for epoch in range(start_epoch, int(epochs) + (1 if fractional else 0)):
-        for x, y in iter_batches(data, device=device, name="training"):
+        for x, y in _batches(data, device):
             if budget is not None and steps >= budget:
                 break
             started = time.perf_counter() if time_steps else 0.0
@@ -180,6 +180,25 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
     model.eval()
     return FitResult(steps=steps, epochs=done_epochs, seconds=time.perf_counter() - begin,
                      stopped_early=stopped, step_seconds=durations, last_loss=last)
+
+
+def _batches(data: Data, device: torch.device) -> Iterable[tuple[Tensor, Tensor]]:
+    """``(x, y)`` of every batch on ``device``, the first one checked in full (form, sizes,
+    finite inputs) by :func:`~neuroplastic.batches.iter_batches`; later ones only moved, so
+    the loop costs what a hand-written one does (benchmarks/loop.py). A NaN in a later
+    batch shows as a NaN loss, not an error."""
+    first = True
+    for batch in data:
+        if first:
+            checked = list(iter_batches([batch], device=device, name="training"))
+            if not checked:  # an empty batch: nothing to train on
+                continue
+            (x, y), first = checked[0], False
+        else:
+            x, y = batch[0], batch[-1]
+            if x.device != device:
+                x, y = x.to(device), y.to(device)
+        yield x, y
 
 
 class StopWhen(Plugin):
