@@ -122,3 +122,22 @@ def test_batches_with_extra_elements_take_the_last_as_label():
     for name in expected:
         assert torch.equal(expected[name], got[name])
     assert torch.equal(labels_of(triple), y) and count_samples(triple) == 12
+
+
+def test_exact_fisher_equals_a_slow_loop_over_samples_and_classes():
+    """Fisher(mode="exact") = mean over samples of sum_c p(c|x) (grad log p(c|x))^2."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3))
+    x = torch.randn(7, 4)
+    data = [(x[:4], torch.zeros(4, dtype=torch.long)), (x[4:], torch.zeros(3, dtype=torch.long))]
+    got = Fisher(mode="exact").estimate(model, data)
+    expected = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for i in range(len(x)):
+        logp = torch.log_softmax(model(x[i:i + 1]), -1)[0]
+        for c in range(3):
+            model.zero_grad()
+            grads = torch.autograd.grad(logp[c], list(model.parameters()), retain_graph=True)
+            for (n, _), g in zip(model.named_parameters(), grads, strict=True):
+                expected[n] += logp[c].exp().detach() * g ** 2
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n] / len(x), rtol=1e-4, atol=1e-7)

@@ -48,8 +48,8 @@ EVENTS = ("before_task", "loss", "after_backward", "after_step", "after_epoch", 
 class Plugin:
     """Base class of loop plugins: every event does nothing. Override the ones you need."""
 
-    def before_task(self, model: nn.Module, task: int) -> None:
-        """Called once before training on ``task``."""
+    def before_task(self, model: nn.Module, task: Any) -> None:
+        """Called once before training on ``task`` (an index or an experience)."""
 
     def loss(self, model: nn.Module, x: Tensor, y: Tensor, loss: Tensor) -> Tensor:
         """Return the loss to minimise for this batch (add a penalty here)."""
@@ -68,7 +68,7 @@ class Plugin:
         """True ends training after this step."""
         return False
 
-    def after_task(self, model: nn.Module, task: int) -> None:
+    def after_task(self, model: nn.Module, task: Any) -> None:
         """Called once after training on ``task`` (also after an early stop)."""
 
 
@@ -99,7 +99,7 @@ def _handlers(plugins: Sequence[Any], event: str) -> list[Callable[..., Any]]:
 
 def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epochs: float,
         loss_fn: LossFn | None = None, batch_loss: BatchLoss | None = None,
-        plugins: Iterable[Any] = (), progress: ProgressFn | None = None, task: int = 0,
+        plugins: Iterable[Any] = (), progress: ProgressFn | None = None, task: Any = 0,
         start_epoch: int = 0, time_steps: bool = False) -> FitResult:
     """Train ``model`` in place on ``data`` (re-iterable ``(x, ..., y)`` batches).
 
@@ -111,7 +111,8 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
             (for losses that need several forwards, e.g. NegGrad+).
         plugins: objects with some of the events named in the module docstring.
         progress: ``progress(done, total)`` after every step.
-        task: the task index given to ``before_task`` / ``after_task``.
+        task: what ``before_task`` / ``after_task`` receive (a task index, or the task's
+            :class:`~neuroplastic.data.streams.Experience` in continual learning).
         start_epoch: epochs already done (a resumed run): training runs epochs
             ``start_epoch + 1 .. epochs``.
         time_steps: record every step's wall time in ``FitResult.step_seconds``.

@@ -142,9 +142,10 @@ def test_gradient_interventions_by_hand(how):
     assert_clean(model)
 
 
-def test_ewc_penalty_gradient_is_lambda_f_delta():
+@pytest.mark.parametrize("fisher", ["batch_sq", "per_sample", "exact"])
+def test_ewc_penalty_gradient_is_lambda_f_delta(fisher):
     model = two_layer()
-    ewc = EWC(lam=3.0)
+    ewc = EWC(lam=3.0, fisher=fisher)
     experience = Experience(0, TensorDataset(*map(torch.cat, zip(*batches(2), strict=True))), None, None, ())  # type: ignore[arg-type]
     ewc.after_task(model, experience)
     fisher, weights = ewc.terms[0]
@@ -229,10 +230,11 @@ def test_classp_gate_and_scaling_by_hand():
     assert torch.equal(CLASSP(threshold=1.0, reference=True).scale("w", g), torch.zeros(2))
 
 
-def test_gpm_projected_gradients_are_orthogonal_to_the_bases():
+@pytest.mark.parametrize("method", ["gpm", "hlop"])
+def test_projected_gradients_are_orthogonal_to_the_bases(method):
     stream = small_stream()
     model = mlp(stream)
-    gpm = GPM(threshold=0.95)
+    gpm = GPM(threshold=0.95) if method == "gpm" else HLOP(rows=3)
     run_stream(model, stream, gpm, ContinualRecipe(epochs=1))
     x, y = next(iter(torch.utils.data.DataLoader(stream[0].train, batch_size=16)))
     model.zero_grad()
@@ -358,3 +360,24 @@ def small_stream() -> Stream:
 
 def load_small_permuted(setting: str = "domain") -> Stream:
     return permuted_stream(npl.data.digits(), tasks=3, setting=setting)
+
+
+def test_torchvision_streams_are_built_from_data_on_disk(monkeypatch):
+    """torchvision:<split|permuted>-<MNIST|CIFAR100>:<root> goes through the torchvision
+    loader (never downloading); stood in here by digits, since torchvision is optional."""
+    import neuroplastic.data.loaders as loaders
+    from neuroplastic.data.streams import load_stream
+
+    seen = []
+
+    def fake(name, root, *, seed=0):
+        seen.append((name, root))
+        return npl.data.digits(seed=seed)
+
+    monkeypatch.setattr(loaders, "load_torchvision", fake)
+    split = load_stream("torchvision:split-MNIST:/data/mnist")
+    assert seen[-1] == ("MNIST", "/data/mnist") and split.setting == "task" and len(split) == 5
+    permuted = load_stream("torchvision:permuted-MNIST:/data/mnist", tasks=3)
+    assert permuted.setting == "domain" and len(permuted) == 3
+    with pytest.raises(NeuroplasticError, match="torchvision streams are"):
+        load_stream("torchvision:rotated-MNIST:/data")

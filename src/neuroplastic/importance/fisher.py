@@ -68,9 +68,9 @@ class Fisher(BatchGradientEstimator):
         frozen = {n: p.detach() for n, p in model.named_parameters() if n not in named}
         frozen.update(dict(model.named_buffers()))
 
-        def class_nll(params: dict[str, Tensor], x: Tensor, c: Tensor) -> Tensor:
+        def class_nll(params: dict[str, Tensor], x: Tensor, one_hot: Tensor) -> Tensor:
             out = logits_of(functional_call(model, (params, frozen), (x.unsqueeze(0),)))
-            return -torch.log_softmax(out, -1)[0, c]
+            return -(torch.log_softmax(out, -1)[0] * one_hot).sum()  # -log p(c|x), c = one_hot
 
         # per sample (outer vmap) and per class (inner vmap): gradients of -log p(c|x)
         per_class = vmap(vmap(grad(class_nll), in_dims=(None, None, 0)), in_dims=(None, 0, None))
@@ -80,7 +80,7 @@ class Fisher(BatchGradientEstimator):
         with eval_mode(model), torch.no_grad():
             for x, _ in iter_batches(data, device=model_device(model), name="importance"):
                 probs = torch.softmax(logits_of(model(x)).float(), -1)  # (B, K)
-                classes = torch.arange(probs.shape[1], device=x.device)
+                classes = torch.eye(probs.shape[1], device=x.device, dtype=probs.dtype)
                 with torch.enable_grad():
                     grads = per_class(detached, x, classes)  # each (B, K, *shape)
                 for n, g in grads.items():
