@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sparse.py
 	$(BIN)/python benchmarks/skills.py
 	$(BIN)/python benchmarks/startup.py
+	$(BIN)/python benchmarks/loop.py
+	$(BIN)/python benchmarks/continual.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,7 +4,7 @@ pruning at 80/90/95% sparsity on digits (CNN) and MNIST-1D (MLP), 3 seeds each.
 Writes benchmarks/results/sparse.json and the README table between the
 ``sparse-benchmark`` markers. Nothing is selected on the test split (no
 checkpoint selection at all: the last epoch is reported). Run:
-``.venv/bin/python benchmarks/sparse.py`` (about 14 minutes on 2 CPU cores; ``--timing-only``
+``.venv/bin/python benchmarks/sparse.py`` (about 4 minutes on 2 CPU cores; ``--timing-only``
 re-measures only the timings).
 """
 
