@@ -45,6 +45,19 @@ def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    _exit_quietly()
+
+
+def _exit_quietly() -> None:
+    """End a worker that succeeded without the interpreter's teardown: gloo's background
+    threads can still be joinable when static destructors run, which aborts the process
+    ("terminate called without an active exception", seen once in a fresh-clone run). A
+    failing worker raises before this, so mp.spawn still reports its error."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def test_two_processes_give_the_single_process_scores(tmp_path):
@@ -98,6 +111,7 @@ def _ddp_worker(rank: int, store_file: str, out: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    _exit_quietly()
 
 
 def test_in_place_masks_under_ddp_match_one_process(tmp_path):

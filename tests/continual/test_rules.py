@@ -381,3 +381,26 @@ def test_torchvision_streams_are_built_from_data_on_disk(monkeypatch):
     assert permuted.setting == "domain" and len(permuted) == 3
     with pytest.raises(NeuroplasticError, match="torchvision streams are"):
         load_stream("torchvision:rotated-MNIST:/data")
+
+
+@pytest.mark.parametrize("method", ["gpm", "hlop"])
+def test_conv_layers_are_projected_on_their_unfolded_patches(method):
+    """A Conv2d weight's gradient (flattened to out x in*k*k) is projected off the basis of
+    the layer's unfolded input patches, so its response to old patches cannot change."""
+    from neuroplastic.continual.projection import as_rows
+
+    stream = permuted_stream(npl.data.digits(), tasks=2, setting="domain")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10))
+    chosen = GPM(threshold=0.9) if method == "gpm" else HLOP(rows=4)
+    run_stream(model, stream, chosen, ContinualRecipe(epochs=1))
+    basis = chosen.bases["0"]
+    assert basis.shape[0] == 9  # 1 channel x 3 x 3 patches
+    x, y = stream[1].train.tensors[0][:16], stream[1].train.tensors[1][:16]
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    chosen.after_backward(model)
+    grad = model[0].weight.grad.reshape(4, -1)
+    assert float((grad @ basis).abs().max()) < 1e-5
+    patches = as_rows(model[0], stream[0].train.tensors[0][:4])
+    assert patches.shape == (4 * 64, 9)
