@@ -13,7 +13,7 @@ from neuroplastic.registry import available, create, get, register
 __version__ = "0.1.0"
 
 _SUBMODULES = ("consolidate", "continual", "data", "evaluate", "forget", "importance", "intervene",
-               "loop", "models", "select", "skills", "sparse", "io", "targets", "training")
+               "loop", "models", "record", "select", "skills", "sparse", "io", "targets", "training")
 __getattr__, __dir__ = lazy_exports(__name__, {**{name: "" for name in _SUBMODULES},
                                                "Targets": "targets"})
 

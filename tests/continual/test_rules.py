@@ -404,3 +404,19 @@ def test_conv_layers_are_projected_on_their_unfolded_patches(method):
     assert float((grad @ basis).abs().max()) < 1e-5
     patches = as_rows(model[0], stream[0].train.tensors[0][:4])
     assert patches.shape == (4 * 64, 9)
+
+
+def test_layer_recorder_reads_inputs_and_outputs_and_leaves_no_hook():
+    from neuroplastic.record import LayerRecorder
+
+    model = two_layer()
+    x = torch.randn(3, 6)
+    with pytest.raises(RuntimeError, match="boom"), LayerRecorder({"0": model[0], "2": model[2]},
+                                                                  outputs=True) as recorder:
+        out = model(x)
+        assert torch.equal(recorder.inputs["0"], x)
+        assert torch.equal(recorder.outputs["2"], out.detach())
+        assert torch.equal(recorder.inputs["2"], torch.relu(model[0](x)).detach())
+        assert not recorder.outputs["2"].requires_grad
+        raise RuntimeError("boom")
+    assert_clean(model)

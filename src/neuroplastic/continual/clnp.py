@@ -22,6 +22,7 @@ from neuroplastic.data.splits import loader
 from neuroplastic.data.streams import Experience, task_accuracy
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.intervene.gradients import GradientMask
+from neuroplastic.record import LayerRecorder
 from neuroplastic.registry import register
 
 
@@ -119,22 +120,13 @@ class CLNP(ContinualMethod):
 
         sums = {name: torch.zeros(m.out_features) for name, m in hidden}
         count = 0
-
-        def keep(name: str):  # type: ignore[no-untyped-def]
-            def hook(module: nn.Module, args: object, output: Tensor) -> None:
-                sums[name] += torch.relu(output.detach()).reshape(-1, output.shape[-1]).sum(0).cpu()
-            return hook
-
-        handles = [m.register_forward_hook(keep(name)) for name, m in hidden]
-        try:
-            with eval_mode(model):
-                for x, _ in iter_batches(loader(experience.train, batch_size=256),
-                                         device=model_device(model), name="activity"):
-                    model(x)
-                    count += len(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+        with eval_mode(model), LayerRecorder(dict(hidden), inputs=False, outputs=True) as recorder:
+            for x, _ in iter_batches(loader(experience.train, batch_size=256),
+                                     device=model_device(model), name="activity"):
+                model(x)
+                for name, output in recorder.outputs.items():
+                    sums[name] += torch.relu(output).reshape(-1, output.shape[-1]).sum(0).cpu()
+                count += len(x)
         return {name: total / max(count, 1) for name, total in sums.items()}
 
     def _choose(self, model: nn.Module, layers: list[tuple[str, nn.Linear]], activity: dict[str, Tensor],

@@ -20,6 +20,7 @@ from neuroplastic.data.splits import loader
 from neuroplastic.data.streams import Experience
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.intervene.gradients import GradientProjection
+from neuroplastic.record import LayerRecorder
 from neuroplastic.registry import register
 
 LAYERS = (nn.Linear, nn.Conv2d)
@@ -43,33 +44,14 @@ def as_rows(layer: nn.Module, inputs: Tensor) -> Tensor:
     return inputs.reshape(-1, inputs.shape[-1])
 
 
-class InputRecorder:
-    """Forward pre-hooks that keep the last input of each named layer (read only), removed
-    by :meth:`remove`; usable as a context manager."""
+class InputRecorder(LayerRecorder):
+    """A :class:`~neuroplastic.record.LayerRecorder` of layer inputs, read as rows."""
 
     def __init__(self, layers: dict[str, nn.Module]) -> None:
-        self.layers = layers
-        self.inputs: dict[str, Tensor] = {}
-        self.handles = [module.register_forward_pre_hook(self._keep(name)) for name, module in layers.items()]
-
-    def _keep(self, name: str):  # type: ignore[no-untyped-def]
-        def hook(module: nn.Module, args: tuple[Tensor, ...]) -> None:
-            self.inputs[name] = args[0].detach()
-        return hook
+        super().__init__(layers, inputs=True)
 
     def rows(self) -> dict[str, Tensor]:
         return {name: as_rows(self.layers[name], x) for name, x in self.inputs.items()}
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
-
-    def __enter__(self) -> InputRecorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
 
 
 @torch.no_grad()
