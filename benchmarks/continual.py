@@ -24,9 +24,8 @@ import torch
 from neuroplastic import registry
 from neuroplastic.continual import ContinualRecipe, run_stream
 from neuroplastic.data.streams import load_stream
-from neuroplastic.io import write_json
 from neuroplastic.models import MLP
-from readme_table import update_readme
+from readme_table import publish
 
 ROOT = Path(__file__).resolve().parent
 SCENARIOS = [("split-digits", "task"), ("split-digits", "class"), ("permuted-digits", "domain"),
@@ -122,9 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         results = json.loads((ROOT / "results" / "continual.json").read_text())
-        table = markdown(results)
-        (ROOT / "results" / "continual.md").write_text(table + "\n", encoding="utf-8")
-        update_readme("continual-benchmark", table)
+        publish("continual", markdown(results), echo=False)
         return
     torch.set_num_threads(2)
     recipe = ContinualRecipe(epochs=args.epochs)
@@ -151,14 +148,10 @@ def main() -> None:
             bwt = statistics.fmean(r["bwt"] for r in runs)
             print(f"  -> {name}: ACC {mean_std(accs)}, BWT {bwt:+.3f}", flush=True)
     results["seconds"] = earlier + time.perf_counter() - start
-    write_json(ROOT / "results" / "continual.json", results)
-    table = markdown(results)
-    (ROOT / "results" / "continual.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
     complete = all(name in results["scenarios"][f"{s}/{m}"] for s, m in SCENARIOS for name in GRIDS
                    if not (registry.get(name, kind="continual").needs_task_labels and m != "task"))
-    if not args.no_readme and complete and args.epochs == 25:
-        update_readme("continual-benchmark", table)
+    publish("continual", markdown(results), results=results,
+            readme=not args.no_readme and complete and args.epochs == 25)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,9 @@ from neuroplastic.data import (
     sub_class,
 )
 from neuroplastic.forget.experiment import ForgetOptions, compare_method, run_forget, trained_model
-from neuroplastic.io import write_json, write_text
 from neuroplastic.models import default_model
 from neuroplastic.training import TrainConfig, train_epochs
-from readme_table import update_readme
+from readme_table import publish
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("ssd", "lfssd", "ssd-auto", "finetune", "neggrad+", "random-labels")
@@ -200,9 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.from_json:
         results = json.loads((ROOT / "results" / "forget.json").read_text())
-        table = markdown(results)
-        write_text(ROOT / "results" / "forget.md", table + "\n")
-        update_readme("forget-benchmark", table)
+        publish("forget", markdown(results), echo=False)
         return
     torch.set_num_threads(2)
     config = TrainConfig()
@@ -234,13 +231,8 @@ def main() -> None:
                                      lambda s=shape, c=classes: default_model(s, c), epoch,
                                      shadows=args.shadows if name.startswith("random") else None)
         results["descriptions"][name] = scenario.description
-    (ROOT / "results").mkdir(exist_ok=True)
-    write_json(ROOT / "results" / "forget.json", results)
-    table = markdown(results)
-    write_text(ROOT / "results" / "forget.md", table + "\n")
-    print(table)
-    if not args.no_readme and len(args.classes) == 10:
-        update_readme("forget-benchmark", table)
+    publish("forget", markdown(results), results=results,
+            readme=not args.no_readme and len(args.classes) == 10)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,14 @@ import argparse
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from neuroplastic import loop
 from neuroplastic.data import digits, loader, mnist1d
-from neuroplastic.io import write_json
 from neuroplastic.models import MLP, SmallCNN
-from readme_table import update_readme
-
-ROOT = Path(__file__).resolve().parent
+from readme_table import publish
 
 
 class Idle(loop.Plugin):
@@ -99,12 +95,7 @@ def main() -> None:
               "MNIST-1D MLP": measure("MNIST-1D MLP", MLP(40, 10), m.train, epochs=args.epochs)}
     results = {"epochs": args.epochs, "models": models,
                "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
-    write_json(ROOT / "results" / "loop.json", results)
-    table = markdown(results)
-    (ROOT / "results" / "loop.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
-    if not args.no_readme:
-        update_readme("loop-benchmark", table)
+    publish("loop", markdown(results), results=results, readme=not args.no_readme)
 
 
 if __name__ == "__main__":

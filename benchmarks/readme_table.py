@@ -1,13 +1,16 @@
-"""Put a regenerated benchmark table into README.md between its markers."""
+"""Put a regenerated benchmark table into README.md between its markers, and keep the
+benchmark's results beside it (``benchmarks/results/<name>.json`` and ``.md``)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
-from neuroplastic.io import write_text
+from neuroplastic.io import write_json, write_text
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def update_readme(marker: str, table: str) -> None:
@@ -17,3 +20,17 @@ def update_readme(marker: str, table: str) -> None:
     if not pattern.search(text):
         raise SystemExit(f"README.md has no {marker} markers")
     write_text(README, pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
+
+
+def publish(name: str, table: str, *, results: dict[str, Any] | None = None, readme: bool = True,
+            echo: bool = True) -> None:
+    """Write ``results/<name>.json`` (when ``results`` is given) and ``results/<name>.md``,
+    print the table (``echo``), and with ``readme`` put it between the README's
+    ``<name>-benchmark`` markers."""
+    if results is not None:
+        write_json(RESULTS / f"{name}.json", results)
+    write_text(RESULTS / f"{name}.md", table + "\n")
+    if echo:
+        print(table)
+    if readme:
+        update_readme(f"{name}-benchmark", table)

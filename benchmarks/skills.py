@@ -11,19 +11,16 @@ import math
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 from neuroplastic import registry
-from neuroplastic.io import write_json
 from neuroplastic.skills.demo import demo_info, load_demo
 from neuroplastic.skills.evaluation import evaluate_skills, generation_overhead, retained_examples
 from neuroplastic.skills.experiment import demo_request, run_skill_forget
 from neuroplastic.skills.tasks import SKILLS
-from readme_table import update_readme
+from readme_table import publish
 
-ROOT = Path(__file__).resolve().parent
 # (label, registered name, hyperparameters); ksd is run at the paper's h values.
 METHODS = (
     ("NA (p=3%)", "na", {}),
@@ -107,12 +104,7 @@ def main() -> None:
         "demo_model": demo_info(), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "seconds": time.perf_counter() - start,
     }
-    write_json(ROOT / "results" / "skills.json", results)
-    markdown = table(results)
-    (ROOT / "results" / "skills.md").write_text(markdown + "\n", encoding="utf-8")
-    print(markdown)
-    if not args.no_readme:
-        update_readme("skills-benchmark", markdown)
+    publish("skills", table(results), results=results, readme=not args.no_readme)
     assert all(math.isfinite(v) for v in overheads)
 
 

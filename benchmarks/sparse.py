@@ -22,14 +22,14 @@ from torch import nn
 
 from neuroplastic.data import digits, loader, mnist1d
 from neuroplastic.evaluate.outputs import accuracy
-from neuroplastic.io import write_json, write_text
+from neuroplastic.io import write_json
 from neuroplastic.models import MLP, default_model, seeded_model
 from neuroplastic.sparse import GraNet
 from neuroplastic.sparse.experiment import run_sparse
 from neuroplastic.sparse.fit import SparseRecipe, adam
 from neuroplastic.sparse.inference import CSRLinear, to_csr
 from neuroplastic.sparse.latency import latencies
-from readme_table import update_readme
+from readme_table import publish
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("granet", "rigl", "set", "gmp", "snip", "magnitude")
@@ -230,10 +230,7 @@ def main() -> None:
             results["datasets"][name]["overhead"] = step_overhead(data)
         results["export"] = export_speed()
         write_json(path, results)
-    table = markdown(results)
-    write_text(ROOT / "results" / "sparse.md", table + "\n")
-    print(table)
-    update_readme("sparse-benchmark", table)
+    publish("sparse", markdown(results))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-from neuroplastic.io import write_json
-from readme_table import update_readme
+from readme_table import publish
 
-ROOT = Path(__file__).resolve().parent
 SCRIPT = str(Path(sys.executable).with_name("neuroplastic"))
 COMMANDS = {
     "python -c 'import neuroplastic'": [sys.executable, "-c", "import neuroplastic"],
@@ -60,12 +58,7 @@ def main() -> None:
         print(f"{name:55s} median {commands[name]['median']:.3f}s best {commands[name]['best']:.3f}s")
     results = {"commands": commands, "repeats": args.repeats,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
-    write_json(ROOT / "results" / "startup.json", results)
-    table = markdown(results)
-    (ROOT / "results" / "startup.md").write_text(table + "\n", encoding="utf-8")
-    print(table)
-    if not args.no_readme:
-        update_readme("startup-benchmark", table)
+    publish("startup", markdown(results), results=results, readme=not args.no_readme)
 
 
 if __name__ == "__main__":
