@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from neuroplastic.cli.output import console
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import check_metrics, staged_folder  # light: no torch
 
 if TYPE_CHECKING:
     from torch import nn
@@ -126,7 +127,6 @@ def write_run(folder: Path, *, command: str, config: dict[str, Any], metrics: di
     ``json_out`` print metrics.json."""
     from neuroplastic import __version__
     from neuroplastic.io import save_model, to_json, write_json
-    from neuroplastic.runs import check_metrics, staged_folder
 
     check_metrics(metrics)
     with staged_folder(folder, adopt=adopt) as staging:

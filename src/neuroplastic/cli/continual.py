@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from neuroplastic.cli.common import check_device, options_of, write_run
+from neuroplastic.cli.common import check_device, check_training_options, options_of, write_run
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import run_dir  # light: no torch
 
 if TYPE_CHECKING:
     from neuroplastic.continual import ContinualResult
@@ -87,8 +88,6 @@ def continual(
     """Learn a stream of tasks one after the other; measure what is remembered (ACC, BWT, FWT)."""
     if ctx.invoked_subcommand is not None:
         return
-    from neuroplastic.cli.common import check_training_options
-
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     if not 0 <= momentum < 1:
         raise NeuroplasticError(f"--momentum must lie in [0, 1), got {momentum}")
@@ -103,8 +102,6 @@ def continual(
     if not widths or min(widths) < 1:
         raise NeuroplasticError(f"--hidden needs at least one width >= 1, got {hidden!r}")
     params = parse_params(param)
-    from neuroplastic.runs import run_dir
-
     folder = run_dir("continual", out)
     check_device(device)
     from neuroplastic import registry

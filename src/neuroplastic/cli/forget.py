@@ -22,6 +22,7 @@ from neuroplastic.cli.names import SCENARIOS
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import run_dir  # light: no torch
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -307,7 +308,7 @@ def forget(
                                    ulira_shadows=(shadows or 16) if mia == "ulira" else None)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
-    folder = run_dir_checked("forget", out)
+    folder = run_dir("forget", out)
     check_factory(model_factory)
     from neuroplastic import registry
 
@@ -350,10 +351,3 @@ def forget(
               config={"options": options, "train": config.to_dict(), "method_kwargs": method_kwargs},
               metrics=run.metrics, report=forget_report(run, columns, request.data.class_names, notes),
               model=run.unlearned, json_out=json_out)
-
-
-def run_dir_checked(command: str, out: Path | None) -> Path:
-    """The run folder, checked (new or empty, writable) before any work starts."""
-    from neuroplastic.runs import run_dir
-
-    return run_dir(command, out)

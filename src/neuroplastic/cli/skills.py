@@ -13,6 +13,7 @@ from neuroplastic.cli.names import DEMO_SKILLS
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import run_dir  # light: no torch
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -157,8 +158,6 @@ def forget_skill(
         for path in [forget, *([retain] if retain else []), *evaluation]:
             if not path.is_file():
                 raise NeuroplasticError(f"prompt file not found: {path}")
-    from neuroplastic.runs import run_dir
-
     folder = run_dir("forget-skill", out)
     check_device(device)
     kwargs = method_options(method, percent=percent, h=h, false_abstain=false_abstain, seed=seed)
@@ -221,8 +220,6 @@ def make_demo_command(
         raise NeuroplasticError(f"--steps must be >= 1, got {steps}")
     if out is not None and replace_shipped:
         raise NeuroplasticError("give either --out or --replace-shipped, not both")
-    from neuroplastic.runs import run_dir
-
     target = None if replace_shipped else run_dir("demo-model", out)
     check_device(device)
     from rich.table import Table

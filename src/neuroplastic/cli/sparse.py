@@ -19,6 +19,7 @@ from neuroplastic.cli.common import (
 from neuroplastic.cli.output import console, set_interrupt_hint, warn
 from neuroplastic.cli.progress import progress_bar
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import run_dir, run_options  # light: no torch
 
 if TYPE_CHECKING:
     from neuroplastic.evaluate.report import Report
@@ -131,11 +132,6 @@ def absolute_factory(model_factory: str | None) -> str | None:
     return f"{Path(location).resolve()}:{attr}" if location.endswith(".py") else model_factory
 
 
-def run_folder(command: str, out: Path | None) -> Path:
-    from neuroplastic.runs import run_dir
-
-    return run_dir(command, out)
-
 
 @sparse_app.command("train")
 def train(
@@ -178,7 +174,7 @@ def train(
             raise NeuroplasticError(f"{out} holds a finished run; nothing to resume")
         folder = out
     else:
-        folder = run_folder("sparse-train", out)
+        folder = run_dir("sparse-train", out)
     check_factory(model_factory)
     from neuroplastic import registry
 
@@ -237,7 +233,7 @@ def prune(
     check_training_options(lr=lr, batch_size=batch_size, device=device)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
-    folder = run_folder("sparse-prune", out)
+    folder = run_dir("sparse-prune", out)
     check_factory(model_factory)
     from neuroplastic.data import loader
     from neuroplastic.evaluate.outputs import accuracy
@@ -287,9 +283,7 @@ def export(
     that ``npl.sparse.rebuild_export`` turns back into the fast model)."""
     if not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
-    folder = run_folder("sparse-export", out)
-    from neuroplastic.runs import run_options
-
+    folder = run_dir("sparse-export", out)
     trained_with = run_options(model.parent)
     if data is None:
         data = trained_with.get("data") or "digits"
