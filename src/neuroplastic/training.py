@@ -45,8 +45,6 @@ def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
     Returns:
         The number of optimizer steps taken.
     """
-    if epochs < 0:
-        raise NeuroplasticError(f"epochs must be >= 0, got {epochs}")
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     stop = [StopWhen(should_stop)] if should_stop is not None else []
     return loop.fit(model, data, optimizer=optimizer, epochs=epochs, loss_fn=loss_fn,

@@ -83,14 +83,16 @@ class _Projected(ContinualMethod):
         self.bases: dict[str, Tensor] = {}  # layer name -> (inputs, k) orthonormal columns
         self.tasks_done = 0
         self._projection: GradientProjection | None = None
+        self._frozen: frozenset[str] = frozenset()  # every parameter but the projected weights
 
     def _weights(self, model: nn.Module) -> dict[str, str]:
         return {f"{name}.weight": name for name in projectable_layers(model)}
 
     def _refresh_projection(self, model: nn.Module) -> None:
-        bases = {weight: self.bases[layer] for weight, layer in self._weights(model).items()
-                 if layer in self.bases}
+        weights = self._weights(model)
+        bases = {weight: self.bases[layer] for weight, layer in weights.items() if layer in self.bases}
         self._projection = GradientProjection(bases) if bases else None
+        self._frozen = frozenset(n for n, _ in model.named_parameters() if n not in weights)
 
     @torch.no_grad()
     def after_backward(self, model: nn.Module) -> None:
@@ -98,9 +100,8 @@ class _Projected(ContinualMethod):
             return
         if self._projection is not None:
             self._projection.after_backward(model)
-        weights = self._weights(model)
         for name, param in model.named_parameters():
-            if name not in weights and param.grad is not None:
+            if name in self._frozen and param.grad is not None:
                 param.grad.zero_()
 
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from neuroplastic.batches import logits_of
 from neuroplastic.data.splits import DataSplit, subset
 from neuroplastic.errors import NeuroplasticError
 
@@ -128,8 +129,6 @@ class TaskMaskedLoss:
         self.masks = not bool(allowed.all())
 
     def __call__(self, output: Tensor, labels: Tensor) -> Tensor:
-        from neuroplastic.batches import logits_of
-
         logits = logits_of(output)
         if self.masks:
             allowed = self.allowed.to(logits.device)[labels]

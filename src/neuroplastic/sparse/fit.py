@@ -185,7 +185,6 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
     plain_times = [t for i, t in enumerate(result.step_seconds, start=first_step + 1) if i not in updates]
     step_time, steps_timed = sum(plain_times), len(plain_times)
     update_time, updates_timed = sum(update_times), len(update_times)
-    model.eval()
     finished = len(history) == recipe.epochs
     return SparseFitResult(model=model, sparsifier=sparsifier, history=history,
                            step_seconds=step_time / max(steps_timed, 1),
