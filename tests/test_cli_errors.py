@@ -287,17 +287,25 @@ def test_console_script_usage_error_and_factory_from_the_current_folder(tmp_path
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
-def test_ctrl_c_exits_130_with_one_line_and_no_run_folder(tmp_path):
-    """A real SIGINT while the base model trains: `interrupted`, exit 130, nothing left."""
-    env = {**os.environ, "NEUROPLASTIC_CACHE_DIR": str(tmp_path / "cache")}
-    proc = subprocess.Popen([console_script(), "forget", "--forget-class", "1", "--epochs", "1000",
-                             "--out", "run"], cwd=tmp_path, stdout=subprocess.PIPE,
+def interrupt(args: list[str], cwd: Path, *, ready, env: dict | None = None) -> tuple[int, str]:
+    """Run the console script with ``args``, wait for ``ready()``, send a real SIGINT; return
+    the exit code and stderr. The command must still be running when the signal is sent."""
+    proc = subprocess.Popen([console_script(), *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
-    time.sleep(6.0)  # past the imports: loading data and training (1000 epochs take minutes)
+    ready()
     assert proc.poll() is None
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    return proc.returncode, err
+
+
+def test_ctrl_c_exits_130_with_one_line_and_no_run_folder(tmp_path):
+    """A real SIGINT while the base model trains: `interrupted`, exit 130, nothing left."""
+    env = {**os.environ, "NEUROPLASTIC_CACHE_DIR": str(tmp_path / "cache")}
+    # 6 s: past the imports, loading data and training (1000 epochs take minutes)
+    code, err = interrupt(["forget", "--forget-class", "1", "--epochs", "1000", "--out", "run"],
+                          tmp_path, ready=lambda: time.sleep(6.0), env=env)
+    assert code == 130, err
     lines = [line for line in err.splitlines() if line.strip() and "interrupted" in line]
     assert lines == ["interrupted"], err
     assert "Traceback" not in err
@@ -306,16 +314,15 @@ def test_ctrl_c_exits_130_with_one_line_and_no_run_folder(tmp_path):
 
 
 def test_ctrl_c_in_sparse_training_keeps_only_the_resumable_checkpoint(tmp_path):
-    proc = subprocess.Popen([console_script(), "sparse", "train", "--epochs", "1000", "--out", "run"],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (tmp_path / "run" / "checkpoint.safetensors").exists() and time.time() < deadline:
-        time.sleep(0.2)
-    time.sleep(1.0)  # a few more epochs: the signal may land anywhere, even mid-checkpoint
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    def after_a_checkpoint() -> None:
+        deadline = time.time() + 120
+        while not (tmp_path / "run" / "checkpoint.safetensors").exists() and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # a few more epochs: the signal may land anywhere, even mid-checkpoint
+
+    code, err = interrupt(["sparse", "train", "--epochs", "1000", "--out", "run"], tmp_path,
+                          ready=after_a_checkpoint)
+    assert code == 130, err
     lines = [line for line in err.splitlines() if "interrupted" in line]
     assert len(lines) == 1 and "checkpoint in run is kept" in lines[0] and "--resume" in lines[0], err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.safetensors"]
