@@ -211,6 +211,22 @@ CASES = [
     (["continual", "--hidden", "a,b"], "--hidden must be comma-separated integers"),
     (["continual", "--momentum", "1.5"], "--momentum must lie in [0, 1)"),
     (["continual", "--epochs", "0"], "--epochs must be >= 1"),
+    # learn
+    (["learn", "--rule", "hebb"], "--rule must be one of disinhibitory, softhebb"),
+    (["learn", "--hidden", "8,x"], "--hidden must be comma-separated integers"),
+    (["learn", "--param", "variant=approximate"], "variant must be one of"),
+    (["learn", "--param", "dt=5", "--param", "horizon=1"], "must not exceed the horizon"),
+    (["learn", "--rule", "biprop", "--param", "typo=1"], "has no hyperparameter 'typo'"),
+    (["learn", "--model-factory", "factories:good"], "--model-factory: disinhibitory trains its own"),
+    (["learn", "--rule", "biprop", "--data", "good.csv", "--model-factory", "factories:wrong_width"],
+     "cannot take this data's inputs"),
+    (["learn", "--rule", "softhebb", "--hidden", "8,8", "--epochs", "1"],
+     "softhebb's default network has one"),
+    (["learn", "--data", "frac.csv"], "frac.csv"),
+    (["learn", "--data", "single.csv"], "needs at least two classes"),
+    (["learn", "--epochs", "0"], "--epochs must be >= 1"),
+    (["learn", "--lr", "-1"], "--lr must be a number > 0"),
+    (["learn", "--out", "full"], "already exists and is not empty"),
     # the demo model
     (["skills", "make-demo", "--steps", "0"], "--steps must be >= 1"),
     (["skills", "make-demo", "--out", "full"], "already exists and is not empty"),
@@ -218,7 +234,7 @@ CASES = [
     (["skills", "make-demo", "--device", "bogus"], "is not a torch device"),
 ]
 WITH_OUT = {("forget",), ("forget", "skill"), ("sparse", "train"), ("sparse", "prune"),
-            ("sparse", "export"), ("skills", "make-demo"), ("continual",)}
+            ("sparse", "export"), ("skills", "make-demo"), ("continual",), ("learn",)}
 
 
 def test_the_table_is_large_enough():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -142,12 +142,18 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode for the body and restore each module's mode after."""
+def eval_mode(model: nn.Module, *, training: bool = False) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode (train mode with ``training=True``) for the body and
+    restore each module's mode after."""
     modes = {m: m.training for m in model.modules()}
-    model.eval()
+    model.train(training)
     try:
         yield model
     finally:
         for module, mode in modes.items():
             module.training = mode
+
+
+def train_mode(model: nn.Module) -> AbstractContextManager[nn.Module]:
+    """Put ``model`` in train mode for the body and restore each module's mode after."""
+    return eval_mode(model, training=True)

@@ -41,6 +41,10 @@ ProgressFn = Callable[[int, int | None], None]
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """``batch_loss(model, x, y)``: a whole loss computation (forward included)."""
 
+BatchGrads = Callable[[nn.Module, Tensor, Tensor], Tensor]
+"""``batch_grads(model, x, y)``: fills the parameters' ``.grad`` itself (a local learning
+rule's pseudo-gradient, no backward pass) and returns a scalar to report as the loss."""
+
 EVENTS = ("before_task", "loss", "after_backward", "after_step", "after_epoch", "should_stop",
           "after_task")
 
@@ -99,7 +103,8 @@ def _handlers(plugins: Sequence[Any], event: str) -> list[Callable[..., Any]]:
 
 def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epochs: float,
         loss_fn: LossFn | None = None, batch_loss: BatchLoss | None = None,
-        plugins: Iterable[Any] = (), progress: ProgressFn | None = None, task: Any = 0,
+        batch_grads: BatchGrads | None = None, plugins: Iterable[Any] = (),
+        progress: ProgressFn | None = None, task: Any = 0,
         start_epoch: int = 0, time_steps: bool = False) -> FitResult:
     """Train ``model`` in place on ``data`` (re-iterable ``(x, ..., y)`` batches).
 
@@ -109,6 +114,9 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         loss_fn: ``loss_fn(model(x), y)`` (default: batch-mean cross-entropy on the logits).
         batch_loss: ``batch_loss(model, x, y)`` replaces the forward and ``loss_fn``
             (for losses that need several forwards, e.g. NegGrad+).
+        batch_grads: ``batch_grads(model, x, y)`` replaces forward, loss and backward: it
+            writes the update direction into ``.grad`` (local rules); ``loss`` plugins do not
+            apply, ``after_backward`` plugins (gradient masks, projections) do.
         plugins: objects with some of the events named in the module docstring.
         progress: ``progress(done, total)`` after every step.
         task: what ``before_task`` / ``after_task`` receive (a task index, or the task's
@@ -124,6 +132,9 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         raise NeuroplasticError(f"epochs must be >= 0, got {epochs}")
     plugins = list(plugins)
     on = {event: _handlers(plugins, event) for event in EVENTS}
+    if batch_grads is not None and (batch_loss is not None or on["loss"]):
+        raise NeuroplasticError("batch_grads replaces the loss: it cannot be combined with "
+                                "batch_loss or a plugin's loss event")
     loss_fn = loss_fn or cross_entropy
     per_epoch = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
     fractional = not float(epochs).is_integer()
@@ -146,10 +157,13 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
                 break
             started = time.perf_counter() if time_steps else 0.0
             optimizer.zero_grad(set_to_none=True)
-            loss = batch_loss(model, x, y) if batch_loss else loss_fn(model(x), y)
-            for handler in on["loss"]:
-                loss = handler(model, x, y, loss)
-            loss.backward()
+            if batch_grads is not None:
+                loss = batch_grads(model, x, y)
+            else:
+                loss = batch_loss(model, x, y) if batch_loss else loss_fn(model(x), y)
+                for handler in on["loss"]:
+                    loss = handler(model, x, y, loss)
+                loss.backward()
             for handler in on["after_backward"]:
                 handler(model)
             optimizer.step()

@@ -47,6 +47,9 @@ def _load_builtin() -> None:
     # importing the registry has no side effects.
     import neuroplastic.continual
     import neuroplastic.forget
+    import neuroplastic.local.bidirectional
+    import neuroplastic.local.disinhibitory
+    import neuroplastic.local.softhebb
     import neuroplastic.sparse  # noqa: F401
 
 

@@ -1,5 +1,5 @@
 """Command line: ``neuroplastic list``, ``forget`` (and ``forget skill``), ``sparse``, ``skills``,
-``continual``.
+``continual``, ``learn``.
 
 One error path: every usage error, bad value, bad file and library error is one
 line on stderr starting ``error:`` and exit code 2, with no traceback (set
@@ -18,6 +18,7 @@ from typer.exceptions import TyperException
 
 from neuroplastic.cli.continual import continual_app
 from neuroplastic.cli.forget import forget_app
+from neuroplastic.cli.learn import learn_app
 from neuroplastic.cli.output import console, say_error
 from neuroplastic.cli.skills import skills_app
 from neuroplastic.cli.sparse import sparse_app
@@ -33,6 +34,7 @@ app.add_typer(sparse_app, name="sparse", help="Train or prune to a target sparsi
 app.add_typer(skills_app, name="skills", help="The demo language model of skill unlearning.")
 app.add_typer(continual_app, name="continual",
               help="Learn tasks one after another without forgetting the old ones.")
+app.add_typer(learn_app, name="learn", help="Train with a local learning rule, beside backprop.")
 
 
 @app.command("list")

@@ -104,6 +104,29 @@ def load_split(data: str, *, seed: int, standardize: bool, id_column: str | None
     return standardized(split) if standardize else split
 
 
+DATA_HELP = "digits, mnist1d, a .npz/.csv file, an image folder, or torchvision:<Name>:<root>."
+FACTORY_HELP = "pkg.module:function returning your nn.Module (called with no arguments)."
+
+
+def absolute_data(data: str) -> str:
+    """``data`` with a file or folder path made absolute, so a run's config.json can be read
+    from any folder (built-in names and torchvision specs stay as they are)."""
+    if data in ("digits", "mnist1d", "circles", "moons"):
+        return data
+    if data.startswith("torchvision:"):
+        kind, name, root = [*data.split(":", 2), "", ""][:3]
+        return f"{kind}:{name}:{Path(root).resolve()}" if root else data
+    return str(Path(data).resolve())
+
+
+def absolute_factory(model_factory: str | None) -> str | None:
+    """A ``file.py:function`` factory with its file made absolute (module paths stay)."""
+    if model_factory is None:
+        return None
+    location, _, attr = model_factory.rpartition(":")
+    return f"{Path(location).resolve()}:{attr}" if location.endswith(".py") else model_factory
+
+
 STANDARDIZE_HELP = ("Scale every input feature by the training split's mean and std (useful for "
                     "tables, whose columns are given to the model unscaled).")
 

@@ -23,3 +23,22 @@ def progress_bar(description: str) -> Iterator[ProgressFn]:
             bar.update(task, completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def progress_tasks() -> Iterator[Callable[[str], ProgressFn]]:
+    """Like :func:`progress_bar` for work in phases: yields ``start(label)``, which adds a bar
+    for the next phase and returns its ``progress(done, total)``."""
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as bar:
+
+        def start(label: str) -> ProgressFn:
+            task = bar.add_task(label, total=None)
+
+            def update(done: int, total: int | None) -> None:
+                bar.update(task, completed=done, total=total)
+
+            return update
+
+        yield start

@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from neuroplastic.cli.common import (
+    DATA_HELP,
+    FACTORY_HELP,
     STANDARDIZE_HELP,
+    absolute_data,
+    absolute_factory,
     check_factory,
     check_training_options,
     load_split,
@@ -28,8 +32,6 @@ if TYPE_CHECKING:
 
 sparse_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
-DATA_HELP = "digits, mnist1d, a .npz/.csv file, an image folder, or torchvision:<Name>:<root>."
-FACTORY_HELP = "pkg.module:function returning your nn.Module (called with no arguments)."
 
 
 def sparse_report(run: SparseRun, title: str) -> Report:
@@ -111,26 +113,6 @@ def finish(folder: Path, run: SparseRun, *, command: str, options: dict, recipe:
               metrics=run.metrics, report=sparse_report(run, title), model=run.model,
               json_out=json_out, adopt=adopt,
               extra={"export.json": run.layout} if run.layout else None)
-
-
-def absolute_data(data: str) -> str:
-    """``data`` with a file or folder path made absolute, so a run's config.json can be read
-    from any folder (built-in names and torchvision specs stay as they are)."""
-    if data in ("digits", "mnist1d"):
-        return data
-    if data.startswith("torchvision:"):
-        kind, name, root = [*data.split(":", 2), "", ""][:3]
-        return f"{kind}:{name}:{Path(root).resolve()}" if root else data
-    return str(Path(data).resolve())
-
-
-def absolute_factory(model_factory: str | None) -> str | None:
-    """A ``file.py:function`` factory with its file made absolute (module paths stay)."""
-    if model_factory is None:
-        return None
-    location, _, attr = model_factory.rpartition(":")
-    return f"{Path(location).resolve()}:{attr}" if location.endswith(".py") else model_factory
-
 
 
 @sparse_app.command("train")

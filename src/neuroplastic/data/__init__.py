@@ -23,6 +23,7 @@ from neuroplastic.data.scenarios import (
     sub_class,
 )
 from neuroplastic.data.splits import DataSplit, as_dataset, loader, split_dataset, standardize, subset
+from neuroplastic.data.toy import circles, moons
 
 __all__ = [
     "COARSE_NAMES",
@@ -31,6 +32,7 @@ __all__ = [
     "ForgetScenario",
     "add_trigger",
     "as_dataset",
+    "circles",
     "coarse_label",
     "corrective",
     "digits",
@@ -44,6 +46,7 @@ __all__ = [
     "load_torchvision",
     "loader",
     "mnist1d",
+    "moons",
     "random_samples",
     "request_loaders",
     "rows_of_ids",

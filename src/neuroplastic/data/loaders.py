@@ -258,7 +258,8 @@ def load_cifar10_binary(root: str | Path, *, seed: int = 0) -> DataSplit:
 
 
 def load_data(spec: str, *, seed: int = 0, id_column: str | None = None) -> DataSplit:
-    """Load data named by ``spec``: ``digits`` (default), ``mnist1d`` (generated), a ``.npz``
+    """Load data named by ``spec``: ``digits`` (default), ``mnist1d``, ``circles`` or
+    ``moons`` (generated), a ``.npz``
     or ``.csv`` file, CIFAR-10 binary batches (their folder or its parent), an image folder,
     or ``torchvision:<Name>:<root>``. ``id_column`` (CSV only) names a column of record ids."""
     if id_column is not None and not spec.endswith(".csv"):
@@ -267,6 +268,10 @@ def load_data(spec: str, *, seed: int = 0, id_column: str | None = None) -> Data
         return digits(seed=seed)
     if spec == "mnist1d":
         return mnist1d()
+    if spec in ("circles", "moons"):
+        from neuroplastic.data import toy
+
+        return getattr(toy, spec)(seed=seed)
     if spec.startswith("torchvision:"):
         parts = spec.split(":", 2)
         if len(parts) != 3:

@@ -1,0 +1,176 @@
+"""``neuroplastic learn``: train with a local rule, beside backprop of the same network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from neuroplastic.cli.common import (
+    FACTORY_HELP,
+    STANDARDIZE_HELP,
+    absolute_data,
+    absolute_factory,
+    check_factory,
+    check_training_options,
+    load_split,
+    options_of,
+    write_run,
+)
+from neuroplastic.cli.continual import parse_params
+from neuroplastic.cli.output import console, warn
+from neuroplastic.cli.progress import progress_tasks
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import run_dir  # light: no torch
+
+if TYPE_CHECKING:
+    from neuroplastic.evaluate.report import Report
+    from neuroplastic.local.runner import LearnResult
+
+learn_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+RULE_CHOICES = ("disinhibitory", "softhebb", "biprop", "halfbiprop", "han", "backprop")
+LEARN_DATA_HELP = ("digits, mnist1d, circles, moons (generated), a .npz/.csv file, an image folder, "
+                   "or torchvision:<Name>:<root>.")
+
+
+def parse_hidden(hidden: str | None) -> tuple[int, ...] | None:
+    """``--hidden 64,64`` as widths (None: the rule's default)."""
+    if hidden is None:
+        return None
+    try:
+        widths = tuple(int(w) for w in hidden.split(",") if w.strip())
+    except ValueError:
+        raise NeuroplasticError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    if not widths or min(widths) < 1:
+        raise NeuroplasticError(f"--hidden needs at least one width >= 1, got {hidden!r}")
+    return widths
+
+
+@learn_app.callback(invoke_without_command=True)
+def learn(
+    ctx: typer.Context,
+    rule: str = typer.Option("disinhibitory", help="disinhibitory, softhebb, biprop, halfbiprop, han "
+                             "or backprop."),
+    data: str = typer.Option("digits", help=LEARN_DATA_HELP),
+    hidden: str | None = typer.Option(None, help="Hidden widths, comma separated (default: the rule's: "
+                                      "64,64 disinhibitory and backprop, 32 softhebb, 16 biprop/han)."),
+    epochs: int | None = typer.Option(None, help="Epochs (default: the rule's; softhebb: readout "
+                                      "epochs, the Hebbian phase takes --param hebbian_epochs=5)."),
+    lr: float | None = typer.Option(None, help="Adam learning rate (default: the rule's)."),
+    batch_size: int | None = typer.Option(None, help="Batch size (default: the rule's)."),
+    param: list[str] = typer.Option([], help="A hyperparameter of the rule, name=value; repeatable "
+                                    "(e.g. variant=lin-thresh, solver=rk4, dt=0.001, horizon=2)."),
+    compare: bool = typer.Option(True, help="Also train the same network by backprop."),
+    model_factory: str | None = typer.Option(None, help=FACTORY_HELP + " biprop/han/backprop only."),
+    standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
+    seed: int = typer.Option(0, help="Seed of the data split, initialisation and shuffling."),
+    device: str = typer.Option("cpu", help="torch device."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/learn-<time>)."),
+    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+) -> None:
+    """Train a network with a local learning rule and compare it with backprop."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if rule not in RULE_CHOICES:
+        raise NeuroplasticError(f"--rule must be one of {', '.join(RULE_CHOICES)}, got {rule!r}")
+    check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
+    widths = parse_hidden(hidden)
+    params = parse_params(param)
+    if model_factory is not None and rule in ("disinhibitory", "softhebb"):
+        raise NeuroplasticError(f"--model-factory: {rule} trains its own network type (E/I pairs, "
+                                "Hebbian blocks); it applies to biprop, halfbiprop, han and backprop")
+    folder = run_dir("learn", out)
+    check_factory(model_factory)
+    from neuroplastic import registry
+
+    if rule != "backprop":
+        registry.create(rule, kind="learn", **{k: v for k, v in params.items() if k != "hebbian_epochs"})
+    from neuroplastic.local.runner import learn as run_learn
+
+    split = load_split(data, seed=seed, standardize=standardize)
+    factory = None
+    if model_factory is not None:
+        from neuroplastic.cli.common import resolve_factory
+
+        factory = resolve_factory(model_factory, split)
+    with progress_tasks() as start:
+        result = run_learn(rule, split, hidden=widths, epochs=epochs, lr=lr, batch_size=batch_size,
+                           seed=seed, params=params, compare=compare, device=device, factory=factory,
+                           progress=start)
+    metrics: dict[str, Any] = {"rule": rule, "data": split.name, **result.metrics()}
+    print_summary(result)
+    for note in result.notes:
+        warn(note)
+    options = {**options_of(ctx.params), "data": absolute_data(data),
+               "model_factory": absolute_factory(model_factory)}
+    write_run(folder, command="learn", config={"options": options, "params": params}, metrics=metrics,
+              report=learn_report(result, f"neuroplastic learn: {rule} on {split.name}"),
+              model=result.runs[rule].model, json_out=json_out)
+
+
+def print_summary(result: LearnResult) -> None:
+    from rich.table import Table
+
+    table = Table("network", "test acc", "train acc", "FGSM 0.2", "PGD 0.2", "noise 0.3", "seconds")
+    for name, run in result.runs.items():
+        m = run.metrics
+        cells = [m.get(k) for k in ("test_acc", "train_acc", "robust.fgsm.0.2", "robust.pgd.0.2",
+                                    "robust.noise.0.3", "seconds")]
+        table.add_row(name, *("—" if v is None else f"{v:.3f}" if i < 5 else f"{v:.1f}"
+                              for i, v in enumerate(cells)))
+    console.print(table)
+    aligned = {k: v for k, v in result.runs[result.rule].metrics.items()
+               if k.startswith("alignment.") and not k.endswith(".sign")}
+    if aligned:
+        console.print("alignment with backprop (cosine): " +
+                      ", ".join(f"{k.removeprefix('alignment.')} {v:.3f}" for k, v in aligned.items()))
+
+
+def learn_report(result: LearnResult, title: str) -> Report:
+    """report.html: results table, accuracy curves, robustness curves, alignment per layer."""
+    from neuroplastic.evaluate.report import Report, grouped_bars, line_plot
+
+    report = Report(title)
+    for note in result.notes:
+        report.banner(note)
+    keys = sorted({k for run in result.runs.values() for k in run.metrics})
+    rows = [[k, *(run.metrics.get(k, float("nan")) for run in result.runs.values())] for k in keys]
+    report.table("Results", ["metric", *result.runs], rows)
+    curves = {}
+    for name, run in result.runs.items():
+        if run.curve:
+            epochs = [float(e) for e, _, _ in run.curve]
+            curves[f"{name} test"] = (epochs, [t for _, _, t in run.curve])
+            curves[f"{name} train"] = (epochs, [t for _, t, _ in run.curve])
+    if curves:
+        report.figure("Accuracy after every epoch (softhebb: readout epochs)",
+                      line_plot(curves, xlabel="epoch", ylabel="accuracy"))
+    axes = (("fgsm", "FGSM eps (L-inf)"), ("pgd", "PGD eps (L-inf)"), ("noise", "Gaussian noise sigma"))
+    for kind, label in axes:
+        lines = {}
+        for name, run in result.runs.items():
+            if run.robustness is not None:
+                levels = getattr(run.robustness, kind)
+                lines[name] = ([0.0, *levels], [run.robustness.clean, *levels.values()])
+        if lines:
+            report.figure(f"Test accuracy under {kind.upper() if kind != 'noise' else 'noise'}",
+                          line_plot(lines, xlabel=label, ylabel="test accuracy"))
+    history = result.runs[result.rule].alignment
+    if history:
+        layers = list(history[-1])
+        report.figure("Alignment of the local update with backprop's gradient (last epoch)", grouped_bars(
+            {"cosine": [history[-1][k][0] for k in layers],
+             "sign agreement": [history[-1][k][1] for k in layers]},
+            [k.removesuffix(".weight") for k in layers], ylabel="value"))
+        report.figure("Cosine with backprop over training", line_plot(
+            {k.removesuffix(".weight"): ([float(i + 1) for i in range(len(history))],
+                                         [h[k][0] for h in history])
+             for k in layers}, xlabel="epoch", ylabel="cosine"))
+    report.text("test_acc / train_acc: accuracy of the trained network; robust.fgsm.<eps> and "
+                "robust.pgd.<eps>: test accuracy under L-inf attacks (PGD: 20 steps, 2 random restarts); "
+                "robust.noise.<sigma>: under Gaussian noise; alignment.<layer>: cosine between the rule's "
+                "update and backprop's gradient on a validation batch (.sign: fraction of weights whose "
+                "update has backprop's sign).")
+    return report

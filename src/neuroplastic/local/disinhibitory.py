@@ -1,0 +1,405 @@
+"""Dis-inhibitory control of the sign of plasticity (Rossbroich & Zenke, NeurIPS 2023,
+arXiv 2310.19614; reference code ``fmi-basel/disinhibitory-control``).
+
+The circuit: every hidden excitatory unit (E) has its own inhibitory interneuron (I):
+
+    tau_E du_E/dt = -u_E + W h_prev + b - phi_I(u_I)
+    tau_I du_I/dt = -u_I + phi_E(u_E) - (c Q)           (per hidden layer)
+    tau_E du_o/dt = -u_o + W_o h_last + c               (readout, no bias)
+
+with ``h = phi_E(u_E)`` (softplus for E and I). The top-down control ``c`` comes from a
+leaky PI controller on the output error ``e = y* - softmax(u_o)`` (soft targets):
+``c = k_i c_int + k_p e``, ``tau_c dc_int/dt = e - leak c_int``. Control inhibits the
+interneurons, so error *dis-inhibits* the E cells. The feedback weights ``Q`` are not
+learned: per sample, the Jacobian of the output with respect to ``u_E`` (through the
+linearised feed-forward chain ``W_o D_L W_L ... W_(l+1) D_l``, ``D = diag(phi_E'(u_E))``)
+times ``phi_I'(u_I)`` per unit, at the open-loop state, scaled to Frobenius norm 1 (the
+reference's ``calculate_jacobian`` + ``norm_fb_weights``).
+
+Learning: from the open-loop steady state, the closed loop runs to its steady state; each
+hidden layer's local error ``delta = (phi_I^-1(r_I) - phi_E(u_E)) phi_E'(u_E)`` (``exact``:
+the inverse is ``u_I``; ``lin-thresh``: phi_I^-1 linearised around the batch's mean
+inhibitory rate) and the readout's ``W_o h - u_o`` (= -c) give the update
+``delta x h_prev`` averaged over the batch, handed to any optimizer as a gradient.
+
+The open-loop steady state, which is also the network's prediction, needs no ODE: each
+unit solves ``u + phi_I(phi_E(u)) = a`` (strictly increasing and convex in u), found by
+Newton's method; its gradient is the implicit one, so backprop through
+:class:`DisinhibitoryMLP` is backprop of the same network (the reference's BP trainer
+differentiates through the open-loop ODE solve, which converges to the same point).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from neuroplastic.checks import require_choice, require_in, require_positive
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.local.base import add_grad_, alignment
+from neuroplastic.registry import register
+
+
+def softplus_inverse(r: Tensor) -> Tensor:
+    """``log(exp(r) - 1)``, linear above 50 for stability (as the reference)."""
+    return torch.where(r > 50, r, torch.log(torch.expm1(r.clamp_min(1e-30))))
+
+
+class Activation:
+    """An activation with its derivative and inverse (softplus by default; ``linear`` for
+    the closed-form tests)."""
+
+    def __init__(self, kind: str = "softplus") -> None:
+        self.kind = require_choice("activation", kind, ("softplus", "linear"))
+
+    def __call__(self, u: Tensor) -> Tensor:
+        return F.softplus(u) if self.kind == "softplus" else u
+
+    def deriv(self, u: Tensor) -> Tensor:
+        return torch.sigmoid(u) if self.kind == "softplus" else torch.ones_like(u)
+
+    def inverse(self, r: Tensor) -> Tensor:
+        return softplus_inverse(r) if self.kind == "softplus" else r
+
+
+class DisinhibitoryMLP(nn.Module):
+    """The E/I network at its open-loop steady state: hidden ``Linear`` layers (with bias)
+    whose units each pair an E cell with an I interneuron, and a bias-free readout.
+
+    ``forward`` returns the readout ``u_o = W_o phi_E(u_E)``, with ``u_E`` solving
+    ``u_E + phi_I(phi_E(u_E)) = W h + b`` per unit (differentiable, implicit gradient).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, hidden: tuple[int, ...] = (64, 64),
+                 activation: str = "softplus") -> None:
+        super().__init__()
+        widths = (in_features, *hidden)
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
+        self.readout = nn.Linear(widths[-1], num_classes, bias=False)
+        self.activation = activation
+        with torch.no_grad():  # the reference's (flax Dense) init: LeCun normal, zero bias
+            for layer in [*self.hidden, self.readout]:
+                nn.init.trunc_normal_(layer.weight, std=1.0, a=-2.0, b=2.0)
+                layer.weight.mul_(1 / math.sqrt(layer.in_features) / 0.87962566103423978)
+                if layer.bias is not None:
+                    layer.bias.zero_()
+
+    @property
+    def phi(self) -> Activation:
+        return Activation(self.activation)
+
+    def excitatory_state(self, drive: Tensor, *, iterations: int = 50, tol: float = 1e-7) -> Tensor:
+        """``u`` solving ``u + phi_I(phi_E(u)) = drive`` (Newton from ``u = drive``, which
+        lies above the root; the map is convex, so the iterates fall monotonically onto it),
+        differentiable in ``drive`` through the implicit-function gradient."""
+        phi = self.phi
+        with torch.no_grad():
+            u = drive.detach().clone()
+            for _ in range(iterations):
+                r = phi(u)
+                residual = u + phi(r) - drive.detach()
+                u = u - residual / (1 + phi.deriv(r) * phi.deriv(u))
+                if float(residual.abs().max()) < tol:
+                    break
+        r = phi(u)
+        slope = 1 + phi.deriv(r) * phi.deriv(u)
+        # value u; gradient d u / d drive = 1 / slope (u itself carries no graph)
+        return u + (drive - (u + phi(r))) / slope
+
+    def open_loop(self, x: Tensor) -> OpenLoop:
+        """Drives, E and I states of every hidden layer and the readout, at the open-loop
+        steady state (``u_I = phi_E(u_E)``)."""
+        phi = self.phi
+        h = x.flatten(1)
+        state = OpenLoop(inputs=[], exc=[], out=h)
+        for layer in self.hidden:
+            state.inputs.append(h)
+            u = self.excitatory_state(layer(h))
+            state.exc.append(u)
+            h = phi(u)
+        state.inputs.append(h)
+        state.out = self.readout(h)
+        return state
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.open_loop(x).out
+
+
+@dataclass
+class OpenLoop:
+    """A steady state of :class:`DisinhibitoryMLP`: ``inputs[l]`` feeds layer l (the last
+    feeds the readout), ``exc[l]`` is hidden layer l's ``u_E``, ``out`` the readout."""
+
+    inputs: list[Tensor]
+    exc: list[Tensor]
+    out: Tensor
+
+
+@dataclass
+class CircuitState:
+    """The closed-loop state: E and I of every hidden layer, readout, controller integral."""
+
+    exc: list[Tensor]
+    inh: list[Tensor]
+    out: Tensor
+    integral: Tensor
+
+    def tensors(self) -> list[Tensor]:
+        return [*self.exc, *self.inh, self.out, self.integral]
+
+    def combine(self, other: CircuitState, scale: float) -> CircuitState:
+        """``self + scale * other`` (other is a time derivative)."""
+        mixed = [torch.add(a, b, alpha=scale) for a, b in zip(self.tensors(), other.tensors(), strict=True)]
+        n = len(self.exc)
+        return CircuitState(mixed[:n], mixed[n:2 * n], mixed[2 * n], mixed[2 * n + 1])
+
+
+@dataclass
+class SolveStats:
+    """How the closed-loop solves went over training."""
+
+    solves: int = 0
+    steps: int = 0
+    unconverged: int = 0
+    worst_residual: float = 0.0
+
+    def to_metrics(self) -> dict[str, float]:
+        return {"ode.solves": float(self.solves), "ode.mean_steps": self.steps / max(self.solves, 1),
+                "ode.unconverged": float(self.unconverged), "ode.worst_residual": self.worst_residual}
+
+
+@register("disinhibitory", kind="learn")
+class DisinhibitoryControl:
+    """Dis-inhibitory control of plasticity (Rossbroich & Zenke, NeurIPS 2023): a PI
+    controller's top-down signal dis-inhibits E cells; each weight learns from its own
+    unit's E-I mismatch at the closed-loop steady state.
+
+    Args (defaults of the reference's ``conf/``, times in seconds):
+        variant: ``exact`` (ExactTrainer) or ``lin-thresh`` (AvgInhTaylorApproxTrainer).
+        solver: ``euler`` or ``rk4`` (fixed step ``dt``), stopping at steady state, i.e.
+            when every sample's RMS time derivative is below ``atol + rtol * RMS state``,
+            checked every ``check_every`` steps, or at ``horizon``.
+        tau_exc, tau_inh, tau_ctrl: time constants (20 ms, 5 ms, 100 ms).
+        k_p, k_i, leak: the leaky PI controller (0.2, 0.4, 1).
+        soft_target: the target probability of the true class (0.99).
+        error: ``softmax`` (cross-entropy error, the reference's) or ``linear``
+            (``y* - u_o``, the MSE error; with linear activations the closed loop is linear).
+        avg_inh_lambda, avg_inh_init: lin-thresh's running mean inhibitory rate (1, 0.8).
+    """
+
+    def __init__(self, *, variant: str = "exact", solver: str = "euler", dt: float = 2e-3,
+                 horizon: float = 2.0, rtol: float = 1e-3, atol: float = 1e-6, check_every: int = 10,
+                 tau_exc: float = 20e-3, tau_inh: float = 5e-3, tau_ctrl: float = 100e-3,
+                 k_p: float = 0.2, k_i: float = 0.4, leak: float = 1.0, soft_target: float = 0.99,
+                 error: str = "softmax", avg_inh_lambda: float = 1.0, avg_inh_init: float = 0.8) -> None:
+        self.variant = require_choice("variant", variant, ("exact", "lin-thresh"))
+        self.solver = require_choice("solver", solver, ("euler", "rk4"))
+        self.error = require_choice("error", error, ("softmax", "linear"))
+        for name, value in (("dt", dt), ("horizon", horizon), ("tau_exc", tau_exc),
+                            ("tau_inh", tau_inh), ("tau_ctrl", tau_ctrl)):
+            require_positive(name, value)
+        if dt > horizon:
+            raise NeuroplasticError(f"dt ({dt}) must not exceed the horizon ({horizon})")
+        self.dt, self.horizon, self.rtol, self.atol = dt, horizon, rtol, atol
+        self.check_every = int(require_positive("check_every", check_every))
+        self.tau_exc, self.tau_inh, self.tau_ctrl = tau_exc, tau_inh, tau_ctrl
+        self.k_p, self.k_i, self.leak = k_p, k_i, leak
+        self.soft_target = require_in("soft_target", soft_target, 0.0, 1.0, low_open=True)
+        self.avg_inh_lambda = require_in("avg_inh_lambda", avg_inh_lambda, 0.0, 1.0, low_open=True)
+        self.avg_inh_init = require_positive("avg_inh_init", avg_inh_init)
+        self.avg_inh: list[Tensor] | None = None
+        self.stats = SolveStats()
+        self.alignment_sums: dict[str, list[float]] = {}
+
+    # ----- targets and feedback -----
+    def targets(self, y: Tensor, classes: int) -> Tensor:
+        """Soft targets: ``soft_target`` on the true class, the rest spread evenly."""
+        rest = (1 - self.soft_target) / (classes - 1)
+        return F.one_hot(y, classes).to(torch.get_default_dtype()) * (self.soft_target - rest) + rest
+
+    def output_error(self, out: Tensor, target: Tensor) -> Tensor:
+        return target - (torch.softmax(out, dim=-1) if self.error == "softmax" else out)
+
+    def loss(self, out: Tensor, target: Tensor) -> Tensor:
+        """The loss whose negative gradient the controller's error is (batch mean)."""
+        if self.error == "softmax":
+            return -(target * torch.log_softmax(out, dim=-1)).sum(-1).mean()
+        return 0.5 * (target - out).pow(2).sum(-1).mean()
+
+    def feedback_weights(self, model: DisinhibitoryMLP, exc: list[Tensor]) -> list[Tensor]:
+        """Per sample and hidden layer, ``Q_l`` of shape (batch, outputs, units): the
+        linearised output Jacobian with respect to ``u_E``, times ``phi_I'(u_I)`` at the
+        open-loop state (``u_I = phi_E(u_E)``), scaled to Frobenius norm 1."""
+        phi = model.phi
+        jac = model.readout.weight.unsqueeze(0)  # (1, K, n_L)
+        out: list[Tensor] = []
+        for index in reversed(range(len(exc))):
+            jac = jac * phi.deriv(exc[index]).unsqueeze(1)  # d y / d u_E of layer index
+            q = jac * phi.deriv(phi(exc[index])).unsqueeze(1)
+            out.insert(0, q / q.flatten(1).norm(dim=1).clamp_min(1e-30)[:, None, None])
+            if index > 0:
+                jac = jac @ model.hidden[index].weight
+        return out
+
+    # ----- dynamics -----
+    def derivative(self, model: DisinhibitoryMLP, x: Tensor, target: Tensor, feedback: list[Tensor],
+                   s: CircuitState) -> tuple[CircuitState, Tensor]:
+        """The time derivative of the closed-loop state, and the control ``c``."""
+        phi = model.phi
+        error = self.output_error(s.out, target)
+        control = self.k_i * s.integral + self.k_p * error
+        d_exc, d_inh = [], []
+        h = x
+        for layer, u_e, u_i, q in zip(model.hidden, s.exc, s.inh, feedback, strict=True):
+            rate = phi(u_e)
+            d_exc.append((layer(h) - u_e - phi(u_i)).div_(self.tau_exc))
+            top_down = torch.bmm(control.unsqueeze(1), q).squeeze(1)
+            d_inh.append((rate - u_i - top_down).div_(self.tau_inh))
+            h = rate
+        d_out = (model.readout(h) - s.out + control).div_(self.tau_exc)
+        d_int = (error - self.leak * s.integral).div_(self.tau_ctrl)
+        return CircuitState(d_exc, d_inh, d_out, d_int), control
+
+    def closed_loop(self, model: DisinhibitoryMLP, x: Tensor, target: Tensor, feedback: list[Tensor],
+                    start: CircuitState) -> tuple[CircuitState, float, int]:
+        """Integrate from ``start`` to steady state or the horizon.
+
+        Returns:
+            The final state, its largest per-sample residual ``RMS(ds/dt) / (atol + rtol *
+            RMS(s))`` (<= 1 means converged) and the number of steps taken.
+        """
+        def f(s: CircuitState) -> CircuitState:
+            return self.derivative(model, x, target, feedback, s)[0]
+
+        state, dt = start, self.dt
+        limit = max(1, math.ceil(self.horizon / dt - 1e-9))
+        residual = float("inf")
+        for step in range(1, limit + 1):
+            k1 = f(state)
+            if step % self.check_every == 0:
+                residual = self.residual(state, k1)  # at the state before this step
+                if residual <= 1.0:
+                    return state, residual, step - 1
+            if self.solver == "euler":
+                state = state.combine(k1, dt)
+            else:
+                k2 = f(state.combine(k1, dt / 2))
+                k3 = f(state.combine(k2, dt / 2))
+                k4 = f(state.combine(k3, dt))
+                slope = k1.combine(k2, 2.0).combine(k3, 2.0).combine(k4, 1.0)
+                state = state.combine(slope, dt / 6)
+        residual = self.residual(state, f(state))
+        return state, residual, limit
+
+    def residual(self, state: CircuitState, slope: CircuitState) -> float:
+        """Largest per-sample ``RMS(slope) / (atol + rtol * RMS(state))``."""
+        flat_s = torch.cat([t.flatten(1) for t in state.tensors()], dim=1)
+        flat_d = torch.cat([t.flatten(1) for t in slope.tensors()], dim=1)
+        rms = lambda t: t.pow(2).mean(dim=1).sqrt()  # noqa: E731
+        return float((rms(flat_d) / (self.atol + self.rtol * rms(flat_s))).max())
+
+    # ----- learning -----
+    def local_errors(self, model: DisinhibitoryMLP, state: CircuitState,
+                     open_inh: list[Tensor]) -> list[Tensor]:
+        """Per hidden layer ``(phi_I^-1(r_I) - phi_E(u_E)) phi_E'(u_E)`` at the closed loop."""
+        phi = model.phi
+        if self.variant == "lin-thresh":
+            rates = [phi(u).mean(dim=0) for u in open_inh]
+            if self.avg_inh is None or [len(a) for a in self.avg_inh] != [len(r) for r in rates]:
+                self.avg_inh = [torch.full_like(r, self.avg_inh_init) for r in rates]
+            lam = self.avg_inh_lambda
+            self.avg_inh = [(1 - lam) * a.to(r) + lam * r for a, r in zip(self.avg_inh, rates, strict=True)]
+        errors = []
+        for index, (u_e, u_i) in enumerate(zip(state.exc, state.inh, strict=True)):
+            if self.variant == "exact":
+                inverse = u_i
+            else:
+                y0 = self.avg_inh[index]  # type: ignore[index]
+                at = phi.inverse(y0)
+                slope = 1 / phi.deriv(at)
+                inverse = (at - y0 * slope) + slope * phi(u_i)
+            errors.append((inverse - phi(u_e)) * phi.deriv(u_e))
+        return errors
+
+    def updates(self, model: DisinhibitoryMLP, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """The local update of every parameter for the batch ``(x, y)`` (a descent direction,
+        as a gradient), and the open-loop loss."""
+        with torch.no_grad():
+            x = x.flatten(1)
+            open_state = model.open_loop(x)
+            target = self.targets(y, open_state.out.shape[-1])
+            feedback = self.feedback_weights(model, open_state.exc)
+            open_inh = [model.phi(u) for u in open_state.exc]
+            start = CircuitState([u.clone() for u in open_state.exc], [u.clone() for u in open_inh],
+                                 open_state.out.clone(), torch.zeros_like(open_state.out))
+            state, residual, steps = self.closed_loop(model, x, target, feedback, start)
+            self.stats.solves += 1
+            self.stats.steps += steps
+            if residual > 1.0:
+                self.stats.unconverged += 1
+                self.stats.worst_residual = max(self.stats.worst_residual, residual)
+            errors = self.local_errors(model, state, open_inh)
+            grads: dict[str, Tensor] = {}
+            batch = len(x)
+            h = x
+            for index, error in enumerate(errors):
+                grads[f"hidden.{index}.weight"] = error.T @ h / batch
+                grads[f"hidden.{index}.bias"] = error.mean(dim=0)
+                h = model.phi(state.exc[index])
+            grads["readout.weight"] = (model.readout(h) - state.out).T @ h / batch
+            loss = self.loss(open_state.out, target)
+        return grads, loss
+
+    def batch_grads(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        """For :func:`neuroplastic.loop.fit` (``batch_grads=``): writes the local updates
+        into ``.grad``; returns the open-loop loss."""
+        if not isinstance(model, DisinhibitoryMLP):
+            raise NeuroplasticError("dis-inhibitory control trains a DisinhibitoryMLP (E/I pairs per "
+                                    f"hidden unit), got {type(model).__name__}")
+        grads, loss = self.updates(model, x, y)
+        params = dict(model.named_parameters())
+        for name, grad in grads.items():
+            add_grad_(params[name], grad)
+        return loss
+
+    def backprop_gradients(self, model: DisinhibitoryMLP, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """Backprop's gradient of the same loss for the same network (open loop)."""
+        params = dict(model.named_parameters())
+        with torch.enable_grad():
+            out = model(x.flatten(1))
+            loss = self.loss(out, self.targets(y, out.shape[-1]))
+            grads = torch.autograd.grad(loss, list(params.values()))
+        return dict(zip(params, grads, strict=True))
+
+    def measure_alignment(self, model: DisinhibitoryMLP, x: Tensor,
+                          y: Tensor) -> dict[str, tuple[float, float]]:
+        """Per weight matrix: cosine and sign agreement of the local update with backprop's
+        gradient on this batch (without changing the model or the solver statistics)."""
+        stats, avg = self.stats, self.avg_inh
+        self.stats = SolveStats()
+        try:
+            local, _ = self.updates(model, x, y)
+        finally:
+            self.stats, self.avg_inh = stats, avg
+        reference = self.backprop_gradients(model, x, y)
+        weights = {k: v for k, v in local.items() if k.endswith("weight")}
+        return alignment(weights, reference)
+
+
+@dataclass
+class AlignmentLog:
+    """A loop plugin: after every epoch, the alignment of dis-inhibitory control's update
+    with backprop's gradient on a fixed batch."""
+
+    rule: DisinhibitoryControl
+    batch: tuple[Tensor, Tensor]
+    history: list[dict[str, tuple[float, float]]] = field(default_factory=list)
+
+    def after_epoch(self, model: nn.Module, epoch: int) -> None:
+        x, y = self.batch
+        self.history.append(self.rule.measure_alignment(model, x, y))  # type: ignore[arg-type]
