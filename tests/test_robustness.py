@@ -11,6 +11,7 @@ from neuroplastic.data import loader
 from neuroplastic.evaluate.robustness import (
     Robustness,
     fgsm,
+    fgsm_training_loss,
     masking_warnings,
     noise_accuracy,
     pgd,
@@ -28,6 +29,21 @@ def test_fgsm_is_the_signed_input_gradient_by_hand():
     grad = (p - torch.tensor([[1.0, 0.0]])) @ model.weight.detach()  # d CE / dx
     expected = (x + 0.1 * grad.sign()).clamp(0, 1)
     assert torch.allclose(fgsm(model, x, y, eps=0.1), expected)
+
+
+def test_fgsm_training_loss_mixes_clean_and_adversarial_cross_entropy_by_hand():
+    model = nn.Linear(3, 2)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [0.0, 1.0, -1.0]]))
+        model.bias.zero_()
+    x, y = torch.tensor([[0.5, 0.5, 0.5], [0.2, 0.9, 0.1]]), torch.tensor([0, 1])
+    p = torch.softmax(model(x), -1).detach()
+    grad = (p - nn.functional.one_hot(y, 2)) @ model.weight.detach()  # per-sample d CE / dx
+    adv = (x + 0.2 * grad.sign()).clamp(0, 1)
+    ce = nn.functional.cross_entropy
+    want = 0.3 * ce(model(x), y) + 0.7 * ce(model(adv), y)
+    torch.testing.assert_close(fgsm_training_loss(eps=0.2, mix=0.3)(model, x, y), want)
+    assert fgsm_training_loss(eps=0.2, mix=0.3)(model, x, y).requires_grad
 
 
 def test_pgd_stays_in_the_ball_and_the_bounds_and_is_at_least_as_strong(trained_mlp, digits_data):

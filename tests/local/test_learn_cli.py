@@ -46,7 +46,8 @@ def test_disinhibitory_reports_alignment_and_warns_when_the_loop_does_not_settle
 
 
 def test_softhebb_is_compared_with_backprop_and_random_features(tmp_path, capsys) -> None:
-    metrics, _ = run(tmp_path, capsys, "--rule", "softhebb", "--epochs", "2", "--param", "hebbian_epochs=1")
+    metrics, _ = run(tmp_path, capsys, "--rule", "softhebb", "--epochs", "2", "--param", "hebbian_epochs=1",
+                     "--param", "t_invert=0.5", "--param", "anti_hebbian=false")
     assert {"test_acc", "backprop.test_acc", "random_features.test_acc", "weight_norm.mean"} <= set(metrics)
 
 

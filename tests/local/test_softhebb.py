@@ -11,7 +11,13 @@ from torch import nn
 from neuroplastic.data import digits, loader
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.local import LocalUpdates, SoftHebb
-from neuroplastic.local.softhebb import hebbian_phase, softhebb_mlp, train_softhebb, weight_norms
+from neuroplastic.local.softhebb import (
+    hebbian_phase,
+    softhebb_cifar,
+    softhebb_mlp,
+    train_softhebb,
+    weight_norms,
+)
 
 
 def slow_delta(weight: torch.Tensor, inputs: list[torch.Tensor], t_invert: float) -> torch.Tensor:
@@ -104,3 +110,31 @@ def test_a_layer_type_the_rule_cannot_update_is_named() -> None:
         LocalUpdates(model, {"0": SoftHebb()})
     with pytest.raises(NeuroplasticError, match="no layer named"):
         LocalUpdates(model, {"9": SoftHebb()})
+
+
+def test_cifar_preset_learns_on_generated_cifar_format_data(tmp_path) -> None:
+    from neuroplastic.data import load_cifar10_binary
+    from neuroplastic.record import LayerRecorder
+    from tests.test_data import write_cifar10_binary
+
+    write_cifar10_binary(tmp_path / "cifar-10-batches-bin")
+    split = load_cifar10_binary(tmp_path)
+    torch.manual_seed(0)
+    model = softhebb_cifar(10)
+    convs = [model.features[i] for i in (1, 5, 9)]
+    assert [c.out_channels for c in convs] == [96, 384, 1536]
+    assert [c.kernel_size for c in convs] == [(5, 5), (3, 3), (3, 3)]
+    assert all(c.padding_mode == "reflect" for c in convs)
+    assert model.readout[1].in_features == 1536 * 4 * 4  # the reference's 24576
+    x = split.train.tensors[0][:10]
+    before = [c.weight.detach().clone() for c in convs]
+    with LayerRecorder(dict(enumerate(convs)), inputs=True, outputs=True) as seen, torch.no_grad():
+        model.train()(x)
+    wanted = []
+    for i, (conv, rate) in enumerate(zip(convs, (0.08, 0.005, 0.01), strict=True)):
+        rule = SoftHebb(t_invert=model.plan.layers[f"features.{(1, 5, 9)[i]}"].t_invert)
+        factor = rule.rate_factor(conv)[:, None, None, None]
+        wanted.append(before[i] + rate * factor * rule.delta(conv, seen.inputs[i], seen.outputs[i]))
+    hebbian_phase(model, [(x, split.train.tensors[1][:10])], epochs=1)
+    for conv, want in zip(convs, wanted, strict=True):
+        torch.testing.assert_close(conv.weight.detach(), want, rtol=1e-4, atol=1e-5)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from neuroplastic.batches import eval_mode, iter_batches, logits_of, model_device
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.loop import BatchLoss
 from neuroplastic.types import Data
 
 Bounds = tuple[float, float] | None
@@ -75,6 +76,22 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps: int = 20,
             best[~fooled] = adv[~fooled]  # a sample keeps the first restart that fooled it
             fooled |= wrong
     return best.detach()
+
+
+def fgsm_training_loss(*, eps: float, mix: float = 0.5, bounds: Bounds = (0.0, 1.0)) -> BatchLoss:
+    """FGSM adversarial training (Goodfellow et al. 2015): the batch loss
+    ``mix * CE(x) + (1 - mix) * CE(fgsm(x))``, the adversarial inputs made at the current
+    weights (in eval mode) for every batch; ``mix`` 0.5 as in the paper. A ``batch_loss`` for
+    :func:`neuroplastic.loop.fit`."""
+    if eps < 0 or not 0 <= mix <= 1:
+        raise NeuroplasticError(f"FGSM training needs eps >= 0 and mix in [0, 1], got {eps}, {mix}")
+
+    def loss(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        adv = fgsm(model, x, y, eps=eps, bounds=bounds)
+        clean = nn.functional.cross_entropy(logits_of(model(x)), y)
+        return mix * clean + (1 - mix) * nn.functional.cross_entropy(logits_of(model(adv)), y)
+
+    return loss
 
 
 def _accuracy_under(model: nn.Module, data: Data, perturb) -> float:  # type: ignore[no-untyped-def]

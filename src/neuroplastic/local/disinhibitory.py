@@ -214,7 +214,6 @@ class DisinhibitoryControl:
         self.avg_inh_init = require_positive("avg_inh_init", avg_inh_init)
         self.avg_inh: list[Tensor] | None = None
         self.stats = SolveStats()
-        self.alignment_sums: dict[str, list[float]] = {}
 
     # ----- targets and feedback -----
     def targets(self, y: Tensor, classes: int) -> Tensor:

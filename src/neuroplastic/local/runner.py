@@ -101,8 +101,10 @@ def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
         return build()
 
 
-def build_network(rule: str, split: DataSplit, hidden: tuple[int, ...]) -> nn.Module:
-    """The architecture each rule trains (its backprop twin is the same)."""
+def build_network(rule: str, split: DataSplit, hidden: tuple[int, ...], *,
+                  t_invert: float = 1.0) -> nn.Module:
+    """The architecture each rule trains (its backprop twin is the same); ``t_invert`` is
+    SoftHebb's competition."""
     from neuroplastic.local.disinhibitory import DisinhibitoryMLP
     from neuroplastic.local.softhebb import softhebb_mlp
 
@@ -113,7 +115,7 @@ def build_network(rule: str, split: DataSplit, hidden: tuple[int, ...]) -> nn.Mo
         if len(hidden) != 1:
             raise NeuroplasticError("softhebb's default network has one Hebbian layer: "
                                     "give one --hidden width")
-        return softhebb_mlp(features, classes, width=hidden[0])
+        return softhebb_mlp(features, classes, width=hidden[0], t_invert=t_invert)
     activation = nn.ReLU if rule == "backprop" else nn.Sigmoid  # biprop's reference: sigmoid
     layers: list[nn.Module] = [nn.Flatten()]
     width = features
@@ -152,7 +154,9 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
     if factory is not None and rule in ("disinhibitory", "softhebb"):
         raise NeuroplasticError(f"{rule} trains its own network type (E/I pairs, Hebbian blocks); "
                                 "--model-factory applies to biprop, halfbiprop, han and backprop")
-    make = factory or (lambda: build_network(rule, split, hidden))
+    hebbian_epochs = float(params.pop("hebbian_epochs", 5)) if rule == "softhebb" else 0.0
+    t_invert = float(params.pop("t_invert", 1.0)) if rule == "softhebb" else 1.0
+    make = factory or (lambda: build_network(rule, split, hidden, t_invert=t_invert))
     train = loader(split.train, batch_size=batch_size, shuffle=True, seed=seed)
     train_eval, test_eval = loader(split.train, batch_size=512), loader(split.test, batch_size=512)
     bounds = input_bounds(split)
@@ -198,7 +202,6 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
     elif rule == "softhebb":
         from neuroplastic.local.softhebb import train_softhebb, weight_norms
 
-        hebbian_epochs = float(params.pop("hebbian_epochs", 5))
         phases = train_softhebb(model, train, hebbian_epochs=hebbian_epochs, readout_epochs=epochs,
                                 readout_lr=lr, seed=seed, plugins=[curve], progress=bar(rule), **params)
         norms = weight_norms(model)

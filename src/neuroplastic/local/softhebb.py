@@ -188,12 +188,13 @@ def softhebb_cifar(num_classes: int = 10, *, in_channels: int = 3, image_size: i
     return SoftHebbNet(features, nn.Sequential(nn.Dropout(0.5), nn.Linear(width, num_classes)), plan)
 
 
-def hebbian_phase(model: SoftHebbNet, data: Data, *, epochs: float,
-                  progress: ProgressFn | None = None) -> FitResult:
+def hebbian_phase(model: SoftHebbNet, data: Data, *, epochs: float, anti_hebbian: bool = True,
+                  lr_power: float = 0.5, progress: ProgressFn | None = None) -> FitResult:
     """Unsupervised SoftHebb training of the plan's layers (SGD, one step per batch, each
-    layer at its own learning rate), through :func:`neuroplastic.loop.fit`."""
+    layer at its own learning rate and competition), through :func:`neuroplastic.loop.fit`."""
     modules = dict(model.named_modules())
-    rules = {name: SoftHebb(t_invert=spec.t_invert) for name, spec in model.plan.layers.items()}
+    rules = {name: SoftHebb(t_invert=spec.t_invert, anti_hebbian=anti_hebbian, lr_power=lr_power)
+             for name, spec in model.plan.layers.items()}
     groups = [{"params": [modules[name].weight], "lr": spec.lr} for name, spec in model.plan.layers.items()]
     optimizer = torch.optim.SGD(groups, lr=0.0)
     return loop.fit(model, data, optimizer=optimizer, epochs=epochs,
@@ -231,7 +232,8 @@ def features_of(model: SoftHebbNet, data: Data) -> TensorDataset:
 
 def train_softhebb(model: SoftHebbNet, data: Data, *, hebbian_epochs: float = 5,
                    readout_epochs: int = 50, readout_lr: float = 1e-3, readout_batch_size: int = 64,
-                   hebbian: bool = True, seed: int = 0, plugins: Sequence[object] = (),
+                   hebbian: bool = True, anti_hebbian: bool = True, lr_power: float = 0.5,
+                   seed: int = 0, plugins: Sequence[object] = (),
                    progress: ProgressFn | None = None) -> dict[str, float]:
     """Hebbian phase (skipped with ``hebbian=False``: the random-features control), BatchNorm
     statistics re-estimated, then the readout trained by Adam on the frozen features
@@ -242,7 +244,8 @@ def train_softhebb(model: SoftHebbNet, data: Data, *, hebbian_epochs: float = 5,
     """
     begin = time.perf_counter()
     if hebbian:
-        hebbian_phase(model, data, epochs=hebbian_epochs, progress=progress)
+        hebbian_phase(model, data, epochs=hebbian_epochs, anti_hebbian=anti_hebbian, lr_power=lr_power,
+                      progress=progress)
     estimate_norm_stats_(model, data)
     middle = time.perf_counter()
     features = features_of(model, data)
