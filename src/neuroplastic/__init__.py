@@ -12,8 +12,8 @@ from neuroplastic.registry import available, create, get, register
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("consolidate", "continual", "data", "evaluate", "forget", "importance", "intervene",
-               "loop", "models", "record", "select", "skills", "sparse", "io", "targets", "training")
+_SUBMODULES = ("adapt", "consolidate", "continual", "data", "evaluate", "forget", "importance", "intervene",
+               "local", "loop", "models", "record", "select", "skills", "sparse", "io", "targets", "training")
 __getattr__, __dir__ = lazy_exports(__name__, {**{name: "" for name in _SUBMODULES},
                                                "Targets": "targets"})
 
@@ -21,6 +21,7 @@ __all__ = [
     "NeuroplasticError",
     "Targets",
     "__version__",
+    "adapt",
     "available",
     "consolidate",
     "continual",
@@ -31,6 +32,7 @@ __all__ = [
     "get",
     "importance",
     "intervene",
+    "local",
     "loop",
     "models",
     "register",

@@ -45,6 +45,8 @@ def register(name: str, *, kind: str) -> Callable[[type[T]], type[T]]:
 def _load_builtin() -> None:
     # Importing the pillars registers their methods; done lazily so that
     # importing the registry has no side effects.
+    import neuroplastic.adapt.nhl
+    import neuroplastic.adapt.norm
     import neuroplastic.continual
     import neuroplastic.forget
     import neuroplastic.local.bidirectional

@@ -1,0 +1,242 @@
+"""Homeostatic plasticity: a learning rate regulated by need under concept shift, and
+adaptive gain control that whitens each context.
+
+- :class:`ConceptShiftStream`: any classification data as a stream of mini-batches in which
+  two random classes swap labels ``swaps`` times per epoch, evenly spaced (the reference's
+  ``swap_labels``, applied to every later label, test labels included).
+- :func:`train_shift` with ``homeostatic`` (Man, Damasio & Neven 2022, arXiv 2205.08645;
+  reference ``kingsonman/homeostatic-neural-networks``, ``lrh.py``): classes in the upper
+  half are "excitatory", the lower half "inhibitory". Once per mini-batch (the reference's
+  check falls on the first sample of each batch of 10), the learner simulates one SGD step on
+  that sample's gradient at the current rate and at the rate its *predicted* label would
+  imply (+-eta0/10), scores both on the last 20 samples seen; if the change scores better,
+  the rate moves by the sample's *true* label; clipped at 1e-8. ``random-lr`` (``lrr.py``):
+  the same move with probability 1/2, no simulation; ``constant``: no move. Updates are SGD
+  on the batch-mean cross-entropy.
+- :class:`GainControl` (Duong, Lipshutz et al., ICML 2023, arXiv 2301.11955): ``y = (I + W
+  diag(g) W^T)^-1 x`` on a fixed overcomplete unit-norm frame ``W``; the gains follow
+  ``g += eta * mean(z^2 - 1)`` with ``z = W^T y``, which whitens the outputs of each context.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils.data import TensorDataset
+
+from neuroplastic.batches import model_device
+from neuroplastic.checks import require_choice, require_in, require_positive
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.loop import ProgressFn
+
+SHIFT_METHODS = ("homeostatic", "constant", "random-lr")
+
+
+class ConceptShiftStream:
+    """Mini-batches of ``dataset`` over ``epochs``, with two classes swapping labels
+    ``swaps`` times per epoch (never at the first batch).
+
+    ``mapping`` is the current label map (``mapping[y]`` is what a sample of class y is
+    now called); ``swap_steps`` lists the batches after which a swap happened."""
+
+    def __init__(self, dataset: TensorDataset, *, swaps: int, epochs: int, batch_size: int = 10,
+                 seed: int = 0) -> None:
+        self.x, self.y = dataset.tensors[0], dataset.tensors[1]
+        self.classes = int(self.y.max()) + 1
+        if self.classes < 2:
+            raise NeuroplasticError("a concept-shift stream needs at least two classes")
+        self.swaps = int(require_in("swaps", swaps, 0, math.inf))
+        self.epochs = int(require_positive("epochs", epochs))
+        self.batch_size = int(require_positive("batch_size", batch_size))
+        self.per_epoch = len(self.y) // self.batch_size
+        if self.swaps > self.per_epoch:
+            raise NeuroplasticError(f"--swaps {swaps} exceeds the {self.per_epoch} batches of an epoch")
+        self.generator = torch.Generator().manual_seed(seed)
+        self.mapping = torch.arange(self.classes)
+        self.swap_steps: list[int] = []
+
+    def __len__(self) -> int:
+        return self.per_epoch * self.epochs
+
+    def swap(self) -> tuple[int, int]:
+        a, b = torch.randperm(self.classes, generator=self.generator)[:2].tolist()
+        old = self.mapping.clone()
+        self.mapping[old == a] = b
+        self.mapping[old == b] = a
+        return a, b
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        step = 0
+        interval = self.per_epoch // self.swaps if self.swaps else 0
+        for _ in range(self.epochs):
+            order = torch.randperm(len(self.y), generator=self.generator)
+            for j in range(self.per_epoch):
+                rows = order[j * self.batch_size:(j + 1) * self.batch_size]
+                yield self.x[rows], self.mapping[self.y[rows]]
+                step += 1
+                if interval and j != 0 and ((j + 1) * self.batch_size) % (interval * self.batch_size) == 0:
+                    self.swap()
+                    self.swap_steps.append(step)
+
+
+@dataclass
+class ShiftResult:
+    """What one run over a concept-shift stream measured."""
+
+    online_acc: list[float] = field(default_factory=list)  # per batch, predicted before the update
+    test_acc: list[tuple[int, float]] = field(default_factory=list)  # (step, test accuracy now)
+    lr: list[float] = field(default_factory=list)  # per batch
+    swap_steps: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def recovery(self, window: int = 20) -> float:
+        """Mean online accuracy over the ``window`` batches after each swap (higher:
+        faster recovery); NaN without swaps."""
+        spans = [self.online_acc[s:s + window] for s in self.swap_steps if s < len(self.online_acc)]
+        values = [v for span in spans for v in span]
+        return sum(values) / len(values) if values else float("nan")
+
+    def metrics(self) -> dict[str, float]:
+        tail = self.online_acc[-max(1, len(self.online_acc) // 10):]
+        return {"online_acc": sum(self.online_acc) / max(1, len(self.online_acc)),
+                "online_acc_last_10pct": sum(tail) / len(tail),
+                "final_test_acc": self.test_acc[-1][1] if self.test_acc else float("nan"),
+                "recovery_acc": self.recovery(), "lr_final": self.lr[-1] if self.lr else float("nan"),
+                "swaps": float(len(self.swap_steps)), "seconds": self.seconds}
+
+
+def shift_mlp(in_features: int, num_classes: int) -> nn.Module:
+    """The reference's network: inputs-80-60-classes, ELU."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_features, 80), nn.ELU(), nn.Linear(80, 60), nn.ELU(),
+                         nn.Linear(60, num_classes))
+
+
+def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "homeostatic",
+                lr: float = 0.05, test: TensorDataset | None = None, memory: int = 20,
+                evaluate_every: int = 0, seed: int = 0,
+                progress: ProgressFn | None = None) -> ShiftResult:
+    """Train ``model`` online on ``stream`` by SGD with the learning rate of ``method`` (see
+    the module docstring); ``lr`` is the starting rate eta0, moves are eta0 / 10.
+
+    Args:
+        test: scored under the stream's current label map every ``evaluate_every`` batches
+            (0: once per epoch) and at the end.
+        memory: how many recent samples score the homeostatic simulations (the reference's 20).
+    """
+    import time
+
+    require_choice("method", method, SHIFT_METHODS)
+    eta0 = require_positive("lr", lr)
+    step_size = eta0 / 10
+    eta = eta0
+    device = model_device(model)
+    rng = torch.Generator().manual_seed(seed)
+    recent_x: list[Tensor] = []
+    recent_i: list[int] = []  # original class of each remembered sample (relabelled on swaps)
+    result = ShiftResult()
+    every = evaluate_every or stream.per_epoch
+    begin = time.perf_counter()
+    half = stream.classes / 2
+    model.train()
+    for step, (x, y) in enumerate(stream, start=1):
+        x, y = x.to(device), y.to(device)
+        with torch.no_grad():
+            result.online_acc.append(float((model(x).argmax(-1) == y).float().mean()))
+        if method != "constant" and len(recent_x) >= memory:
+            first_x, first_y = x[:1], y[:1]
+            if method == "random-lr":
+                if torch.rand((), generator=rng) > 0.5:
+                    eta = max(eta + (step_size if int(first_y) >= half else -step_size), 1e-8)
+            else:
+                memo_x = torch.cat(recent_x[-memory:])
+                memo_y = stream.mapping.to(device)[torch.tensor(recent_i[-memory:], device=device)]
+                params = dict(model.named_parameters())
+                loss = F.cross_entropy(model(first_x), first_y)
+                grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+                guess = int(model(first_x).argmax(-1))
+                proposed = max(eta + (step_size if guess >= half else -step_size), 1e-8)
+
+                scored = [simulated_accuracy(model, grads, rate / stream.batch_size, memo_x, memo_y)
+                          for rate in (proposed, eta)]
+                if scored[0] > scored[1]:
+                    eta = max(eta + (step_size if int(first_y) >= half else -step_size), 1e-8)
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-eta)
+        result.lr.append(eta)
+        inverse = torch.argsort(stream.mapping).to(device)  # label now -> original class
+        recent_x.extend(x.split(1))
+        recent_i.extend(inverse[y].tolist())
+        del recent_x[:-memory], recent_i[:-memory]
+        if test is not None and (step % every == 0 or step == len(stream)):
+            result.test_acc.append((step, shift_accuracy(model, test, stream.mapping)))
+        if progress is not None:
+            progress(step, len(stream))
+    result.swap_steps = list(stream.swap_steps)
+    result.seconds = time.perf_counter() - begin
+    model.eval()
+    return result
+
+
+@torch.no_grad()
+def simulated_accuracy(model: nn.Module, grads: dict[str, Tensor], step: float, x: Tensor,
+                       y: Tensor) -> float:
+    """Accuracy on ``(x, y)`` of the model after a simulated SGD step ``-step * grads``
+    (the model itself is not changed)."""
+    moved = {k: p.detach() - step * grads[k] for k, p in model.named_parameters()}
+    return float((functional_call(model, moved, (x,)).argmax(-1) == y).float().mean())
+
+
+@torch.no_grad()
+def shift_accuracy(model: nn.Module, data: TensorDataset, mapping: Tensor) -> float:
+    """Accuracy on ``data`` with labels relabelled by ``mapping``."""
+    device = model_device(model)
+    x, y = data.tensors[0].to(device), mapping.to(device)[data.tensors[1].to(device)]
+    was = model.training
+    model.eval()
+    correct = int((model(x).argmax(-1) == y).sum())
+    model.train(was)
+    return correct / len(y)
+
+
+class GainControl(nn.Module):
+    """Adaptive gain control on a fixed overcomplete frame (Duong, Lipshutz et al., ICML 2023).
+
+    Args:
+        features: input dimension N.
+        frame_size: K frame vectors (default N(N+1)/2, the count that can whiten any context).
+        eta: gain learning rate (the reference's 5e-3).
+    """
+
+    def __init__(self, features: int, *, frame_size: int | None = None, eta: float = 5e-3,
+                 seed: int = 0) -> None:
+        super().__init__()
+        k = frame_size or features * (features + 1) // 2
+        generator = torch.Generator().manual_seed(seed)
+        frame = torch.randn(features, k, generator=generator)
+        self.register_buffer("frame", frame / frame.norm(dim=0, keepdim=True))
+        self.register_buffer("gains", torch.zeros(k))
+        self.eta = require_positive("eta", eta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Whitened responses ``y`` (batch, N)."""
+        n = self.frame.shape[0]
+        matrix = torch.eye(n, dtype=x.dtype, device=x.device) + (self.frame * self.gains) @ self.frame.T
+        return torch.linalg.solve(matrix, x.T).T
+
+    @torch.no_grad()
+    def update_(self, x: Tensor) -> Tensor:
+        """One gain step on a batch of one context; returns its responses before the step."""
+        y = self(x)
+        z = y @ self.frame
+        self.gains += self.eta * (z.pow(2).mean(0) - 1)
+        return y
