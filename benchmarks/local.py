@@ -30,7 +30,8 @@ from neuroplastic import loop
 from neuroplastic.data import load_data, loader
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.evaluate.robustness import fgsm_training_loss, robustness
-from neuroplastic.local.runner import DEFAULTS, build_network, input_bounds, learn, seeded
+from neuroplastic.local.runner import DEFAULTS, build_network, input_bounds, learn
+from neuroplastic.models.factory import seeded_model
 from readme_table import publish
 
 ROOT = Path(__file__).resolve().parent
@@ -61,7 +62,7 @@ def job(task: tuple[str, str, int]) -> tuple[str, str, int, dict[str, float]]:
 def adversarial_training(split: Any, seed: int) -> dict[str, float]:
     """Backprop on the biprop architecture with FGSM adversarial training (eps 0.2)."""
     base = DEFAULTS["biprop"]
-    model = seeded(seed, lambda: build_network("biprop", split, base.hidden))
+    model = seeded_model(lambda: build_network("biprop", split, base.hidden), seed, "cpu")
     begin = time.perf_counter()
     loop.fit(model, loader(split.train, batch_size=base.batch_size, shuffle=True, seed=seed),
              optimizer=torch.optim.Adam(model.parameters(), lr=base.lr), epochs=base.epochs,

@@ -227,6 +227,23 @@ CASES = [
     (["learn", "--epochs", "0"], "--epochs must be >= 1"),
     (["learn", "--lr", "-1"], "--lr must be a number > 0"),
     (["learn", "--out", "full"], "already exists and is not empty"),
+    # adapt and shift
+    (["adapt", "--method", "sar"], "--method must be one of tent, norm, nhl"),
+    (["adapt", "--corruption", "snow:2", "--epochs", "1"], "unknown corruption 'snow'"),
+    (["adapt", "--corruption", "fog:9", "--epochs", "1"], "severity must be 1-5"),
+    (["adapt", "--data", "good.csv", "--corruption", "defocus_blur", "--epochs", "1"],
+     "unknown corruption 'defocus_blur' for this data"),
+    (["adapt", "--data", "good.csv", "--model-factory", "factories:good", "--corruption", "contrast:1",
+      "--epochs", "1"], "tent adapts normalisation layers, and this model has none"),
+    (["adapt", "--data", "good.csv", "--corruption", "contrast:1", "--epochs", "1", "--batch-size", "1"],
+     "a batch of 1 sample(s)"),
+    (["adapt", "--model", "missing.safetensors"], "checkpoint not found"),
+    (["adapt", "--param", "lr=-1"], "lr must be a number in"),
+    (["adapt", "--cifar10c", "afile"], "not a folder"),
+    (["shift", "--method", "need"], "--method must be one of homeostatic, constant, random-lr"),
+    (["shift", "--swaps", "-1"], "--swaps must be >= 0"),
+    (["shift", "--swaps", "1000", "--epochs", "1"], "exceeds the 125 batches of an epoch"),
+    (["shift", "--lr", "0"], "--lr must be a number > 0"),
     # the demo model
     (["skills", "make-demo", "--steps", "0"], "--steps must be >= 1"),
     (["skills", "make-demo", "--out", "full"], "already exists and is not empty"),
@@ -234,7 +251,8 @@ CASES = [
     (["skills", "make-demo", "--device", "bogus"], "is not a torch device"),
 ]
 WITH_OUT = {("forget",), ("forget", "skill"), ("sparse", "train"), ("sparse", "prune"),
-            ("sparse", "export"), ("skills", "make-demo"), ("continual",), ("learn",)}
+            ("sparse", "export"), ("skills", "make-demo"), ("continual",), ("learn",), ("adapt",),
+            ("shift",)}
 
 
 def test_the_table_is_large_enough():

@@ -1,5 +1,5 @@
 """Command line: ``neuroplastic list``, ``forget`` (and ``forget skill``), ``sparse``, ``skills``,
-``continual``, ``learn``.
+``continual``, ``learn``, ``adapt``, ``shift``.
 
 One error path: every usage error, bad value, bad file and library error is one
 line on stderr starting ``error:`` and exit code 2, with no traceback (set
@@ -16,6 +16,7 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
+from neuroplastic.cli.adapt import adapt_app, shift_app
 from neuroplastic.cli.continual import continual_app
 from neuroplastic.cli.forget import forget_app
 from neuroplastic.cli.learn import learn_app
@@ -35,6 +36,8 @@ app.add_typer(skills_app, name="skills", help="The demo language model of skill 
 app.add_typer(continual_app, name="continual",
               help="Learn tasks one after another without forgetting the old ones.")
 app.add_typer(learn_app, name="learn", help="Train with a local learning rule, beside backprop.")
+app.add_typer(adapt_app, name="adapt", help="Adapt a classifier to corrupted inputs at test time.")
+app.add_typer(shift_app, name="shift", help="Learn through concept shift with a homeostatic learning rate.")
 
 
 @app.command("list")

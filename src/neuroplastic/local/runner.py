@@ -20,6 +20,7 @@ from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.evaluate.robustness import Robustness, masking_warnings, robustness
 from neuroplastic.loop import Plugin, ProgressFn
+from neuroplastic.models.factory import seeded_model
 
 RULES = ("disinhibitory", "softhebb", "biprop", "halfbiprop", "han", "backprop")
 
@@ -93,12 +94,6 @@ def input_bounds(split: DataSplit) -> tuple[float, float] | None:
     """(0, 1) when every training input lies in it (images), else None (no clipping)."""
     x = split.train.tensors[0]
     return (0.0, 1.0) if float(x.min()) >= 0 and float(x.max()) <= 1 else None
-
-
-def seeded(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build()
 
 
 def build_network(rule: str, split: DataSplit, hidden: tuple[int, ...], *,
@@ -175,7 +170,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         runs[name] = run
 
     # --- the rule ---
-    model = seeded(seed, make).to(device)
+    model = seeded_model(make, seed, device)
     run = Trained(model)
     curve = AccuracyCurve(model, train_eval, test_eval, run.curve)
     begin = time.perf_counter()
@@ -220,7 +215,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
 
     # --- backprop of the same architecture (and SoftHebb's random-features control) ---
     if compare and rule != "backprop":
-        twin = seeded(seed, make).to(device)
+        twin = seeded_model(make, seed, device)
         run = Trained(twin)
         curve = AccuracyCurve(twin, train_eval, test_eval, run.curve)
         begin = time.perf_counter()
@@ -237,7 +232,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         if rule == "softhebb":
             from neuroplastic.local.softhebb import train_softhebb
 
-            control = seeded(seed, make).to(device)
+            control = seeded_model(make, seed, device)
             run = Trained(control)
             curve = AccuracyCurve(control, train_eval, test_eval, run.curve)
             begin = time.perf_counter()

@@ -1,0 +1,280 @@
+"""``neuroplastic adapt`` (test-time adaptation on corrupted inputs) and ``neuroplastic
+shift`` (learning through concept shift with a homeostatic learning rate)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from neuroplastic.cli.common import (
+    DATA_HELP,
+    FACTORY_HELP,
+    absolute_data,
+    absolute_factory,
+    check_factory,
+    check_training_options,
+    load_split,
+    options_of,
+    write_run,
+)
+from neuroplastic.cli.continual import parse_params
+from neuroplastic.cli.output import console, warn
+from neuroplastic.cli.progress import progress_bar, progress_tasks
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import run_dir  # light: no torch
+
+if TYPE_CHECKING:
+    from neuroplastic.adapt.homeostasis import ShiftResult
+    from neuroplastic.adapt.runner import CorruptionResult
+    from neuroplastic.evaluate.report import Report
+
+adapt_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+shift_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+ADAPT_METHODS = ("tent", "norm", "nhl")
+SHIFT_METHODS = ("homeostatic", "constant", "random-lr")
+
+
+@adapt_app.callback(invoke_without_command=True)
+def adapt(
+    ctx: typer.Context,
+    method: str = typer.Option("tent", help="tent, norm or nhl."),
+    corruption: str = typer.Option("all", help="name:severity (gaussian_noise:3), a name (every "
+                                   "severity) or all (every corruption x severity)."),
+    data: str = typer.Option("digits", help=DATA_HELP),
+    cifar10c: Path | None = typer.Option(None, help="A CIFAR-10-C folder (<corruption>.npy, labels.npy): "
+                                         "read the corrupted test sets from it instead of generating them."),
+    model: Path | None = typer.Option(None, help="Trained weights (.safetensors); default: train (and "
+                                      "cache) the reference model with BatchNorm."),
+    model_factory: str | None = typer.Option(None, help=FACTORY_HELP),
+    episodic: bool = typer.Option(False, help="Reset after every batch (default: online)."),
+    batch_size: int = typer.Option(64, help="Test batch size."),
+    param: list[str] = typer.Option([], help="A hyperparameter of the method, name=value; repeatable "
+                                    "(e.g. lr=0.001, entropy_margin=0.4, hebbian_lr=0.001)."),
+    epochs: int = typer.Option(30, help="Epochs of the source model (when it is trained here)."),
+    seed: int = typer.Option(0, help="Seed of the split, the source model and the corruptions."),
+    device: str = typer.Option("cpu", help="torch device."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/adapt-<time>)."),
+    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+) -> None:
+    """Adapt a trained classifier at test time, without labels, to corrupted inputs."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if method not in ADAPT_METHODS:
+        raise NeuroplasticError(f"--method must be one of {', '.join(ADAPT_METHODS)}, got {method!r}")
+    check_training_options(epochs=epochs, batch_size=batch_size, device=device)
+    params = parse_params(param)
+    params["episodic"] = episodic
+    if model is not None and not model.is_file():
+        raise NeuroplasticError(f"checkpoint not found: {model}")
+    if cifar10c is not None and not cifar10c.is_dir():
+        raise NeuroplasticError(f"--cifar10c {cifar10c}: not a folder")
+    folder = run_dir("adapt", out)
+    check_factory(model_factory)
+    from neuroplastic import registry
+
+    registry.create(method, kind="adapt", **params)  # bad hyperparameters fail before any work
+    import torch
+
+    from neuroplastic.adapt.runner import run_corruptions
+    from neuroplastic.cli.common import resolve_factory
+    from neuroplastic.data.corruptions import corruptions_for, load_cifar10c, parse_spec
+    from neuroplastic.forget.experiment import trained_model
+    from neuroplastic.io import load_model_weights
+    from neuroplastic.models import default_model, seeded_model
+    from neuroplastic.training import TrainConfig
+
+    split = load_split(data, seed=seed, standardize=False)
+    x, y = split.test.tensors
+    specs = parse_spec(corruption, available=corruptions_for(x))
+    if model_factory is not None:
+        factory = resolve_factory(model_factory, split)
+    else:
+        shape, classes = split.input_shape, split.num_classes
+        factory = resolve_factory(None, split)  # checks the data once
+        factory = lambda: default_model(shape, classes, batch_norm=True)  # noqa: E731
+    if model is not None:
+        net = load_model_weights(seeded_model(factory, seed, device), model)
+    else:
+        with progress_bar("training the source model (cached)") as progress:
+            net, _ = trained_model(split, factory, TrainConfig(epochs=epochs, seed=seed), device=device,
+                                   progress=progress)
+    train_x = split.train.tensors[0]
+    bounds = (float(train_x.min()), float(train_x.max()))
+    corrupted = (lambda name, severity: load_cifar10c(cifar10c, name, severity).tensors) \
+        if cifar10c is not None else None
+    with torch.no_grad(), progress_bar(f"{method} on {len(specs)} corrupted test sets") as progress:
+        result = run_corruptions(net, x, y, specs, method=method, params=params, batch_size=batch_size,
+                                 bounds=bounds, seed=seed, corrupted=corrupted, progress=progress)
+    metrics: dict[str, Any] = {"method": method, "data": split.name, "episodic": float(episodic),
+                               **result.metrics()}
+    notes = adapt_notes(result)
+    print_adapt_summary(result)
+    for note in notes:
+        warn(note)
+    options = {**options_of(ctx.params), "data": absolute_data(data),
+               "model_factory": absolute_factory(model_factory)}
+    write_run(folder, command="adapt", config={"options": options, "params": params}, metrics=metrics,
+              report=adapt_report(result, f"neuroplastic adapt: {method} on {split.name}", notes),
+              model=None, json_out=json_out)
+
+
+def adapt_notes(result: CorruptionResult) -> list[str]:
+    notes = []
+    method = result.method
+    for name in ("norm", method):
+        if result.mean_error(name) > result.mean_error("source"):
+            notes.append(f"{name} has a higher mean error than the unadapted model "
+                         f"({result.mean_error(name):.3f} vs {result.mean_error('source'):.3f})")
+    drop = result.clean_acc - result.clean_acc_after
+    if drop > 0.02:
+        notes.append(f"after adapting online through every corrupted set, clean accuracy fell by "
+                     f"{drop * 100:.1f} points ({result.clean_acc:.3f} -> {result.clean_acc_after:.3f})")
+    return notes
+
+
+def print_adapt_summary(result: CorruptionResult) -> None:
+    from rich.table import Table
+
+    table = Table("method", "mean error", "mean error, severity 3-5")
+    for name in result.errors:
+        table.add_row(name, f"{result.mean_error(name):.3f}", f"{result.mean_error(name, (3, 4, 5)):.3f}")
+    console.print(table)
+    console.print(f"clean accuracy {result.clean_acc:.3f}, after online adaptation "
+                  f"{result.clean_acc_after:.3f}; "
+                  f"{result.seconds_per_batch * 1e3:.2f} ms per batch "
+                  f"({result.seconds_per_batch / result.forward_seconds_per_batch:.1f}x a forward pass)")
+
+
+def adapt_report(result: CorruptionResult, title: str, notes: list[str]) -> Report:
+    from neuroplastic.evaluate.report import Report, grouped_bars, heatmap
+
+    report = Report(title)
+    for note in notes:
+        report.banner(note)
+    report.table("Mean error", ["method", "all severities", "severity 3-5"],
+                 [[n, result.mean_error(n), result.mean_error(n, (3, 4, 5))] for n in result.errors])
+    corruptions = sorted({c for c, _ in next(iter(result.errors.values()))})
+    severities = sorted({s for _, s in next(iter(result.errors.values()))})
+    for name, table in result.errors.items():
+        values = [[table.get((c, s), float("nan")) for s in severities] for c in corruptions]
+        report.figure(f"{name}: error by corruption and severity", heatmap(
+            values, rows=corruptions, columns=[str(s) for s in severities], xlabel="severity",
+            ylabel="corruption"))
+    report.figure("Error per corruption (mean over the severities run)", grouped_bars(
+        {name: [sum(e for (c2, _), e in table.items() if c2 == c) / len(severities) for c in corruptions]
+         for name, table in result.errors.items()}, corruptions, ylabel="error"))
+    report.text(f"Errors are 1 - accuracy on the test set under each corruption. clean_acc_after: "
+                f"clean test accuracy, predicted the way the adapted model predicts, after one online "
+                f"pass of {result.method} through every corrupted set.")
+    return report
+
+
+@shift_app.callback(invoke_without_command=True)
+def shift(
+    ctx: typer.Context,
+    method: str = typer.Option("homeostatic", help="homeostatic, constant or random-lr."),
+    swaps: int = typer.Option(5, help="Label swaps per epoch (two random classes trade labels)."),
+    compare: bool = typer.Option(True, help="Also run the other two learning-rate rules."),
+    data: str = typer.Option("digits", help=DATA_HELP),
+    epochs: int = typer.Option(10, help="Epochs of the stream."),
+    lr: float = typer.Option(0.05, help="Starting learning rate eta0 (moves are eta0 / 10)."),
+    batch_size: int = typer.Option(10, help="Batch size (the reference's 10)."),
+    seed: int = typer.Option(0, help="Seed of the split, the initialisation and the swaps."),
+    device: str = typer.Option("cpu", help="torch device."),
+    out: Path | None = typer.Option(None, help="Run folder (default runs/shift-<time>)."),
+    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+) -> None:
+    """Learn a stream whose labels keep swapping, with a homeostatic learning rate."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if method not in SHIFT_METHODS:
+        raise NeuroplasticError(f"--method must be one of {', '.join(SHIFT_METHODS)}, got {method!r}")
+    check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
+    if swaps < 0:
+        raise NeuroplasticError(f"--swaps must be >= 0, got {swaps}")
+    folder = run_dir("shift", out)
+    import math
+
+    from neuroplastic.adapt.homeostasis import ConceptShiftStream, shift_mlp, train_shift
+    from neuroplastic.models import seeded_model
+
+    split = load_split(data, seed=seed, standardize=False)
+    methods = [method, *(m for m in SHIFT_METHODS if m != method)] if compare else [method]
+    results = {}
+    with progress_tasks() as start:
+        for name in methods:
+            stream = ConceptShiftStream(split.train, swaps=swaps, epochs=epochs, batch_size=batch_size,
+                                        seed=seed)
+            net = seeded_model(lambda: shift_mlp(math.prod(split.input_shape), split.num_classes), seed,
+                               device)
+            results[name] = train_shift(net, stream, method=name, lr=lr, test=split.test, seed=seed,
+                                        progress=start(name))
+    metrics: dict[str, Any] = {"method": method, "data": split.name, "swaps_per_epoch": float(swaps)}
+    for name, result in results.items():
+        prefix = "" if name == method else f"{name}."
+        metrics.update({f"{prefix}{k}": v for k, v in result.metrics().items()})
+    notes = shift_notes(results, method)
+    print_shift_summary(results)
+    for note in notes:
+        warn(note)
+    write_run(folder, command="shift", config={"options": options_of(ctx.params)}, metrics=metrics,
+              report=shift_report(results, f"neuroplastic shift: {method}, {swaps} swaps per epoch", notes),
+              model=None, json_out=json_out)
+
+
+def shift_notes(results: dict[str, ShiftResult], method: str) -> list[str]:
+    notes = []
+    if method == "homeostatic" and "constant" in results:
+        mine, base = results[method].recovery(), results["constant"].recovery()
+        if mine < base:
+            notes.append(f"the homeostatic learning rate recovered more slowly after swaps than a constant "
+                         f"one (accuracy over the 20 batches after each swap {mine:.3f} vs {base:.3f})")
+    return notes
+
+
+def print_shift_summary(results: dict[str, ShiftResult]) -> None:
+    from rich.table import Table
+
+    table = Table("learning rate", "online acc", "after swaps", "final test acc", "final lr")
+    for name, r in results.items():
+        m = r.metrics()
+        table.add_row(name, f"{m['online_acc']:.3f}", f"{m['recovery_acc']:.3f}",
+                      f"{m['final_test_acc']:.3f}",
+                      f"{m['lr_final']:.4g}")
+    console.print(table)
+
+
+def shift_report(results: dict[str, ShiftResult], title: str, notes: list[str]) -> Report:
+    from neuroplastic.evaluate.report import Report, line_plot
+
+    report = Report(title)
+    for note in notes:
+        report.banner(note)
+    keys = ["online_acc", "recovery_acc", "final_test_acc", "lr_final", "seconds"]
+    report.table("Results", ["metric", *results],
+                 [[k, *(r.metrics()[k] for r in results.values())] for k in keys])
+
+    def smooth(values: list[float], window: int = 25) -> list[float]:
+        out, total = [], 0.0
+        for i, v in enumerate(values):
+            total += v - (values[i - window] if i >= window else 0.0)
+            out.append(total / min(i + 1, window))
+        return out
+
+    report.figure("Online accuracy (predicted before each update; 25-batch mean)", line_plot(
+        {n: ([float(i) for i in range(1, len(r.online_acc) + 1)], smooth(r.online_acc))
+         for n, r in results.items()}, xlabel="batch", ylabel="accuracy"))
+    report.figure("Learning rate", line_plot(
+        {n: ([float(i) for i in range(1, len(r.lr) + 1)], r.lr) for n, r in results.items()},
+        xlabel="batch", ylabel="learning rate", step=True))
+    report.figure("Test accuracy under the current labels", line_plot(
+        {n: ([float(s) for s, _ in r.test_acc], [a for _, a in r.test_acc]) for n, r in results.items()},
+        xlabel="batch", ylabel="test accuracy"))
+    swaps = next(iter(results.values())).swap_steps
+    report.text(f"Label swaps happened after batches {', '.join(map(str, swaps[:30]))}"
+                f"{' ...' if len(swaps) > 30 else ''}. 'after swaps' (recovery_acc): mean online "
+                "accuracy over the 20 batches after each swap.")
+    return report
