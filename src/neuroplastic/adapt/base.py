@@ -103,6 +103,11 @@ class Adapter(ABC):
                 tensor.copy_(self._saved[name])
         self.reset_state()
 
+    def bind(self, model: nn.Module) -> None:
+        """Bind ``model`` now (the first ``adapt`` does it otherwise): check it, save what the
+        method may write, build its optimizer."""
+        self._bind(model)
+
     def _bind(self, model: nn.Module) -> None:
         if self.model is None:
             self.setup(model)

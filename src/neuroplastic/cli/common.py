@@ -72,6 +72,19 @@ def check_training_options(*, epochs: int | None = None, lr: float | None = None
         check_device(device)
 
 
+def parse_hidden(hidden: str | None) -> tuple[int, ...] | None:
+    """``--hidden 64,64`` as widths (None: the rule's default)."""
+    if hidden is None:
+        return None
+    try:
+        widths = tuple(int(w) for w in hidden.split(",") if w.strip())
+    except ValueError:
+        raise NeuroplasticError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+    if not widths or min(widths) < 1:
+        raise NeuroplasticError(f"--hidden needs at least one width >= 1, got {hidden!r}")
+    return widths
+
+
 def check_factory(model_factory: str | None) -> None:
     """Import a ``--model-factory`` now, so a typo fails before any data is loaded."""
     if model_factory is not None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from neuroplastic.cli.common import check_device, check_training_options, options_of, write_run
+from neuroplastic.cli.common import check_device, check_training_options, options_of, parse_hidden, write_run
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar
 from neuroplastic.errors import NeuroplasticError
@@ -95,12 +95,7 @@ def continual(
         raise NeuroplasticError(f"--tasks must be >= 2, got {tasks}")
     if setting is not None and setting not in ("task", "domain", "class"):
         raise NeuroplasticError(f"--setting must be task, domain or class, got {setting!r}")
-    try:
-        widths = tuple(int(w) for w in hidden.split(",") if w.strip())
-    except ValueError:
-        raise NeuroplasticError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
-    if not widths or min(widths) < 1:
-        raise NeuroplasticError(f"--hidden needs at least one width >= 1, got {hidden!r}")
+    widths = parse_hidden(hidden)
     params = parse_params(param)
     folder = run_dir("continual", out)
     check_device(device)

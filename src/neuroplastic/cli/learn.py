@@ -16,6 +16,7 @@ from neuroplastic.cli.common import (
     check_training_options,
     load_split,
     options_of,
+    parse_hidden,
     write_run,
 )
 from neuroplastic.cli.continual import parse_params
@@ -33,19 +34,6 @@ learn_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 RULE_CHOICES = ("disinhibitory", "softhebb", "biprop", "halfbiprop", "han", "backprop")
 LEARN_DATA_HELP = ("digits, mnist1d, circles, moons (generated), a .npz/.csv file, an image folder, "
                    "or torchvision:<Name>:<root>.")
-
-
-def parse_hidden(hidden: str | None) -> tuple[int, ...] | None:
-    """``--hidden 64,64`` as widths (None: the rule's default)."""
-    if hidden is None:
-        return None
-    try:
-        widths = tuple(int(w) for w in hidden.split(",") if w.strip())
-    except ValueError:
-        raise NeuroplasticError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
-    if not widths or min(widths) < 1:
-        raise NeuroplasticError(f"--hidden needs at least one width >= 1, got {hidden!r}")
-    return widths
 
 
 @learn_app.callback(invoke_without_command=True)
