@@ -32,6 +32,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/startup.py
 	$(BIN)/python benchmarks/loop.py
 	$(BIN)/python benchmarks/continual.py
+	$(BIN)/python benchmarks/local.py
+	$(BIN)/python benchmarks/adapt.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
