@@ -212,15 +212,20 @@ class Bidirectional:
         self.steps: GeneratorSteps | None = None
 
     def fit(self, model: nn.Module, data: Data, *, num_classes: int, epochs: float, lr: float,
-            progress: ProgressFn | None = None, plugins: tuple[object, ...] = ()) -> FitResult:
+            progress: ProgressFn | None = None, plugins: tuple[object, ...] = (),
+            example: Tensor | None = None) -> FitResult:
         """Train ``model`` (the classifier) in place; the generator is kept in
-        ``self.generator``."""
+        ``self.generator``. ``example``: a few inputs that fix the generator's shapes
+        (default: the first batch of ``data``; note that reading it advances a shuffling
+        loader's random generator, so pass ``example`` to keep the batch order of a twin run)."""
         require_positive("lr", lr)
         device = model_device(model)
-        first = next(iter(data), None)
-        if first is None:
-            raise NeuroplasticError("cannot train on empty data")
-        x0 = first[0].to(device)
+        if example is None:
+            first = next(iter(data), None)
+            if first is None:
+                raise NeuroplasticError("cannot train on empty data")
+            example = first[0]
+        x0 = example.to(device)
         self.generator = TransposedGenerator(model, x0).to(device)
         kind = self.reconstruction
         if kind == "auto":

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from neuroplastic import loop, registry
 from neuroplastic.checks import require_choice
@@ -152,7 +153,11 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
     hebbian_epochs = float(params.pop("hebbian_epochs", 5)) if rule == "softhebb" else 0.0
     t_invert = float(params.pop("t_invert", 1.0)) if rule == "softhebb" else 1.0
     make = factory or (lambda: build_network(rule, split, hidden, t_invert=t_invert))
-    train = loader(split.train, batch_size=batch_size, shuffle=True, seed=seed)
+    def batches(size: int = batch_size) -> DataLoader:
+        """A fresh shuffling loader per run: every network sees the same batch order."""
+        return loader(split.train, batch_size=size, shuffle=True, seed=seed)
+
+    example = split.train.tensors[0][:2].to(device)
     train_eval, test_eval = loader(split.train, batch_size=512), loader(split.test, batch_size=512)
     bounds = input_bounds(split)
     notes: list[str] = []
@@ -181,7 +186,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         probe = next(iter(loader(split.val, batch_size=256)))
         log = AlignmentLog(instance, (probe[0].to(device), probe[1].to(device)), run.alignment)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        loop.fit(model, train, optimizer=optimizer, epochs=epochs, batch_grads=instance.batch_grads,
+        loop.fit(model, batches(), optimizer=optimizer, epochs=epochs, batch_grads=instance.batch_grads,
                  plugins=[log, curve], progress=bar(rule))
         for layer, (cosine, sign) in run.alignment[-1].items():
             name = layer.removesuffix(".weight")
@@ -197,20 +202,20 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
     elif rule == "softhebb":
         from neuroplastic.local.softhebb import train_softhebb, weight_norms
 
-        phases = train_softhebb(model, train, hebbian_epochs=hebbian_epochs, readout_epochs=epochs,
+        phases = train_softhebb(model, batches(), hebbian_epochs=hebbian_epochs, readout_epochs=epochs,
                                 readout_lr=lr, seed=seed, plugins=[curve], progress=bar(rule), **params)
         norms = weight_norms(model)
         run.metrics.update({**phases, "weight_norm.mean": float(norms.mean()),
                             "weight_norm.max_deviation": float((norms - 1).abs().max())})
     elif rule in ("biprop", "halfbiprop", "han"):
         instance = registry.create(rule, kind="learn", **params)
-        instance.fit(model, train, num_classes=split.num_classes, epochs=epochs, lr=lr,
-                     progress=bar(rule), plugins=(curve,))
+        instance.fit(model, batches(), num_classes=split.num_classes, epochs=epochs, lr=lr,
+                     progress=bar(rule), plugins=(curve,), example=example)
     else:
         if params:
             raise NeuroplasticError("backprop takes no --param")
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-        loop.fit(model, train, optimizer=optimizer, epochs=epochs, plugins=[curve], progress=bar(rule))
+        loop.fit(model, batches(), optimizer=optimizer, epochs=epochs, plugins=[curve], progress=bar(rule))
     finish(rule, run, time.perf_counter() - begin)
 
     # --- backprop of the same architecture (and SoftHebb's random-features control) ---
@@ -223,8 +228,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         if rule == "disinhibitory":
             rule_loss = registry.create(rule, kind="learn", **params)
             loss_fn = lambda out, y: rule_loss.loss(out, rule_loss.targets(y, out.shape[-1]))  # noqa: E731
-        bp_batches = train if rule != "softhebb" else \
-            loader(split.train, batch_size=64, shuffle=True, seed=seed)
+        bp_batches = batches(64 if rule == "softhebb" else batch_size)
         optimizer = torch.optim.Adam(twin.parameters(), lr=lr)
         loop.fit(twin, bp_batches, optimizer=optimizer, epochs=epochs, loss_fn=loss_fn, plugins=[curve],
                  progress=bar("backprop"))
@@ -236,7 +240,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
             run = Trained(control)
             curve = AccuracyCurve(control, train_eval, test_eval, run.curve)
             begin = time.perf_counter()
-            train_softhebb(control, train, hebbian=False, readout_epochs=epochs, readout_lr=lr, seed=seed,
+            train_softhebb(control, batches(), hebbian=False, readout_epochs=epochs, readout_lr=lr, seed=seed,
                            plugins=[curve], progress=bar("random features"))
             finish("random_features", run, time.perf_counter() - begin)
     return LearnResult(rule=rule, runs=runs, notes=notes)
