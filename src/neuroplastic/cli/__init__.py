@@ -29,7 +29,8 @@ INTERRUPTED = 130
 USAGE = 2
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Plasticity operations on trained networks: forget, sparsify, consolidate.")
+                  help="Plasticity operations on trained networks: forget, sparsify, consolidate, "
+                       "learn with local rules, adapt.")
 app.add_typer(forget_app, name="forget", help="Remove data or skills from a trained model.")
 app.add_typer(sparse_app, name="sparse", help="Train or prune to a target sparsity; export.")
 app.add_typer(skills_app, name="skills", help="The demo language model of skill unlearning.")
