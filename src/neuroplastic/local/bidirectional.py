@@ -135,7 +135,6 @@ def _reconstruction_loss(kind: str, logits: Tensor, x: Tensor) -> Tensor:
 class GeneratorSteps(Plugin):
     """A loop plugin: after each classifier step, one generator step on the same batch."""
 
-    trainer: Bidirectional
     generator: TransposedGenerator
     optimizer: torch.optim.Optimizer
     reconstruction: str
@@ -235,7 +234,7 @@ class Bidirectional:
         gen_lr = self.generator_lr or (1e-3 if han else lr)
         gen_opt = torch.optim.Adam([*self.generator.shared_weights(), *self.generator.parameters()],
                                    lr=gen_lr, betas=betas)
-        steps = GeneratorSteps(self, self.generator, gen_opt, kind, num_classes)
+        steps = GeneratorSteps(self.generator, gen_opt, kind, num_classes)
         if self.mode == "halfbiprop":
             per_epoch = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
             if per_epoch is None:
