@@ -80,7 +80,7 @@ class ConceptShiftStream:
                 rows = order[j * self.batch_size:(j + 1) * self.batch_size]
                 yield self.x[rows], self.mapping[self.y[rows]]
                 step += 1
-                if interval and (j + 1) % interval == 0:  # every interval-th batch, never the first
+                if interval and j != 0 and (j + 1) % interval == 0:  # as the reference: never after batch 0
                     self.swap()
                     self.swap_steps.append(step)
 
