@@ -17,32 +17,28 @@ markers. Run: ``.venv/bin/python benchmarks/adapt.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import multiprocessing
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from neuroplastic.adapt.homeostasis import ConceptShiftStream, shift_mlp, train_shift
+from neuroplastic.adapt.homeostasis import SHIFT_METHODS, ConceptShiftStream, shift_mlp, train_shift
 from neuroplastic.adapt.runner import run_corruptions
 from neuroplastic.data import load_data
 from neuroplastic.data.corruptions import corruptions_for, parse_spec
 from neuroplastic.models import default_model
 from neuroplastic.models.factory import seeded_model
 from neuroplastic.training import TrainConfig, fit
-from readme_table import publish
+from readme_table import mean_std, publish, republish
 
-ROOT = Path(__file__).resolve().parent
 SEEDS = (0, 1, 2)
 DATASETS = ("digits", "mnist1d")
 METHODS = ("tent", "nhl")
 SWAPS = (2, 5, 10)
-SHIFT_METHODS = ("homeostatic", "constant", "random-lr")
 
 
 def corruption_job(task: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:
@@ -75,8 +71,8 @@ def shift_job(task: tuple[int, str, int]) -> tuple[int, str, int, dict[str, floa
     return swaps, method, seed, result.metrics()
 
 
-def mean_std(values: list[float], scale: float = 100.0) -> str:
-    return f"{statistics.fmean(values) * scale:.1f} ± {statistics.pstdev(values) * scale:.1f}"
+def percent(values: list[float]) -> str:
+    return mean_std(values, scale=100, decimals=1)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -92,13 +88,13 @@ def markdown(results: dict[str, Any]) -> str:
             continue
 
         def cell(method: str, runs: list[dict[str, Any]] = runs) -> str:
-            heavy = mean_std([r[f"mean_error_3to5.{method}"] for r in runs])
+            heavy = percent([r[f"mean_error_3to5.{method}"] for r in runs])
             every = statistics.fmean(r[f"mean_error.{method}"] for r in runs) * 100
             return f"{heavy} ({every:.1f})"
 
-        clean = mean_std([1 - r["clean_acc"] for r in runs])
-        after = (f"{mean_std([r['clean_acc_batch_stats'] for r in runs])} / "
-                 f"{mean_std([r['clean_acc_after.tent'] for r in runs])}")
+        clean = percent([1 - r["clean_acc"] for r in runs])
+        after = (f"{percent([r['clean_acc_batch_stats'] for r in runs])} / "
+                 f"{percent([r['clean_acc_after.tent'] for r in runs])}")
         cost = statistics.fmean(r["cost_ratio.tent"] for r in runs)
         lines.append(f"| {data} ({models[data]}) | {clean} | {cell('source')} | {cell('norm')} | "
                      f"{cell('tent')} | {cell('nhl')} | {after} | {cost:.1f}x |")
@@ -119,8 +115,8 @@ def markdown(results: dict[str, Any]) -> str:
         cells = []
         for method in SHIFT_METHODS:
             runs = results["shift"].get(f"{swaps}/{method}", [])
-            cells.append(f"{mean_std([r['recovery_acc'] for r in runs])} / "
-                         f"{mean_std([r['final_test_acc'] for r in runs])}" if runs else "—")
+            cells.append(f"{percent([r['recovery_acc'] for r in runs])} / "
+                         f"{percent([r['final_test_acc'] for r in runs])}" if runs else "—")
         lines.append(f"| {swaps} | " + " | ".join(cells) + " |")
     lines += ["", f"{results['machine']}; whole benchmark {results['seconds'] / 60:.0f} minutes."]
     return "\n".join(lines)
@@ -133,8 +129,7 @@ def main() -> None:
     parser.add_argument("--from-json", action="store_true", help="only re-render the tables")
     args = parser.parse_args()
     if args.from_json:
-        results = json.loads((ROOT / "results" / "adapt.json").read_text())
-        publish("adapt", markdown(results), echo=False)
+        republish("adapt", markdown)
         return
     start = time.perf_counter()
     results: dict[str, Any] = {"seeds": list(SEEDS), "corruptions": {}, "shift": {},

@@ -12,11 +12,9 @@ Writes benchmarks/results/continual.json and the README table between the
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,9 +23,8 @@ from neuroplastic import registry
 from neuroplastic.continual import ContinualRecipe, run_stream
 from neuroplastic.data.streams import load_stream
 from neuroplastic.models import MLP
-from readme_table import publish
+from readme_table import mean_std, publish, republish, stored_results
 
-ROOT = Path(__file__).resolve().parent
 SCENARIOS = [("split-digits", "task"), ("split-digits", "class"), ("permuted-digits", "domain"),
              ("permuted-digits", "task"), ("permuted-mnist1d", "domain")]
 GRIDS: dict[str, list[dict[str, Any]]] = {
@@ -69,10 +66,6 @@ def choose(name: str, scenario: str, setting: str, recipe: ContinualRecipe) -> t
         print(f"  {name} {kwargs}: val {metrics['val_acc']:.3f}", flush=True)
     best = max(range(len(tried)), key=lambda i: tried[i]["val_acc"])
     return GRIDS[name][best], tried
-
-
-def mean_std(values: list[float]) -> str:
-    return f"{statistics.fmean(values):.3f} ± {statistics.pstdev(values):.3f}"
 
 
 def markdown(results: dict) -> str:
@@ -120,8 +113,7 @@ def main() -> None:
     parser.add_argument("--from-json", action="store_true", help="only re-render the tables")
     args = parser.parse_args()
     if args.from_json:
-        results = json.loads((ROOT / "results" / "continual.json").read_text())
-        publish("continual", markdown(results), echo=False)
+        republish("continual", markdown)
         return
     torch.set_num_threads(2)
     recipe = ContinualRecipe(epochs=args.epochs)
@@ -129,7 +121,7 @@ def main() -> None:
     results: dict[str, Any] = {"recipe": recipe.to_dict(), "seeds": list(SEEDS), "scenarios": {},
                                "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
     if args.merge:
-        results = json.loads((ROOT / "results" / "continual.json").read_text())
+        results = stored_results("continual")
     earlier = results.get("seconds", 0.0) if args.merge else 0.0
     for scenario, setting in SCENARIOS:
         key = f"{scenario}/{setting}"

@@ -12,12 +12,10 @@ Writes benchmarks/results/forget.json and the README table between the
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import platform
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
@@ -34,9 +32,8 @@ from neuroplastic.data import (
 from neuroplastic.forget.experiment import ForgetOptions, compare_method, run_forget, trained_model
 from neuroplastic.models import default_model
 from neuroplastic.training import TrainConfig, train_epochs
-from readme_table import publish
+from readme_table import publish, republish
 
-ROOT = Path(__file__).resolve().parent
 METHODS = ("ssd", "lfssd", "ssd-auto", "finetune", "neggrad+", "random-labels")
 ROWS = ("retrain", "ssd-auto", "ssd", "ssd-train-d", "lfssd", "finetune", "neggrad+", "random-labels")
 LABELS = {"ssd": "ssd (published D)", "ssd-train-d": "ssd, D = training split"}
@@ -198,8 +195,7 @@ def main() -> None:
                         help="only re-render the tables from benchmarks/results/forget.json")
     args = parser.parse_args()
     if args.from_json:
-        results = json.loads((ROOT / "results" / "forget.json").read_text())
-        publish("forget", markdown(results), echo=False)
+        republish("forget", markdown)
         return
     torch.set_num_threads(2)
     config = TrainConfig()

@@ -16,12 +16,10 @@ markers. Run: ``.venv/bin/python benchmarks/local.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import platform
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,9 +30,8 @@ from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.evaluate.robustness import fgsm_training_loss, robustness
 from neuroplastic.local.runner import DEFAULTS, build_network, input_bounds, learn
 from neuroplastic.models.factory import seeded_model
-from readme_table import publish
+from readme_table import mean_std, publish, republish
 
-ROOT = Path(__file__).resolve().parent
 DATASETS = ("circles", "moons", "digits", "mnist1d")
 RULES = ("disinhibitory", "disinhibitory:lin-thresh", "softhebb", "biprop", "halfbiprop", "han")
 SEEDS = (0, 1, 2)
@@ -75,13 +72,9 @@ def adversarial_training(split: Any, seed: int) -> dict[str, float]:
             **{k: v for k, v in found.metrics().items() if k != "robust.clean"}}
 
 
-def mean_std(values: list[float], scale: float = 100.0) -> str:
-    return f"{statistics.fmean(values) * scale:.1f} ± {statistics.pstdev(values) * scale:.1f}"
-
-
 def cell(runs: list[dict[str, float]], key: str) -> str:
     values = [r[key] for r in runs if key in r]
-    return mean_std(values) if values else "—"
+    return mean_std(values, scale=100, decimals=1) if values else "—"
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -138,8 +131,7 @@ def main() -> None:
     parser.add_argument("--from-json", action="store_true", help="only re-render the tables")
     args = parser.parse_args()
     if args.from_json:
-        results = json.loads((ROOT / "results" / "local.json").read_text())
-        publish("local", markdown(results), echo=False)
+        republish("local", markdown)
         return
     tasks = [(d, r, s) for d in args.data for r in args.rules for s in SEEDS
              if r != "fgsm-at" or d == "digits"]

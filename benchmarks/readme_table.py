@@ -3,7 +3,10 @@ benchmark's results beside it (``benchmarks/results/<name>.json`` and ``.md``)."
 
 from __future__ import annotations
 
+import json
 import re
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +37,19 @@ def publish(name: str, table: str, *, results: dict[str, Any] | None = None, rea
         print(table)
     if readme:
         update_readme(f"{name}-benchmark", table)
+
+
+def stored_results(name: str) -> dict[str, Any]:
+    """``results/<name>.json`` as the benchmark last wrote it."""
+    return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def republish(name: str, render: Callable[[dict[str, Any]], str]) -> None:
+    """Re-render a benchmark's tables from its stored results (``--from-json``)."""
+    publish(name, render(stored_results(name)), echo=False)
+
+
+def mean_std(values: list[float], *, scale: float = 1.0, decimals: int = 3) -> str:
+    """``mean ± population std`` of ``values`` times ``scale``."""
+    mean, std = statistics.fmean(values) * scale, statistics.pstdev(values) * scale
+    return f"{mean:.{decimals}f} ± {std:.{decimals}f}"

@@ -11,7 +11,6 @@ re-measures only the timings).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -29,7 +28,7 @@ from neuroplastic.sparse.experiment import run_sparse
 from neuroplastic.sparse.fit import SparseRecipe, adam
 from neuroplastic.sparse.inference import CSRLinear, to_csr
 from neuroplastic.sparse.latency import latencies
-from readme_table import publish
+from readme_table import publish, stored_results
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("granet", "rigl", "set", "gmp", "snip", "magnitude")
@@ -197,10 +196,10 @@ def main() -> None:
     args = parser.parse_args()
     path = ROOT / "results" / "sparse.json"
     if args.from_json:
-        results = json.loads(path.read_text())
+        results = stored_results("sparse")
     elif args.timing_only:
         torch.set_num_threads(2)
-        results = json.loads(path.read_text())
+        results = stored_results("sparse")
         for name, data in datasets().items():
             results["datasets"][name]["overhead"] = step_overhead(data)
         results["export"] = export_speed()
