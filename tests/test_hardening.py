@@ -14,7 +14,7 @@ from torch import nn
 
 import neuroplastic as npl
 from neuroplastic import NeuroplasticError
-from neuroplastic.cli.names import DEMO_SKILLS, SCENARIOS
+from neuroplastic.cli.names import ADAPT_METHODS, DEMO_SKILLS, LEARN_RULES, SCENARIOS, SHIFT_METHODS
 from neuroplastic.data import load_csv, load_data
 from neuroplastic.importance import Fisher, ImportanceCache
 from neuroplastic.io import write_json
@@ -32,6 +32,12 @@ def test_cli_choice_lists_equal_the_library_lists():
     assert set(SCENARIOS) == set(LIBRARY_SCENARIOS)
     assert set(DEMO_SKILLS) == set(SKILLS)
     assert DemoRecipe.steps == DEMO_STEPS
+    from neuroplastic.adapt.homeostasis import SHIFT_METHODS as LIBRARY_SHIFT
+    from neuroplastic.local.runner import RULES
+
+    assert set(LEARN_RULES) == set(RULES)
+    assert set(ADAPT_METHODS) == {entry.name for entry in npl.available("adapt")}
+    assert set(SHIFT_METHODS) == set(LIBRARY_SHIFT)
 
 
 def test_csv_with_bom_and_blank_lines_loads_the_same_as_a_clean_one(tmp_path):

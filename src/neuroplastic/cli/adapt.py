@@ -20,6 +20,7 @@ from neuroplastic.cli.common import (
     write_run,
 )
 from neuroplastic.cli.continual import parse_params
+from neuroplastic.cli.names import ADAPT_METHODS, SHIFT_METHODS
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar, progress_tasks
 from neuroplastic.errors import NeuroplasticError
@@ -33,8 +34,6 @@ if TYPE_CHECKING:
 adapt_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 shift_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
-ADAPT_METHODS = ("tent", "norm", "nhl")
-SHIFT_METHODS = ("homeostatic", "constant", "random-lr")
 
 
 @adapt_app.callback(invoke_without_command=True)
@@ -83,7 +82,7 @@ def adapt(
     from neuroplastic.data.corruptions import corruptions_for, load_cifar10c, parse_spec
     from neuroplastic.forget.experiment import trained_model
     from neuroplastic.io import load_model_weights
-    from neuroplastic.models import default_model, seeded_model
+    from neuroplastic.models import checked_factory, default_model, seeded_model
     from neuroplastic.training import TrainConfig
 
     split = load_split(data, seed=seed, standardize=False)
@@ -93,8 +92,7 @@ def adapt(
         factory = resolve_factory(model_factory, split)
     else:
         shape, classes = split.input_shape, split.num_classes
-        factory = resolve_factory(None, split)  # checks the data once
-        factory = lambda: default_model(shape, classes, batch_norm=True)  # noqa: E731
+        factory = checked_factory(lambda: default_model(shape, classes, batch_norm=True), split)
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
     else:

@@ -20,6 +20,7 @@ from neuroplastic.cli.common import (
     write_run,
 )
 from neuroplastic.cli.continual import parse_params
+from neuroplastic.cli.names import LEARN_RULES
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_tasks
 from neuroplastic.errors import NeuroplasticError
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 learn_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
-RULE_CHOICES = ("disinhibitory", "softhebb", "biprop", "halfbiprop", "han", "backprop")
 LEARN_DATA_HELP = ("digits, mnist1d, circles, moons (generated), a .npz/.csv file, an image folder, "
                    "or torchvision:<Name>:<root>.")
 
@@ -61,8 +61,8 @@ def learn(
     """Train a network with a local learning rule and compare it with backprop."""
     if ctx.invoked_subcommand is not None:
         return
-    if rule not in RULE_CHOICES:
-        raise NeuroplasticError(f"--rule must be one of {', '.join(RULE_CHOICES)}, got {rule!r}")
+    if rule not in LEARN_RULES:
+        raise NeuroplasticError(f"--rule must be one of {', '.join(LEARN_RULES)}, got {rule!r}")
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     widths = parse_hidden(hidden)
     params = parse_params(param)
