@@ -48,6 +48,7 @@ class Adapter(ABC):
         self.episodic = episodic
         self.small_batch = require_choice("small_batch", small_batch, ("error", "source"))
         self.model: nn.Module | None = None
+        self._norms: list[nn.Module] = []
         self._saved: dict[str, Tensor] = {}
         self.batches = 0
 
@@ -74,7 +75,7 @@ class Adapter(ABC):
     def adapt(self, model: nn.Module, x: Tensor) -> Tensor:
         """Adapt on the test batch ``x`` (no labels) and return its logits."""
         self._bind(model)
-        if self._too_small(model, x):
+        if self._too_small(x):
             if self.small_batch == "error":
                 raise NeuroplasticError(
                     f"a batch of {len(x)} sample(s) gives BatchNorm one value per channel: its statistics "
@@ -112,16 +113,15 @@ class Adapter(ABC):
         if self.model is None:
             self.setup(model)
             self.model = model
+            self._norms = list(batch_norms(model).values())
             self._saved = {k: v.detach().clone() for k, v in self.adapted_tensors(model).items()}
         elif self.model is not model:
             raise NeuroplasticError("this adapter is bound to another model: make one adapter per model")
 
-    @staticmethod
-    def _too_small(model: nn.Module, x: Tensor) -> bool:
+    def _too_small(self, x: Tensor) -> bool:
         per_channel = x.shape[0] * (x[0, 0].numel() if x.dim() > 2 else 1)
-        norms = batch_norms(model)
-        single = x.shape[0] < 2 and any(isinstance(m, nn.BatchNorm1d) for m in norms.values())
-        return bool(norms) and (single or per_channel < 2)
+        single = x.shape[0] < 2 and any(isinstance(m, nn.BatchNorm1d) for m in self._norms)
+        return bool(self._norms) and (single or per_channel < 2)
 
 
 @contextmanager

@@ -57,12 +57,14 @@ class NHL(Adapter):
         self.rule = SoftHebb(t_invert=require_positive("t_invert", t_invert))
         self.lr = require_in("lr", lr, 0.0, math.inf)
         self.layer_name = ""
+        self.layer: nn.Module | None = None
         self.gain: nn.Parameter | None = None
         self.shift: nn.Parameter | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
     def setup(self, model: nn.Module) -> None:
         self.layer_name, layer = first_layer(model)
+        self.layer = layer
         channels = layer.weight.shape[0]
         device = layer.weight.device
         self.gain = nn.Parameter(torch.zeros(channels, device=device))
@@ -70,11 +72,10 @@ class NHL(Adapter):
         self.optimizer = torch.optim.Adam([self.gain, self.shift], lr=self.lr)
 
     def adapted_tensors(self, model: nn.Module) -> dict[str, Tensor]:
-        layer = dict(model.named_modules())[self.layer_name or first_layer(model)[0]]
-        out = {**super().adapted_tensors(model), f"{self.layer_name}.weight": layer.weight}
-        if self.gain is not None and self.shift is not None:
-            out.update({"modulator.gain": self.gain, "modulator.shift": self.shift})
-        return out
+        # binding runs setup first, which finds the layer and makes the modulator
+        assert self.layer is not None and self.gain is not None and self.shift is not None
+        return {**super().adapted_tensors(model), f"{self.layer_name}.weight": self.layer.weight,
+                "modulator.gain": self.gain, "modulator.shift": self.shift}
 
     def reset_state(self) -> None:
         if self.optimizer is not None:
@@ -86,7 +87,8 @@ class NHL(Adapter):
         return output * (1 + self.gain.view(shape)) + self.shift.view(shape)
 
     def _forward(self, model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        layer = dict(model.named_modules())[self.layer_name]
+        layer = self.layer
+        assert layer is not None
         with LayerRecorder({self.layer_name: layer}, inputs=True, outputs=True) as seen:
             handle = layer.register_forward_hook(self._modulate)  # after the recorder: it sees u
             try:
@@ -97,7 +99,8 @@ class NHL(Adapter):
 
     def step(self, model: nn.Module, x: Tensor) -> Tensor:
         assert self.optimizer is not None and self.gain is not None and self.shift is not None
-        layer = dict(model.named_modules())[self.layer_name]
+        layer = self.layer
+        assert layer is not None
         with torch.enable_grad(), batch_statistics(model, keep_running=True):
             logits, pre, post = self._forward(model, x)
             grads = torch.autograd.grad(entropy(logits).mean(), [self.gain, self.shift])

@@ -84,6 +84,7 @@ class Tent(Adapter):
         self.entropy_margin = None if entropy_margin is None else \
             require_in("entropy_margin", entropy_margin, 0.0, 1.0, low_open=True)
         self.optimizer: torch.optim.Optimizer | None = None
+        self.params: list[Tensor] = []
         self.selected: list[float] = []
 
     def affine(self, model: nn.Module) -> dict[str, Tensor]:
@@ -104,7 +105,8 @@ class Tent(Adapter):
 
             raise NeuroplasticError("tent adapts the normalisation layers' affine weight and bias, and "
                                     "this model's have none (affine=False)")
-        self.optimizer = torch.optim.Adam(list(self.affine(model).values()), lr=self.lr, betas=self.betas,
+        self.params = list(self.affine(model).values())
+        self.optimizer = torch.optim.Adam(self.params, lr=self.lr, betas=self.betas,
                                           weight_decay=self.weight_decay)
 
     def adapted_tensors(self, model: nn.Module) -> dict[str, Tensor]:
@@ -115,7 +117,7 @@ class Tent(Adapter):
             self.optimizer.state.clear()
 
     def step(self, model: nn.Module, x: Tensor) -> Tensor:
-        params = list(self.affine(model).values())
+        params = self.params
         assert self.optimizer is not None
         first: Tensor | None = None
         for _ in range(self.steps):

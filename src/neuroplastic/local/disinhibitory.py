@@ -81,17 +81,13 @@ class DisinhibitoryMLP(nn.Module):
         widths = (in_features, *hidden)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(widths))
         self.readout = nn.Linear(widths[-1], num_classes, bias=False)
-        self.activation = activation
+        self.phi = Activation(activation)
         with torch.no_grad():  # the reference's (flax Dense) init: LeCun normal, zero bias
             for layer in [*self.hidden, self.readout]:
                 nn.init.trunc_normal_(layer.weight, std=1.0, a=-2.0, b=2.0)
                 layer.weight.mul_(1 / math.sqrt(layer.in_features) / 0.87962566103423978)
                 if layer.bias is not None:
                     layer.bias.zero_()
-
-    @property
-    def phi(self) -> Activation:
-        return Activation(self.activation)
 
     def excitatory_state(self, drive: Tensor, *, iterations: int = 50, tol: float = 1e-7) -> Tensor:
         """``u`` solving ``u + phi_I(phi_E(u)) = drive`` (Newton from ``u = drive``, which

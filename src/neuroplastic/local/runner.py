@@ -82,13 +82,12 @@ class AccuracyCurve(Plugin):
     """After every epoch: accuracy of ``network`` (the whole model, whichever part the loop
     trains) on the training and test data."""
 
-    def __init__(self, network: nn.Module, train: Any, test: Any, curve: list[tuple[int, float, float]],
-                 offset: int = 0) -> None:
-        self.network, self.train, self.test, self.curve, self.offset = network, train, test, curve, offset
+    def __init__(self, network: nn.Module, train: Any, test: Any,
+                 curve: list[tuple[int, float, float]]) -> None:
+        self.network, self.train, self.test, self.curve = network, train, test, curve
 
     def after_epoch(self, model: nn.Module, epoch: int) -> None:
-        self.curve.append((epoch + self.offset, accuracy(self.network, self.train),
-                           accuracy(self.network, self.test)))
+        self.curve.append((epoch, accuracy(self.network, self.train), accuracy(self.network, self.test)))
 
 
 def input_bounds(split: DataSplit) -> tuple[float, float] | None:
