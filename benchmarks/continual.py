@@ -30,7 +30,7 @@ SCENARIOS = [("split-digits", "task"), ("split-digits", "class"), ("permuted-dig
 GRIDS: dict[str, list[dict[str, Any]]] = {
     "finetune": [{}],
     "joint": [{}],
-    "ewc": [{"lam": lam, "proximal": True, "lr": 0.01} for lam in (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)],
+    "ewc": [{"lam": lam} for lam in (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)],
     "si": [{"c": c} for c in (0.1, 1.0, 10.0)],
     "gpm": [{"threshold": t} for t in (0.95, 0.97, 0.99)],
     "hlop": [{"rows": r} for r in (10, 15, 20, 25, 30)],

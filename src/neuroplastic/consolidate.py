@@ -62,3 +62,23 @@ class RunningScores:
             old = self.scores.get(name)
             self.scores[name] = value.detach().clone() if old is None else self.decay * old + value.detach()
         return self.scores
+
+
+@torch.no_grad()
+def proximal_step_(model: nn.Module, terms: list[tuple[Scores, Scores]], *, scale: float) -> None:
+    """The exact proximal step of the penalty (scale / 2) sum_k sum_i F_k,i (theta_i - a_k,i)^2
+    after an optimizer step: theta <- (theta + scale sum_k F_k a_k) / (1 + scale sum_k F_k).
+
+    With ``scale = lr * lambda`` it is the implicit (backward-Euler) step of EWC's penalty
+    gradient lambda F (theta - a), which pulls theta toward the anchors and, unlike the explicit
+    gradient step, never overshoots them however large lr * lambda * F is (the explicit step
+    diverges once it exceeds 2). In place; parameters without an importance are left alone.
+    """
+    if not terms:
+        return
+    params = dict(model.named_parameters())
+    for name in terms[0][0]:
+        weight = params[name]
+        f_sum = sum(f[name].to(weight.device) for f, _ in terms)
+        pull = sum(f[name].to(weight.device) * a[name].to(weight.device) for f, a in terms)
+        weight.copy_((weight + scale * pull) / (1 + scale * f_sum))

@@ -162,3 +162,42 @@ def test_refusals_name_what_is_missing(trained) -> None:
     tent.reset()
     with pytest.raises(NeuroplasticError, match="affine=False"):
         Tent().adapt(nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64, affine=False)), x[:8])
+
+
+def test_tent_with_three_steps_returns_the_last_forwards_logits() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    x = torch.randn(8, 4)
+    twin = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    twin.load_state_dict(model.state_dict())
+    logits = Tent(lr=0.05, steps=3).adapt(model, x)
+    # by hand: two steps with another Tent, then the third forward is what the reference returns
+    by_hand = Tent(lr=0.05, steps=2)
+    first = by_hand.adapt(twin, x)
+    with batch_statistics(twin, keep_running=True), torch.no_grad():
+        third = twin(x)
+    torch.testing.assert_close(logits, third)
+    assert not torch.allclose(logits, first)
+
+
+def test_norm_prior_mixes_source_and_batch_statistics_by_hand() -> None:
+    torch.manual_seed(3)
+    bn = nn.BatchNorm1d(3)
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([1.0, -1.0, 0.5]))
+        bn.running_var.copy_(torch.tensor([2.0, 0.5, 1.0]))
+        bn.weight.copy_(torch.tensor([1.5, 1.0, -0.5]))
+        bn.bias.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    model = nn.Sequential(bn)
+    before = snapshot(model)
+    x = torch.randn(16, 3) * 2 + 1
+    prior = 0.75  # N / (N + n): N = 48 for n = 16
+    mean = prior * before["0.running_mean"] + (1 - prior) * x.mean(0)
+    var = prior * before["0.running_var"] + (1 - prior) * x.var(0, unbiased=True)
+    expected = (x - mean) / torch.sqrt(var + bn.eps) * bn.weight.detach() + bn.bias.detach()
+    torch.testing.assert_close(Norm(prior=prior).adapt(model, x), expected)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # buffers untouched
+    batch_only = Norm().adapt(nn.Sequential(bn), x)
+    torch.testing.assert_close(Norm(prior=0.0).adapt(nn.Sequential(bn), x), batch_only)
+    with pytest.raises(NeuroplasticError, match="prior"):
+        Norm(prior=1.5)

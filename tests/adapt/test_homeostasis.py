@@ -85,3 +85,19 @@ def test_gain_control_whitens_a_correlated_context() -> None:
     after = torch.cov(gains(x).T)
     assert (before - torch.eye(3)).abs().max() > 0.5
     torch.testing.assert_close(after, torch.eye(3), atol=0.06, rtol=0)
+
+
+def test_rate_checks_fall_where_lrh_and_lrr_place_them() -> None:
+    """lrh.py checks at the first sample i of a batch when i > 20 in this epoch (batches
+    3, 4, ... of 10); lrr.py at every batch but an epoch's first."""
+    data = toy(n=120)
+    for method, first_allowed in (("homeostatic", 3), ("random-lr", 1)):
+        moved_at: set[int] = set()
+        for seed in range(4):
+            torch.manual_seed(seed)
+            stream = ConceptShiftStream(data, swaps=0, epochs=3, batch_size=10, seed=seed)
+            result = train_shift(shift_mlp(6, 4), stream, method=method, lr=0.1, seed=seed)
+            rates = [0.1, *result.lr]
+            moved_at |= {step % stream.per_epoch for step in range(len(result.lr))
+                         if rates[step + 1] != rates[step]}
+        assert moved_at and min(moved_at) == first_allowed, (method, sorted(moved_at))

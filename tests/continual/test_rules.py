@@ -186,7 +186,7 @@ def test_si_omega_and_importance_by_hand():
     model = nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.0, -1.0]]))
-    si = SI(c=0.5, xi=0.1)
+    si = SI(c=0.5, xi=0.1, proximal=False)  # the original's penalty gradient
     x, y = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0]])
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     loss_fn = nn.functional.mse_loss
@@ -215,8 +215,26 @@ def test_si_omega_and_importance_by_hand():
     assert torch.allclose(si._unreg["weight"][0], unreg, atol=1e-5)
 
 
-def test_classp_gate_and_scaling_by_hand():
-    classp = CLASSP(threshold=0.5, power=2.0, eps=1e-3)
+def test_classp_default_is_the_papers_equation_step_by_step():
+    """w <- w - g_t / (eps + sum_{k<t, gate open} |g_k|^p)^(1/p), gated by g_t^2 > threshold,
+    the sum over every earlier step (this task's too); the first task plain but summed."""
+    eps, p, threshold = 0.5, 2.0, 0.05
+    classp = CLASSP(threshold=threshold, power=p, eps=eps)
+    task0 = [torch.tensor([1.0, 0.1, -2.0]), torch.tensor([0.5, 0.0, 1.0])]
+    task1 = [torch.tensor([0.8, 3.0, 0.2]), torch.tensor([-0.4, 1.0, 0.3]), torch.tensor([0.6, 0.1, 0.0])]
+    total = torch.zeros(3)
+    for g in task0:  # first task: plain steps (first_threshold 0 lets every non-zero g through)
+        assert torch.equal(classp.scale("w", g), g)
+        total += torch.where(g ** 2 > 0, g.abs() ** p, torch.zeros(3))
+    classp.after_task(None, None)
+    for g in task1:
+        expected = torch.where(g ** 2 > threshold, g / (eps + total) ** (1 / p), torch.zeros(3))
+        assert torch.allclose(classp.scale("w", g), expected)
+        total += torch.where(g ** 2 > threshold, g.abs() ** p, torch.zeros(3))  # decays within the task
+
+
+def test_classp_per_task_variant_freezes_the_sum_at_the_task_start():
+    classp = CLASSP(threshold=0.5, power=2.0, eps=1e-3, per_task=True)
     g1 = torch.tensor([1.0, 0.1, -2.0])
     assert torch.equal(classp.scale("w", g1), g1)  # first task: plain
     classp.after_task(None, None)
@@ -224,10 +242,23 @@ def test_classp_gate_and_scaling_by_hand():
     expected = g2 / (1e-3 + g1.abs() ** 2) ** 0.5
     expected[2] = 0.0  # 0.2^2 = 0.04 <= 0.5: gated
     assert torch.allclose(classp.scale("w", g2), expected)
-    reference = CLASSP(threshold=0.99, power=2.0, eps=1e-3, reference=True)
+    assert torch.allclose(classp.scale("w", g2), expected)  # the same again: frozen within the task
+
+
+def test_classp_reference_form_and_the_experiments_protocol():
     g = torch.tensor([0.1, 0.2])  # every g^2 < 0.99, yet the per-tensor gate passes
-    assert torch.allclose(reference.scale("w", g), g / (1e-3 + g.abs()) ** 0.5)
-    assert torch.equal(CLASSP(threshold=1.0, reference=True).scale("w", g), torch.zeros(2))
+    scaled = CLASSP(threshold=0.99, power=2.0, eps=1e-3, reference=True, scale_first_task=True)
+    assert torch.allclose(scaled.scale("w", g), g / (1e-3 + g.abs()) ** 0.5)  # current step included
+    closed = CLASSP(threshold=1.5, first_threshold=1.5, reference=True)
+    assert torch.equal(closed.scale("w", g), torch.zeros(2))
+    assert "w" not in closed.accumulated  # a closed gate adds nothing to the sum (CLASSP.py)
+    # experiment_CV.py: first task unscaled with threshold 0.5, then threshold 0 and scaling
+    protocol = CLASSP(reference=True, first_threshold=0.5, threshold=0.0, eps=1e-5)
+    a, b = torch.tensor([0.3, -0.1]), torch.tensor([0.2, 0.4])
+    assert torch.equal(protocol.scale("w", a), a)
+    protocol.after_task(None, None)
+    total = a.abs() + b.abs()  # the sum is |g| (p ignored) and includes the current step
+    assert torch.allclose(protocol.scale("w", b), b / (1e-5 + total))
 
 
 @pytest.mark.parametrize("method", ["gpm", "hlop"])

@@ -145,6 +145,38 @@ def batch_statistics(model: nn.Module, *, keep_running: bool) -> Iterator[None]:
                     b.copy_(buffers[k])
 
 
+@contextmanager
+def mixed_statistics(model: nn.Module, *, prior: float) -> Iterator[None]:
+    """Eval mode, and every BatchNorm normalises with prior * (running statistics) +
+    (1 - prior) * (this input's statistics; unbiased variance), Schneider et al.'s (NeurIPS
+    2020) mix. The running buffers are the same afterwards, bit for bit."""
+    modes = {m: m.training for m in model.modules()}
+    norms = list(batch_norms(model).values())
+    saved = [(m.running_mean.clone(), m.running_var.clone()) for m in norms]  # type: ignore[union-attr]
+
+    def mix(module: nn.Module, args: tuple[Tensor, ...], source: tuple[Tensor, Tensor]) -> None:
+        x = args[0]
+        dims = [d for d in range(x.dim()) if d != 1]
+        mean, var = x.mean(dims), x.var(dims, unbiased=True)
+        module.running_mean.copy_(prior * source[0] + (1 - prior) * mean)  # type: ignore[union-attr,operator]
+        module.running_var.copy_(prior * source[1] + (1 - prior) * var)  # type: ignore[union-attr,operator]
+
+    handles = [m.register_forward_pre_hook(lambda mod, args, src=src: mix(mod, args, src))
+               for m, src in zip(norms, saved, strict=True)]
+    model.eval()
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, mode in modes.items():
+            module.training = mode
+        with torch.no_grad():
+            for m, (mean, var) in zip(norms, saved, strict=True):
+                m.running_mean.copy_(mean)  # type: ignore[union-attr,operator]
+                m.running_var.copy_(var)  # type: ignore[union-attr,operator]
+
+
 def require_norms(model: nn.Module, method: str, *, kinds: tuple[type, ...] = BATCH_NORMS) -> None:
     """One line naming what ``method`` needs when the model has no normalisation layer."""
     if not any(isinstance(m, kinds) for m in model.modules()):

@@ -7,12 +7,15 @@ adaptive gain control that whitens each context.
 - :func:`train_shift` with ``homeostatic`` (Man, Damasio & Neven 2022, arXiv 2205.08645;
   reference ``kingsonman/homeostatic-neural-networks``, ``lrh.py``): classes in the upper
   half are "excitatory", the lower half "inhibitory". Once per mini-batch (the reference's
-  check falls on the first sample of each batch of 10), the learner simulates one SGD step on
-  that sample's gradient at the current rate and at the rate its *predicted* label would
-  imply (+-eta0/10), scores both on the last 20 samples seen; if the change scores better,
-  the rate moves by the sample's *true* label; clipped at 1e-8. ``random-lr`` (``lrr.py``):
-  the same move with probability 1/2, no simulation; ``constant``: no move. Updates are SGD
-  on the batch-mean cross-entropy.
+  check falls on the first sample i of each batch of 10, from i > 20 in every epoch), the
+  learner simulates one SGD step on that sample's gradient at the current rate and at the
+  rate its *predicted* label would imply (+-eta0/10), scores both on the 20 samples before
+  it in this epoch; if the change scores better, the rate moves by the sample's *true*
+  label; a negative rate becomes 1e-8. eta0 = 1e-3 by default, as ``lrh.py``.
+  ``random-lr`` (``lrr.py``): at every batch but an epoch's first, the same move with
+  probability 1/2, no simulation; ``constant``: no move. Updates are SGD on the batch-mean
+  cross-entropy. One deviation: each epoch visits the samples in a new random order (the
+  reference walks the file in order).
 - :class:`GainControl` (Duong, Lipshutz et al., ICML 2023, arXiv 2301.11955): ``y = (I + W
   diag(g) W^T)^-1 x`` on a fixed overcomplete unit-norm frame ``W``; the gains follow
   ``g += eta * mean(z^2 - 1)`` with ``z = W^T y``, which whitens the outputs of each context.
@@ -118,11 +121,12 @@ def shift_mlp(in_features: int, num_classes: int) -> nn.Module:
 
 
 def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "homeostatic",
-                lr: float = 0.05, test: TensorDataset | None = None, memory: int = 20,
+                lr: float = 1e-3, test: TensorDataset | None = None, memory: int = 20,
                 evaluate_every: int = 0, seed: int = 0,
                 progress: ProgressFn | None = None) -> ShiftResult:
     """Train ``model`` online on ``stream`` by SGD with the learning rate of ``method`` (see
-    the module docstring); ``lr`` is the starting rate eta0, moves are eta0 / 10.
+    the module docstring); ``lr`` is the starting rate eta0 (the reference's 1e-3), moves
+    are eta0 / 10.
 
     Args:
         test: scored under the stream's current label map every ``evaluate_every`` batches
@@ -146,26 +150,27 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
     model.train()
     for step, (x, y) in enumerate(stream, start=1):
         x, y = x.to(device), y.to(device)
+        first_index = ((step - 1) % stream.per_epoch) * stream.batch_size  # in this epoch, as i
+        if first_index == 0:
+            recent_x, recent_i = [], []  # the reference remembers this epoch's samples only
         with torch.no_grad():
             result.online_acc.append(float((model(x).argmax(-1) == y).float().mean()))
-        if method != "constant" and len(recent_x) >= memory:
-            first_x, first_y = x[:1], y[:1]
-            if method == "random-lr":
-                if torch.rand((), generator=rng) > 0.5:
-                    eta = max(eta + (step_size if int(first_y) >= half else -step_size), 1e-8)
-            else:
-                memo_x = torch.cat(recent_x[-memory:])
-                memo_y = stream.mapping.to(device)[torch.tensor(recent_i[-memory:], device=device)]
-                params = dict(model.named_parameters())
-                loss = F.cross_entropy(model(first_x), first_y)
-                grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
-                guess = int(model(first_x).argmax(-1))
-                proposed = max(eta + (step_size if guess >= half else -step_size), 1e-8)
-
-                scored = [simulated_accuracy(model, grads, rate / stream.batch_size, memo_x, memo_y)
-                          for rate in (proposed, eta)]
-                if scored[0] > scored[1]:
-                    eta = max(eta + (step_size if int(first_y) >= half else -step_size), 1e-8)
+        first_x, first_y = x[:1], y[:1]
+        if method == "random-lr" and first_index != 0:  # lrr.py: every batch but an epoch's first
+            if torch.rand((), generator=rng) > 0.5:
+                eta = _moved(eta, step_size, up=int(first_y) >= half)
+        elif method == "homeostatic" and first_index > memory:  # lrh.py: i > nMemo
+            memo_x = torch.cat(recent_x[-memory:])
+            memo_y = stream.mapping.to(device)[torch.tensor(recent_i[-memory:], device=device)]
+            params = dict(model.named_parameters())
+            loss = F.cross_entropy(model(first_x), first_y)
+            grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+            guess = int(model(first_x).argmax(-1))
+            proposed = _moved(eta, step_size, up=guess >= half)
+            scored = [simulated_accuracy(model, grads, rate / stream.batch_size, memo_x, memo_y)
+                      for rate in (proposed, eta)]
+            if scored[0] > scored[1]:
+                eta = _moved(eta, step_size, up=int(first_y) >= half)
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         with torch.no_grad():
@@ -185,6 +190,12 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
     result.seconds = time.perf_counter() - begin
     model.eval()
     return result
+
+
+def _moved(eta: float, step: float, *, up: bool) -> float:
+    """eta +- step, a negative result clipped to 1e-8 (as the reference)."""
+    moved = eta + step if up else eta - step
+    return moved if moved >= 0 else 1e-8
 
 
 @torch.no_grad()

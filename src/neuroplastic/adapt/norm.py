@@ -6,7 +6,8 @@
   per batch on the batch-mean softmax entropy with respect to the normalisation layers'
   affine parameters only (everything else frozen); published defaults Adam lr 1e-3,
   betas (0.9, 0.999), no weight decay, one step, online. The logits reported for a batch are
-  those of the forward pass the step was computed from, as in the reference.
+  those of the last forward pass (the one the last step was computed from), as in the
+  reference's ``forward``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from neuroplastic.adapt.base import (
     Adapter,
     batch_statistics,
     entropy,
+    mixed_statistics,
     require_norms,
 )
 from neuroplastic.checks import require_in, require_positive
@@ -31,23 +33,37 @@ from neuroplastic.registry import register
 @register("norm", kind="adapt")
 class Norm(Adapter):
     """Test-time BatchNorm (Schneider et al., NeurIPS 2020): normalise every test batch with
-    its own statistics.
+    its own statistics, or with a mix of the source's and the batch's.
 
     Args:
+        prior: weight of the source (running) statistics, Schneider et al.'s N / (N + n)
+            for a prior strength N and batch size n: each BatchNorm normalises with mean
+            prior * mu_source + (1 - prior) * mu_batch and the same mix of the variances
+            (the batch's unbiased variance, as their code). 0 (default, TENT's ``norm``):
+            the batch's own statistics alone; 1: the source model.
         update_running: also move the running estimates towards the test batches (momentum
-            as the layer's, 0.1 by default), as the reference's ``Norm`` does; they are not
-            used for the adapted predictions either way, only by later eval-mode use.
+            as the layer's, 0.1 by default), as TENT's ``Norm`` does; they are not used for
+            the adapted predictions (with ``prior`` 0), only by later eval-mode use.
     """
 
-    def __init__(self, *, update_running: bool = False, episodic: bool = False,
+    def __init__(self, *, prior: float = 0.0, update_running: bool = False, episodic: bool = False,
                  small_batch: str = "error") -> None:
         super().__init__(episodic=episodic, small_batch=small_batch)
+        self.prior = require_in("prior", prior, 0.0, 1.0)
+        if self.prior > 0 and update_running:
+            from neuroplastic.errors import NeuroplasticError
+
+            raise NeuroplasticError("norm: prior > 0 mixes the source statistics in, so it cannot "
+                                    "also update them (update_running)")
         self.update_running = update_running
 
     def setup(self, model: nn.Module) -> None:
         require_norms(model, "norm")
 
     def step(self, model: nn.Module, x: Tensor) -> Tensor:
+        if self.prior > 0:
+            with torch.no_grad(), mixed_statistics(model, prior=self.prior):
+                return model(x)
         with torch.no_grad(), batch_statistics(model, keep_running=not self.update_running):
             return model(x)
 
@@ -60,8 +76,11 @@ class Tent(Adapter):
     Args:
         lr, betas, weight_decay, steps: Adam and steps per batch (the published 1e-3,
             (0.9, 0.999), 0, 1).
-        norms: which layers adapt: ``batch`` (BatchNorm1d/2d/3d, the reference's choice) or
-            ``all`` (also LayerNorm and GroupNorm, which the reference does not match).
+        norms: which layers adapt: ``batch`` (BatchNorm1d/2d/3d) or ``all`` (also LayerNorm
+            and GroupNorm). The reference matches ``nn.BatchNorm2d`` only (an MLP with
+            BatchNorm1d adapts nothing there) and runs the whole model in train mode (dropout
+            on); this library adapts every BatchNorm and keeps every other layer in eval
+            mode (dropout off), deliberately.
         entropy_margin: if set, only samples whose entropy is below ``entropy_margin * ln K``
             drive the update: EATA's reliable-sample filter (Niu et al., ICML 2022, E0 =
             0.4 ln K); SAR (Niu et al., ICLR 2023) uses the same filter.
@@ -119,7 +138,7 @@ class Tent(Adapter):
     def step(self, model: nn.Module, x: Tensor) -> Tensor:
         params = self.params
         assert self.optimizer is not None
-        first: Tensor | None = None
+        last: Tensor | None = None
         for _ in range(self.steps):
             with torch.enable_grad(), batch_statistics(model, keep_running=True):
                 logits = model(x)
@@ -134,6 +153,6 @@ class Tent(Adapter):
                         param.grad = grad
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
-            first = logits.detach() if first is None else first
-        assert first is not None
-        return first
+            last = logits.detach()  # the reference's forward returns its last step's outputs
+        assert last is not None
+        return last

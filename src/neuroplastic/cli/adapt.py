@@ -180,7 +180,7 @@ def shift(
     compare: bool = typer.Option(True, help="Also run the other two learning-rate rules."),
     data: str = typer.Option("digits", help=DATA_HELP),
     epochs: int = typer.Option(10, help="Epochs of the stream."),
-    lr: float = typer.Option(0.05, help="Starting learning rate eta0 (moves are eta0 / 10)."),
+    lr: float = typer.Option(1e-3, help="Starting learning rate eta0 (moves are eta0 / 10; lrh.py's 1e-3)."),
     batch_size: int = typer.Option(10, help="Batch size (the reference's 10)."),
     seed: int = typer.Option(0, help="Seed of the split, the initialisation and the swaps."),
     device: str = typer.Option("cpu", help="torch device."),

@@ -115,8 +115,6 @@ def continual(
     results = {}
     for name in [method, *compare]:
         kwargs = dict(params) if name == method else {}
-        if name == "ewc" and kwargs.get("proximal"):
-            kwargs.setdefault("lr", lr)
         instance = registry.create(name, kind="continual", **kwargs)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

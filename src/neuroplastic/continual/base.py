@@ -35,6 +35,10 @@ class ContinualMethod(Plugin):
     def after_task(self, model, experience: Experience) -> None:  # type: ignore[override]
         """Called after training on ``experience`` (consolidate here)."""
 
+    def set_learning_rate(self, lr: float) -> None:
+        """The runner tells the method its optimizer's learning rate before training (a
+        proximal penalty step needs it); methods that do not need it ignore it."""
+
     def cleanup(self, model) -> None:  # type: ignore[no-untyped-def]
         """Remove anything attached to ``model`` (hooks); the runner calls it after the
         stream, also when training failed midway."""

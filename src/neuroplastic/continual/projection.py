@@ -123,6 +123,15 @@ class GPM(_Projected):
     are decomposed by SVD; the fewest top singular vectors that bring the captured energy
     to ``threshold`` of the total join the basis (or exactly ``rows`` of them: the exact-PCA
     fixed point of HLOP's Hebbian rule). Later tasks' weight gradients are projected off it.
+    The counts are the original's (``update_GPM``): after the first task, the directions
+    whose cumulative energy ratio stays below the threshold; after later tasks, directions
+    are added until the ratio reaches it.
+
+    Deviations from the original, stated: every parameter that is not a projected weight
+    (biases, norm affine) is frozen from the second task on (as HLOP's reference; GPM's MLP
+    has no biases); BatchNorm running statistics are not frozen after the first task
+    (GPM's CIFAR code trains with batch statistics; the reference models of this library's
+    benchmark have no BatchNorm).
 
     Args:
         threshold: captured-energy threshold in (0, 1] (GPM's epsilon_th).
@@ -150,20 +159,25 @@ class GPM(_Projected):
             old = self.bases.get(name)
             residual = r if old is None else r - old.double() @ (old.double().t() @ r)
             u, s, _ = torch.linalg.svd(residual, full_matrices=False)
-            count = self._count(index, s, total=_energy(r), kept=_energy(r) - _energy(residual))
+            count = self._count(index, s, total=_energy(r), kept=_energy(r) - _energy(residual),
+                                first=self.tasks_done == 0)
             if count:
                 self.bases[name] = _merge(old, u[:, :count].to(rows.dtype))
         self.tasks_done += 1
         self._refresh_projection(model)
 
-    def _count(self, index: int, singular: Tensor, *, total: float, kept: float) -> int:
+    def _count(self, index: int, singular: Tensor, *, total: float, kept: float, first: bool) -> int:
         if self.rows is not None:
             rows = self.rows if isinstance(self.rows, int) else self.rows[index]
             return min(int(rows), len(singular))
         if total == 0 or kept / total >= self.threshold:
             return 0
         cumulative = kept + torch.cumsum(singular.double() ** 2, 0)
-        return int((cumulative < self.threshold * total).sum()) + 1
+        below = int((cumulative < self.threshold * total).sum())
+        # as the original (main_pmnist.py, update_GPM): after the first task the directions
+        # whose cumulative energy stays below the threshold; later, up to and including the
+        # one that reaches it
+        return below if first else min(below + 1, len(singular))
 
 
 @register("hlop", kind="continual")
@@ -171,26 +185,42 @@ class HLOP(_Projected):
     """Hebbian learning based orthogonal projection (Xiao et al., ICLR 2024, arXiv 2402.11984),
     on ordinary (non-spiking) networks: during each task, every Linear/Conv2d layer learns
     ``rows`` new principal directions of its inputs with Oja's subspace rule, y = H x,
-    dH = eta y (x - H^T y)^T / B (the old rows take part in y but stay fixed; ``iterations``
-    updates per batch, momentum 0.9, entries clamped to +-10, as the reference; the step is
-    divided by the batch's mean squared input norm, which the reference does not do -- see
-    ``_oja``). After the
-    task the new rows join the old ones. From the second task on, weight gradients are
-    projected off the old rows, orthonormalised by QR first (the reference uses raw H,
-    which is not a projection when the rows are not orthonormal: measured 84.9 vs 91.5 ACC
-    on Permuted-digits, shared/CONTINUAL.md).
+    dH = y (x - H^T y)^T / B (the old rows take part in y but stay fixed; ``iterations``
+    updates per batch). After the task the new rows join the old ones. From the second task
+    on, weight gradients are projected off the old rows, orthonormalised by QR first (the
+    reference uses raw H, which is not a projection when the rows are not orthonormal:
+    measured 84.9 vs 91.5 ACC on Permuted-digits, shared/CONTINUAL.md).
+
+    The update, and how it differs from the reference (``modules/hlop_module.py``,
+    ``update_weights``):
+
+    - default (this library's form): heavy-ball momentum v <- m v + dH, H <- clamp(H + eta
+      v, +-10), with dH divided by the batch's mean squared input norm (``normalize``), so
+      one eta fits every layer whatever its input scale.
+    - ``ema=True`` (the reference's form): dH clamped to +-10, v <- m v + (1 - m) dH (an
+      exponential average: one tenth of the heavy-ball step at m = 0.9), H <- H + eta v,
+      H not clamped. With ``normalize=False`` too it is the reference's rule exactly (a
+      fixed eta, as it uses on spiking rates in [0, 1], 0.001-0.01).
+
+    Deviations kept in both forms: BatchNorm running statistics are not frozen after the
+    first task (the reference calls ``fix_bn``); biases and norm affine parameters are frozen
+    from the second task on (the reference trains only >= 2-D parameters then).
 
     Args:
         rows: new rows per layer and task (one int, or one per layer in model order).
-        eta: Hebbian learning rate relative to the input energy (eta * |x|^2 / mean |x|^2
-            per sample; the reference uses an absolute 0.001-0.01 on spiking rates in [0, 1]).
+        eta: Hebbian learning rate (relative to the input energy when ``normalize``).
         iterations: Oja updates per batch.
+        momentum: m.
+        ema: the reference's exponential-average momentum and clamp of dH.
+        normalize: divide dH by the batch's mean squared input norm.
+        seed: seed of the rows' random orthonormal start.
     """
 
     name = "hlop"
 
     def __init__(self, *, rows: int | Sequence[int] = 20, eta: float = 0.05, iterations: int = 5,
-                 momentum: float = 0.9, seed: int = 0) -> None:
+                 momentum: float = 0.9, ema: bool = False, normalize: bool = True,
+                 seed: int = 0) -> None:
         super().__init__()
         self.rows = rows
         self.eta = require_positive("eta", eta)
@@ -198,6 +228,8 @@ class HLOP(_Projected):
             raise NeuroplasticError(f"iterations must be >= 1, got {iterations}")
         self.iterations = iterations
         self.momentum = require_in("momentum", momentum, 0.0, 1.0, high_open=True)
+        self.ema = ema
+        self.normalize = normalize
         self.generator = torch.Generator().manual_seed(seed)
         self.new: dict[str, Tensor] = {}  # this task's rows, (k, inputs)
         self.velocity: dict[str, Tensor] = {}
@@ -236,15 +268,19 @@ class HLOP(_Projected):
         batch = x.shape[0]
         # Oja's rule is stable only for eta * |x|^2 below about 1: dividing by the batch's mean
         # input energy makes one eta fit every layer (hidden ReLU layers' inputs grow during
-        # training; with a fixed eta their rows diverged to the +-10 clamp)
-        energy = float((x * x).sum(1).mean().clamp_min(1e-12))
+        # training)
+        energy = float((x * x).sum(1).mean().clamp_min(1e-12)) if self.normalize else 1.0
         for _ in range(self.iterations):
             h = torch.cat([fixed, new])  # (k_old + k_new, inputs)
             y = x @ h.t()  # (B, k)
             residual = x - y @ h  # (B, inputs)
             delta = (y[:, fixed.shape[0]:].t() @ residual) / (batch * energy)  # new rows only
-            velocity.mul_(self.momentum).add_(delta)
-            new = (new + self.eta * velocity).clamp_(-10, 10)
+            if self.ema:
+                velocity.mul_(self.momentum).add_(delta.clamp(-10, 10), alpha=1 - self.momentum)
+                new = new + self.eta * velocity
+            else:
+                velocity.mul_(self.momentum).add_(delta)
+                new = (new + self.eta * velocity).clamp_(-10, 10)
         self.velocity[name] = velocity
         return new
 

@@ -89,6 +89,7 @@ def run_stream(model: nn.Module, stream: Stream, method: ContinualMethod, recipe
     val_matrix = torch.zeros(tasks, tasks, dtype=torch.float64) if validate else None
     loss_fn = stream.loss_fn()
     seconds = []
+    method.set_learning_rate(recipe.lr)
     with atomic(model), _cleaned(method, model):
         baseline = torch.tensor([stream.accuracy(model, e) for e in stream], dtype=torch.float64)
         for t, experience in enumerate(stream):

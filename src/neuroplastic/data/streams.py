@@ -19,7 +19,7 @@ named defaults ``split-digits``, ``permuted-digits``, ``split-mnist1d``,
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -43,6 +43,9 @@ class Experience:
     val: TensorDataset
     test: TensorDataset
     classes: tuple[int, ...]
+    loss_fn: TaskMaskedLoss | None = field(default=None, repr=False, compare=False)
+    """The stream's training loss (set by :class:`Stream`): the one a method that needs the
+    task's loss (EWC's Fisher) must use, output-masked in task-IL."""
 
 
 @dataclass
@@ -62,6 +65,9 @@ class Stream:
         shapes = {tuple(e.train.tensors[0].shape[1:]) for e in self.experiences}
         if len(shapes) > 1:
             raise NeuroplasticError(f"the tasks have different input shapes: {sorted(shapes)}")
+        loss = self.loss_fn()
+        for experience in self.experiences:
+            experience.loss_fn = loss
 
     def __len__(self) -> int:
         return len(self.experiences)
@@ -128,12 +134,15 @@ class TaskMaskedLoss:
         self.allowed = allowed
         self.masks = not bool(allowed.all())
 
+    def masked_logits(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """``logits`` with each sample's units outside its task's set to -inf."""
+        if not self.masks:
+            return logits
+        allowed = self.allowed.to(logits.device)[labels]
+        return logits.masked_fill(~allowed, float("-inf"))
+
     def __call__(self, output: Tensor, labels: Tensor) -> Tensor:
-        logits = logits_of(output)
-        if self.masks:
-            allowed = self.allowed.to(logits.device)[labels]
-            logits = logits.masked_fill(~allowed, float("-inf"))
-        return nn.functional.cross_entropy(logits, labels)
+        return nn.functional.cross_entropy(self.masked_logits(logits_of(output), labels), labels)
 
 
 def _relabel(dataset: TensorDataset, mapping: dict[int, int], keep: Tensor | None = None) -> TensorDataset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -35,8 +36,15 @@ class Fisher(BatchGradientEstimator):
     ``mode="exact"``: the true Fisher of the model's predictive distribution,
     mean over samples of sum_c p(c|x) (d/dtheta log p(c|x))^2 -- every label
     weighted by its predicted probability, not the true label (van de Ven's
-    continual-learning code's default for EWC). Labels and ``loss_fn`` are not
-    used; costs one per-sample gradient per class.
+    continual-learning code's default for EWC). Labels are not used, except
+    that a ``loss_fn`` with a ``masked_logits(logits, labels)`` method (a task-IL
+    stream's :class:`~neuroplastic.data.streams.TaskMaskedLoss`) restricts the
+    softmax to each sample's own output units, as training does (van de Ven's
+    code restricts the output to the task's units; Avalanche uses the task's
+    head). Costs one per-sample gradient per class.
+
+    ``batch_sq`` and ``per_sample`` differentiate ``loss_fn`` itself, so a
+    task-masked loss gives the task-IL Fisher there too.
 
     Args:
         mode: ``"batch_sq"``, ``"per_sample"`` or ``"exact"``.
@@ -60,29 +68,35 @@ class Fisher(BatchGradientEstimator):
         if self.mode == "batch_sq":
             return super().estimate(model, data, loss_fn=loss_fn)
         if self.mode == "exact":
-            return self._exact(model, data)
+            return self._exact(model, data, getattr(loss_fn, "masked_logits", None))
         return self._per_sample(model, data, loss_fn or cross_entropy)
 
-    def _exact(self, model: nn.Module, data: Data) -> Scores:
+    def _exact(self, model: nn.Module, data: Data,
+               mask: Callable[[Tensor, Tensor], Tensor] | None) -> Scores:
         named = dict(self.targets.named_parameters(model))
         frozen = {n: p.detach() for n, p in model.named_parameters() if n not in named}
         frozen.update(dict(model.named_buffers()))
 
-        def class_nll(params: dict[str, Tensor], x: Tensor, one_hot: Tensor) -> Tensor:
+        def masked(logits: Tensor, y: Tensor) -> Tensor:
+            return logits if mask is None else mask(logits, y)
+
+        def class_nll(params: dict[str, Tensor], x: Tensor, y: Tensor, one_hot: Tensor) -> Tensor:
             out = logits_of(functional_call(model, (params, frozen), (x.unsqueeze(0),)))
-            return -(torch.log_softmax(out, -1)[0] * one_hot).sum()  # -log p(c|x), c = one_hot
+            log_p = torch.log_softmax(masked(out, y.unsqueeze(0)), -1)[0]
+            # -log p(c|x), c = one_hot; a masked unit (p = 0, weight 0) contributes nothing
+            return -torch.where(one_hot.bool(), log_p, torch.zeros_like(log_p)).sum()
 
         # per sample (outer vmap) and per class (inner vmap): gradients of -log p(c|x)
-        per_class = vmap(vmap(grad(class_nll), in_dims=(None, None, 0)), in_dims=(None, 0, None))
+        per_class = vmap(vmap(grad(class_nll), in_dims=(None, None, None, 0)), in_dims=(None, 0, 0, None))
         detached = {n: p.detach() for n, p in named.items()}
         sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named.items()}
         samples = 0
         with eval_mode(model), torch.no_grad():
-            for x, _ in iter_batches(data, device=model_device(model), name="importance"):
-                probs = torch.softmax(logits_of(model(x)).float(), -1)  # (B, K)
+            for x, y in iter_batches(data, device=model_device(model), name="importance"):
+                probs = torch.softmax(masked(logits_of(model(x)), y).float(), -1)  # (B, K)
                 classes = torch.eye(probs.shape[1], device=x.device, dtype=probs.dtype)
                 with torch.enable_grad():
-                    grads = per_class(detached, x, classes)  # each (B, K, *shape)
+                    grads = per_class(detached, x, y, classes)  # each (B, K, *shape)
                 for n, g in grads.items():
                     weight = probs.reshape(*probs.shape, *([1] * (g.dim() - 2)))
                     sums[n].add_((weight * g.float().square()).sum((0, 1)))
