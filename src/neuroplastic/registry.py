@@ -97,3 +97,34 @@ def create(name: str, *, kind: str, **kwargs: Any) -> Any:
             raise NeuroplasticError(f"{kind} method {name!r} has no hyperparameter {unknown[0]!r} "
                                     f"(it takes: {takes or 'none'})")
     return cls(**kwargs)
+
+
+def parse_params(name: str, *, kind: str, items: list[str], extra: Callable[..., Any] | None = None,
+                 exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``--param key=value`` texts for the method registered as ``name``, typed by its
+    signature (and by ``extra``'s, less ``exclude``, for options its runner takes).
+
+    Raises:
+        NeuroplasticError: a malformed or repeated pair, an unknown key (naming the allowed
+            keys, their types and defaults) or a value of the wrong type.
+    """
+    from neuroplastic.params import keyword_parameters, split_items, typed_params
+
+    raw = split_items(items)
+    cls = get(name, kind=kind)
+    for key in exclude:
+        if key in raw:
+            raise NeuroplasticError(f"--param {key} is not a hyperparameter of {name}: "
+                                    "use the command's own option")
+    if extra is None:
+        return typed_params(cls, raw, what=f"{kind} method {name!r}")
+
+    def allowed(**_: Any) -> None:  # the runner's options a user may set, as one signature
+        """Placeholder."""
+
+    import inspect
+
+    options = {k: p for k, p in keyword_parameters(extra).items() if k not in exclude}
+    allowed.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in options.values()])
+    return typed_params(cls, raw, what=f"{kind} method {name!r}", extra=allowed)

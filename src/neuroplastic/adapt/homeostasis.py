@@ -98,9 +98,17 @@ class ShiftResult:
     swap_steps: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
-    def recovery(self, window: int = 20) -> float:
-        """Mean online accuracy over the ``window`` batches after each swap (higher:
-        faster recovery); NaN without swaps."""
+    def recovery_window(self, longest: int = 20) -> int:
+        """``longest`` batches, or half the smallest spacing of swaps when they come closer
+        (a window reaching the next swap would just be the online accuracy)."""
+        steps = self.swap_steps
+        gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+        return max(1, min([longest, *(g // 2 for g in gaps)]))
+
+    def recovery(self, window: int | None = None) -> float:
+        """Mean online accuracy over the ``window`` batches after each swap (default
+        :meth:`recovery_window`; higher: faster recovery); NaN without swaps."""
+        window = window or self.recovery_window()
         spans = [self.online_acc[s:s + window] for s in self.swap_steps if s < len(self.online_acc)]
         values = [v for span in spans for v in span]
         return sum(values) / len(values) if values else float("nan")
@@ -110,7 +118,8 @@ class ShiftResult:
         return {"online_acc": sum(self.online_acc) / max(1, len(self.online_acc)),
                 "online_acc_last_10pct": sum(tail) / len(tail),
                 "final_test_acc": self.test_acc[-1][1] if self.test_acc else float("nan"),
-                "recovery_acc": self.recovery(), "lr_final": self.lr[-1] if self.lr else float("nan"),
+                "recovery_acc": self.recovery(), "recovery_window": float(self.recovery_window()),
+                "lr_final": self.lr[-1] if self.lr else float("nan"),
                 "swaps": float(len(self.swap_steps)), "seconds": self.seconds}
 
 

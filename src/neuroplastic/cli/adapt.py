@@ -19,7 +19,6 @@ from neuroplastic.cli.common import (
     options_of,
     write_run,
 )
-from neuroplastic.cli.continual import parse_params
 from neuroplastic.cli.names import ADAPT_METHODS, SHIFT_METHODS
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar, progress_tasks
@@ -64,8 +63,6 @@ def adapt(
     if method not in ADAPT_METHODS:
         raise NeuroplasticError(f"--method must be one of {', '.join(ADAPT_METHODS)}, got {method!r}")
     check_training_options(epochs=epochs, batch_size=batch_size, device=device)
-    params = parse_params(param)
-    params["episodic"] = episodic
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
     if cifar10c is not None and not cifar10c.is_dir():
@@ -74,12 +71,14 @@ def adapt(
     check_factory(model_factory)
     from neuroplastic import registry
 
+    params = registry.parse_params(method, kind="adapt", items=param, exclude=("episodic",))
+    params["episodic"] = episodic
     registry.create(method, kind="adapt", **params)  # bad hyperparameters fail before any work
     import torch
 
     from neuroplastic.adapt.runner import run_corruptions
     from neuroplastic.cli.common import resolve_factory
-    from neuroplastic.data.corruptions import corruptions_for, load_cifar10c, parse_spec
+    from neuroplastic.data.corruptions import check_cifar10c, corruptions_for, load_cifar10c, parse_spec
     from neuroplastic.forget.experiment import trained_model
     from neuroplastic.io import load_model_weights
     from neuroplastic.models import checked_factory, default_model, seeded_model
@@ -88,6 +87,8 @@ def adapt(
     split = load_split(data, seed=seed, standardize=False)
     x, y = split.test.tensors
     specs = parse_spec(corruption, available=corruptions_for(x))
+    if cifar10c is not None:
+        check_cifar10c(cifar10c, sorted({name for name, _ in specs}))  # before any training
     if model_factory is not None:
         factory = resolve_factory(model_factory, split)
     else:
@@ -114,9 +115,14 @@ def adapt(
         warn(note)
     options = {**options_of(ctx.params), "data": absolute_data(data),
                "model_factory": absolute_factory(model_factory)}
+    from neuroplastic.evaluate.health import health_warnings
+
+    health = health_warnings(models={"source model": net}, accuracies={
+        "source model (clean test)": (result.clean_acc, 1 / split.num_classes),
+        f"{method} (clean test after adapting)": (result.clean_acc_after, 1 / split.num_classes)})
     write_run(folder, command="adapt", config={"options": options, "params": params}, metrics=metrics,
               report=adapt_report(result, f"neuroplastic adapt: {method} on {split.name}", notes),
-              model=None, json_out=json_out)
+              model=None, json_out=json_out, health=health)
 
 
 def adapt_notes(result: CorruptionResult) -> list[str]:
@@ -196,14 +202,16 @@ def shift(
     if swaps < 0:
         raise NeuroplasticError(f"--swaps must be >= 0, got {swaps}")
     folder = run_dir("shift", out)
+    split = load_split(data, seed=seed, standardize=False)
+    if batch_size > len(split.train):
+        raise NeuroplasticError(f"--batch-size {batch_size} exceeds the {len(split.train)} training samples")
     import math
 
     from neuroplastic.adapt.homeostasis import ConceptShiftStream, shift_mlp, train_shift
     from neuroplastic.models import seeded_model
 
-    split = load_split(data, seed=seed, standardize=False)
     methods = [method, *(m for m in SHIFT_METHODS if m != method)] if compare else [method]
-    results = {}
+    results, nets = {}, {}
     with progress_tasks() as start:
         for name in methods:
             stream = ConceptShiftStream(split.train, swaps=swaps, epochs=epochs, batch_size=batch_size,
@@ -212,6 +220,7 @@ def shift(
                                device)
             results[name] = train_shift(net, stream, method=name, lr=lr, test=split.test, seed=seed,
                                         progress=start(name))
+            nets[name] = net
     metrics: dict[str, Any] = {"method": method, "data": split.name, "swaps_per_epoch": float(swaps)}
     for name, result in results.items():
         prefix = "" if name == method else f"{name}."
@@ -220,16 +229,21 @@ def shift(
     print_shift_summary(results)
     for note in notes:
         warn(note)
+    from neuroplastic.evaluate.health import health_warnings
+
+    chance = 1 / split.num_classes
+    health = health_warnings(models=nets, accuracies={
+        f"{name} (online)": (r.metrics()["online_acc"], chance) for name, r in results.items()})
     write_run(folder, command="shift", config={"options": options_of(ctx.params)}, metrics=metrics,
               report=shift_report(results, f"neuroplastic shift: {method}, {swaps} swaps per epoch", notes),
-              model=None, json_out=json_out)
+              model=None, json_out=json_out, health=health)
 
 
 def shift_notes(results: dict[str, ShiftResult], method: str) -> list[str]:
     notes = []
     if method == "homeostatic" and "constant" in results:
         mine, base = results[method].recovery(), results["constant"].recovery()
-        if mine < base:
+        if mine < base:  # NaN (no swaps) compares False
             notes.append(f"the homeostatic learning rate recovered more slowly after swaps than a constant "
                          f"one (accuracy over the 20 batches after each swap {mine:.3f} vs {base:.3f})")
     return notes
@@ -241,7 +255,8 @@ def print_shift_summary(results: dict[str, ShiftResult]) -> None:
     table = Table("learning rate", "online acc", "after swaps", "final test acc", "final lr")
     for name, r in results.items():
         m = r.metrics()
-        table.add_row(name, f"{m['online_acc']:.3f}", f"{m['recovery_acc']:.3f}",
+        recovery = "— (no swaps)" if m["recovery_acc"] != m["recovery_acc"] else f"{m['recovery_acc']:.3f}"
+        table.add_row(name, f"{m['online_acc']:.3f}", recovery,
                       f"{m['final_test_acc']:.3f}",
                       f"{m['lr_final']:.4g}")
     console.print(table)
@@ -276,5 +291,6 @@ def shift_report(results: dict[str, ShiftResult], title: str, notes: list[str]) 
     swaps = next(iter(results.values())).swap_steps
     report.text(f"Label swaps happened after batches {', '.join(map(str, swaps[:30]))}"
                 f"{' ...' if len(swaps) > 30 else ''}. 'after swaps' (recovery_acc): mean online "
-                "accuracy over the 20 batches after each swap.")
+                "accuracy over the batches after each swap (20, or half the spacing of swaps when "
+                "they come closer, so that the window never reaches the next swap).")
     return report

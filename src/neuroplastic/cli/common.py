@@ -82,7 +82,13 @@ def parse_hidden(hidden: str | None) -> tuple[int, ...] | None:
         raise NeuroplasticError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
     if not widths or min(widths) < 1:
         raise NeuroplasticError(f"--hidden needs at least one width >= 1, got {hidden!r}")
+    if max(widths) > MAX_WIDTH:
+        raise NeuroplasticError(f"--hidden widths must be <= {MAX_WIDTH}, got {max(widths)}")
     return widths
+
+
+MAX_WIDTH = 65536
+"""Widest hidden layer the CLI builds (wider ones fail in the allocator, not here)."""
 
 
 def check_factory(model_factory: str | None) -> None:
@@ -156,14 +162,27 @@ def options_of(params: dict[str, Any]) -> dict[str, Any]:
 
 def write_run(folder: Path, *, command: str, config: dict[str, Any], metrics: dict[str, Any],
               report: Report, model: nn.Module | None, json_out: bool,
-              adopt: tuple[str, ...] = (), extra: dict[str, Any] | None = None) -> None:
+              adopt: tuple[str, ...] = (), extra: dict[str, Any] | None = None,
+              health: list[str] | None = None) -> None:
     """Write config.json, metrics.json, report.html, (if given) model.safetensors and the
     ``extra`` JSON files into a staging folder, then rename it to ``folder`` (files named in
     ``adopt``, e.g. a training checkpoint already in ``folder``, move along); with
-    ``json_out`` print metrics.json."""
+    ``json_out`` print metrics.json.
+
+    ``health``: sentences of :func:`neuroplastic.evaluate.health.health_warnings` (diverged
+    weights, chance-level accuracy): each is printed as a warning, shown as a banner at the
+    top of the report and added to ``warnings`` in metrics.json."""
     from neuroplastic import __version__
+    from neuroplastic.cli.output import warn
     from neuroplastic.io import save_model, to_json, write_json
 
+    if health:
+        for note in health:
+            warn(note)
+        for note in reversed(health):
+            report.banner(note, top=True)
+        earlier = [metrics["warnings"]] if metrics.get("warnings") else []
+        metrics = {**metrics, "warnings": " | ".join([*earlier, *health])}
     check_metrics(metrics)
     with staged_folder(folder, adopt=adopt) as staging:
         if model is not None:

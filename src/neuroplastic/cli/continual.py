@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,24 +19,12 @@ if TYPE_CHECKING:
 
 continual_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
+MAX_TASKS = 50
+"""Each permuted task holds a copy of the data: 50 keeps even MNIST-size streams in memory."""
+
 SCENARIO_HELP = ("split-digits (task-IL unless --setting class), permuted-digits (domain-IL unless "
                  "--setting task), split-mnist1d, permuted-mnist1d, or "
                  "torchvision:<split|permuted>-<MNIST|CIFAR100>:<root>.")
-
-
-def parse_params(items: list[str]) -> dict[str, Any]:
-    """``--param name=value`` pairs; values are read as JSON when they parse (numbers, true,
-    lists), else kept as text."""
-    params: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier():
-            raise NeuroplasticError(f"--param must look like name=value, got {item!r}")
-        try:
-            params[name] = json.loads(value)
-        except ValueError:
-            params[name] = value
-    return params
 
 
 def continual_report(results: dict[str, ContinualResult], title: str, stream_name: str,
@@ -71,7 +58,8 @@ def continual(
     ctx: typer.Context,
     method: str = typer.Option("hlop", help="A continual method (see `neuroplastic list`)."),
     scenario: str = typer.Option("permuted-digits", help=SCENARIO_HELP),
-    tasks: int = typer.Option(5, help="Tasks of a permuted scenario."),
+    tasks: int | None = typer.Option(None, help=f"Tasks of a permuted scenario, 2-{MAX_TASKS} (default 5; "
+                                     "split scenarios have one task per class pair)."),
     setting: str | None = typer.Option(None, help="task, domain or class (default: the scenario's)."),
     compare: list[str] = typer.Option([], help="Also run these methods (default hyperparameters)."),
     param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable."),
@@ -91,28 +79,36 @@ def continual(
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     if not 0 <= momentum < 1:
         raise NeuroplasticError(f"--momentum must lie in [0, 1), got {momentum}")
-    if tasks < 2:
-        raise NeuroplasticError(f"--tasks must be >= 2, got {tasks}")
+    if tasks is not None and not 2 <= tasks <= MAX_TASKS:
+        raise NeuroplasticError(f"--tasks must lie in 2-{MAX_TASKS}, got {tasks}")
+    if tasks is not None and "split-" in scenario:
+        raise NeuroplasticError(f"--tasks applies to permuted scenarios; {scenario} has one task per "
+                                "pair of classes")
+    if method in compare:
+        raise NeuroplasticError(f"--compare {method} is the --method itself: compare other methods")
+    if len(set(compare)) < len(compare):
+        raise NeuroplasticError("--compare names a method twice")
     if setting is not None and setting not in ("task", "domain", "class"):
         raise NeuroplasticError(f"--setting must be task, domain or class, got {setting!r}")
     widths = parse_hidden(hidden)
-    params = parse_params(param)
     folder = run_dir("continual", out)
     check_device(device)
     from neuroplastic import registry
 
     for name in [method, *compare]:
         registry.get(name, kind="continual")
+    params = registry.parse_params(method, kind="continual", items=param)
+    registry.create(method, kind="continual", **params)  # ranges: before any data is loaded
     import torch
 
     from neuroplastic.continual import ContinualRecipe, run_stream
     from neuroplastic.data.streams import load_stream
     from neuroplastic.models import MLP
 
-    stream = load_stream(scenario, tasks=tasks, setting=setting, seed=seed)
+    stream = load_stream(scenario, tasks=tasks or 5, setting=setting, seed=seed)
     recipe = ContinualRecipe(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed)
     features = int(torch.tensor(stream.input_shape).prod())
-    results = {}
+    results, models = {}, {}
     for name in [method, *compare]:
         kwargs = dict(params) if name == method else {}
         instance = registry.create(name, kind="continual", **kwargs)
@@ -121,6 +117,7 @@ def continual(
             model = MLP(features, stream.num_outputs, hidden=widths).to(device)
         with progress_bar(f"{name} on {stream.name} ({stream.setting}-IL)") as progress:
             results[name] = run_stream(model, stream, instance, recipe, progress=progress)
+        models[name] = model
     metrics: dict[str, Any] = {"method": method, "scenario": stream.name, "setting": stream.setting,
                                "tasks": float(len(stream))}
     for name, result in results.items():
@@ -130,11 +127,23 @@ def continual(
     notes = continual_warnings(results, stream.setting)
     for note in notes:
         warn(note)
+    from neuroplastic.evaluate.health import health_warnings
+
+    chance = stream_chance(stream)
+    health = health_warnings(models=models, accuracies={f"{name} (ACC)": (r.metrics["acc"], chance)
+                                                        for name, r in results.items()})
     write_run(folder, command="continual",
               config={"options": options_of(ctx.params), "recipe": recipe.to_dict(), "params": params},
               metrics=metrics, report=continual_report(results, f"neuroplastic continual: {method}",
                                                        f"{stream.name}, {stream.setting}-IL", notes),
-              model=None, json_out=json_out)
+              model=None, json_out=json_out, health=health)
+
+
+def stream_chance(stream: Any) -> float:
+    """The ACC a model guessing at random scores: the mean over tasks of 1 / (the output units
+    a prediction chooses among)."""
+    units = [len(e.classes) if stream.setting == "task" else stream.num_outputs for e in stream]
+    return sum(1 / u for u in units) / len(units)
 
 
 def print_summary(results: dict[str, ContinualResult]) -> None:

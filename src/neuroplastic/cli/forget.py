@@ -305,7 +305,7 @@ def forget(
     from neuroplastic.forget.experiment import ForgetOptions
 
     forget_options = ForgetOptions(ssd_full=ssd_full, nonmembers=mia_nonmembers,
-                                   ulira_shadows=(shadows or 16) if mia == "ulira" else None)
+                                   ulira_shadows=(16 if shadows is None else shadows) if mia == "ulira" else None)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
     folder = run_dir("forget", out)
@@ -347,7 +347,11 @@ def forget(
     notes = run.warnings
     for note in notes:
         warn(note)
+    from neuroplastic.evaluate.health import health_warnings
+
+    health = health_warnings(models={"unlearned model": run.unlearned}, accuracies={
+        "unlearned model (retained test)": (run.metrics["unlearned.test_acc"], 1 / request.data.num_classes)})
     write_run(folder, command="forget",
               config={"options": options, "train": config.to_dict(), "method_kwargs": method_kwargs},
               metrics=run.metrics, report=forget_report(run, columns, request.data.class_names, notes),
-              model=run.unlearned, json_out=json_out)
+              model=run.unlearned, json_out=json_out, health=health)

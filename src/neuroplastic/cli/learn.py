@@ -19,12 +19,15 @@ from neuroplastic.cli.common import (
     parse_hidden,
     write_run,
 )
-from neuroplastic.cli.continual import parse_params
 from neuroplastic.cli.names import LEARN_RULES
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_tasks
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.params import keyword_parameters
 from neuroplastic.runs import run_dir  # light: no torch
+
+SOFTHEBB_RUNNER_OPTIONS = ("seed", "plugins", "progress", "readout_epochs", "readout_lr", "model", "data")
+"""Options of ``train_softhebb`` the command sets itself (``--seed``, ``--epochs``, ``--lr``)."""
 
 if TYPE_CHECKING:
     from neuroplastic.evaluate.report import Report
@@ -65,7 +68,6 @@ def learn(
         raise NeuroplasticError(f"--rule must be one of {', '.join(LEARN_RULES)}, got {rule!r}")
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     widths = parse_hidden(hidden)
-    params = parse_params(param)
     if model_factory is not None and rule in ("disinhibitory", "softhebb"):
         raise NeuroplasticError(f"--model-factory: {rule} trains its own network type (E/I pairs, "
                                 "Hebbian blocks); it applies to biprop, halfbiprop, han and backprop")
@@ -73,8 +75,18 @@ def learn(
     check_factory(model_factory)
     from neuroplastic import registry
 
-    if rule != "backprop":
-        registry.create(rule, kind="learn", **{k: v for k, v in params.items() if k != "hebbian_epochs"})
+    params: dict[str, Any] = {}
+    if rule == "backprop":
+        if param:
+            raise NeuroplasticError("--param: backprop takes no hyperparameter (use --lr, --epochs, ...)")
+    else:
+        extra = None
+        if rule == "softhebb":
+            from neuroplastic.local.softhebb import train_softhebb as extra
+        params = registry.parse_params(rule, kind="learn", items=param, extra=extra,
+                                       exclude=SOFTHEBB_RUNNER_OPTIONS)
+        registry.create(rule, kind="learn", **{k: v for k, v in params.items()
+                                               if k in keyword_parameters(registry.get(rule, kind="learn"))})
     from neuroplastic.local.runner import learn as run_learn
 
     split = load_split(data, seed=seed, standardize=standardize)
@@ -93,9 +105,15 @@ def learn(
         warn(note)
     options = {**options_of(ctx.params), "data": absolute_data(data),
                "model_factory": absolute_factory(model_factory)}
+    from neuroplastic.evaluate.health import health_warnings
+
+    chance = 1 / split.num_classes
+    health = health_warnings(models={name: run.model for name, run in result.runs.items()},
+                             accuracies={f"{name} (test)": (run.metrics["test_acc"], chance)
+                                         for name, run in result.runs.items() if "test_acc" in run.metrics})
     write_run(folder, command="learn", config={"options": options, "params": params}, metrics=metrics,
               report=learn_report(result, f"neuroplastic learn: {rule} on {split.name}"),
-              model=result.runs[rule].model, json_out=json_out)
+              model=result.runs[rule].model, json_out=json_out, health=health)
 
 
 def print_summary(result: LearnResult) -> None:

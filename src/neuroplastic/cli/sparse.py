@@ -95,7 +95,7 @@ def print_metrics(metrics: dict[str, object]) -> None:
 
 
 def finish(folder: Path, run: SparseRun, *, command: str, options: dict, recipe: SparseRecipe,
-           json_out: bool, title: str, adopt: tuple[str, ...] = ()) -> None:
+           json_out: bool, title: str, chance: float, adopt: tuple[str, ...] = ()) -> None:
     """Count the sparsity of the squashed model from its saved weights, write the run."""
     import tempfile
 
@@ -109,10 +109,14 @@ def finish(folder: Path, run: SparseRun, *, command: str, options: dict, recipe:
         zeros = sum(int((saved[n] == 0).sum()) for n in names)
         run.metrics["actual_sparsity"] = zeros / sum(saved[n].numel() for n in names)
     print_metrics(run.metrics)
+    from neuroplastic.evaluate.health import health_warnings
+
+    health = health_warnings(models={"sparse model": run.model},
+                             accuracies={"sparse model (test)": (run.metrics["test_acc"], chance)})
     write_run(folder, command=command, config={"options": options, "recipe": recipe.to_dict()},
               metrics=run.metrics, report=sparse_report(run, title), model=run.model,
               json_out=json_out, adopt=adopt,
-              extra={"export.json": run.layout} if run.layout else None)
+              extra={"export.json": run.layout} if run.layout else None, health=health)
 
 
 @sparse_app.command("train")
@@ -182,7 +186,7 @@ def train(
     set_interrupt_hint(None)
     finish(folder, run, command="sparse train", options=options, recipe=recipe,
            json_out=json_out, title=f"neuroplastic sparse train: {method} at {sparsity:.0%}",
-           adopt=("checkpoint.safetensors",))
+           chance=1 / split.num_classes, adopt=("checkpoint.safetensors",))
 
 
 @sparse_app.command("prune")
@@ -243,7 +247,8 @@ def prune(
     options = {**options_of(ctx.params), "data": absolute_data(data),
                "model_factory": absolute_factory(model_factory)}
     finish(folder, run, command="sparse prune", options=options, recipe=recipe,
-           json_out=json_out, title=f"neuroplastic sparse prune: magnitude at {sparsity:.0%}")
+           json_out=json_out, title=f"neuroplastic sparse prune: magnitude at {sparsity:.0%}",
+           chance=1 / split.num_classes)
 
 
 @sparse_app.command("export")

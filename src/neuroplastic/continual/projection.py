@@ -105,6 +105,25 @@ class _Projected(ContinualMethod):
                 param.grad.zero_()
 
 
+def checked_rows(rows: object) -> int | tuple[int, ...]:
+    """A row count per layer and task: one int >= 1, or a list of them (one per layer)."""
+    values = [rows] if not isinstance(rows, (list, tuple)) else list(rows)
+    if not values or not all(isinstance(r, int) and not isinstance(r, bool) and r >= 1 for r in values):
+        raise NeuroplasticError(f"rows must be an integer >= 1 or a list of them (one per layer), got "
+                                f"{rows!r} (0 rows would protect nothing: that is finetune)")
+    return rows if isinstance(rows, int) else tuple(values)  # type: ignore[return-value]
+
+
+def rows_of_layer(rows: int | Sequence[int], index: int) -> int:
+    """The row count of layer ``index`` (in model order)."""
+    if isinstance(rows, int):
+        return rows
+    if index >= len(rows):
+        raise NeuroplasticError(f"rows lists {len(rows)} layer(s), and the model has more Linear/Conv2d "
+                                "layers: give one count per layer, or one int for all")
+    return int(rows[index])
+
+
 def _energy(rows: Tensor) -> float:
     return float((rows.double() ** 2).sum())
 
@@ -134,7 +153,7 @@ class GPM(_Projected):
     benchmark have no BatchNorm).
 
     Args:
-        threshold: captured-energy threshold in (0, 1] (GPM's epsilon_th).
+        threshold: captured-energy threshold in (0, 1] (GPM's epsilon_th; default 0.97).
         rows: a fixed number of new directions per layer and task instead (one int, or one
             per layer in model order).
         max_samples: task samples used for the representation.
@@ -142,11 +161,15 @@ class GPM(_Projected):
 
     name = "gpm"
 
-    def __init__(self, *, threshold: float = 0.97, rows: int | Sequence[int] | None = None,
+    def __init__(self, *, threshold: float | None = None, rows: int | Sequence[int] | None = None,
                  max_samples: int = 300) -> None:
         super().__init__()
-        self.threshold = require_in("threshold", threshold, 0.0, 1.0, low_open=True)
-        self.rows = rows
+        if threshold is not None and rows is not None:
+            raise NeuroplasticError("gpm takes threshold or rows, not both (rows replaces the "
+                                    "energy threshold)")
+        self.threshold = require_in("threshold", 0.97 if threshold is None else threshold, 0.0, 1.0,
+                                    low_open=True)
+        self.rows = None if rows is None else checked_rows(rows)
         self.max_samples = int(require_positive("max_samples", max_samples))
 
     @torch.no_grad()
@@ -168,8 +191,7 @@ class GPM(_Projected):
 
     def _count(self, index: int, singular: Tensor, *, total: float, kept: float, first: bool) -> int:
         if self.rows is not None:
-            rows = self.rows if isinstance(self.rows, int) else self.rows[index]
-            return min(int(rows), len(singular))
+            return min(rows_of_layer(self.rows, index), len(singular))
         if total == 0 or kept / total >= self.threshold:
             return 0
         cumulative = kept + torch.cumsum(singular.double() ** 2, 0)
@@ -222,7 +244,7 @@ class HLOP(_Projected):
                  momentum: float = 0.9, ema: bool = False, normalize: bool = True,
                  seed: int = 0) -> None:
         super().__init__()
-        self.rows = rows
+        self.rows = checked_rows(rows)
         self.eta = require_positive("eta", eta)
         if iterations < 1:
             raise NeuroplasticError(f"iterations must be >= 1, got {iterations}")
@@ -241,7 +263,7 @@ class HLOP(_Projected):
             self._recorder = None
 
     def _rows_for(self, index: int) -> int:
-        return int(self.rows if isinstance(self.rows, int) else self.rows[index])
+        return rows_of_layer(self.rows, index)
 
     def before_task(self, model: nn.Module, experience: Experience) -> None:  # type: ignore[override]
         layers = projectable_layers(model)

@@ -275,6 +275,15 @@ _FUNCTIONS: dict[str, Callable[[Tensor, object, np.random.Generator], Tensor]] =
 }
 
 
+def check_cifar10c(root: str | Path, corruptions: list[str]) -> None:
+    """One line naming the first file of a CIFAR-10-C folder that is missing."""
+    folder = Path(root)
+    for name in [*corruptions, "labels"]:
+        if not (folder / f"{name}.npy").is_file():
+            raise NeuroplasticError(f"{folder / (name + '.npy')} not found (a CIFAR-10-C folder holds "
+                                    "<corruption>.npy and labels.npy)")
+
+
 def load_cifar10c(root: str | Path, corruption: str, severity: int) -> TensorDataset:
     """One corruption x severity of CIFAR-10-C as distributed (``<corruption>.npy``: the
     test set under each severity 1-5 in turn, uint8 (N, 32, 32, 3); ``labels.npy``), read

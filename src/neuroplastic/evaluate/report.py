@@ -44,9 +44,14 @@ class Report:
         self.parts.append(f"<p class='note'>{html.escape(text)}</p>")
         return self
 
-    def banner(self, text: str) -> Report:
-        """A sentence the reader must not miss (a missed target, an uninformative figure)."""
-        self.parts.append(f"<p class='banner'>{html.escape(text)}</p>")
+    def banner(self, text: str, *, top: bool = False) -> Report:
+        """A sentence the reader must not miss (a missed target, an uninformative figure);
+        ``top`` puts it before everything added so far."""
+        part = f"<p class='banner'>{html.escape(text)}</p>"
+        if top:
+            self.parts.insert(0, part)
+        else:
+            self.parts.append(part)
         return self
 
     def table(self, heading: str, columns: list[str], rows: list[list[object]]) -> Report:
