@@ -23,6 +23,7 @@ adaptive gain control that whitens each context.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -102,7 +103,7 @@ class ShiftResult:
         """``longest`` batches, or half the smallest spacing of swaps when they come closer
         (a window reaching the next swap would just be the online accuracy)."""
         steps = self.swap_steps
-        gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(steps)]
         return max(1, min([longest, *(g // 2 for g in gaps)]))
 
     def recovery(self, window: int | None = None) -> float:

@@ -30,7 +30,9 @@ USAGE = 2
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Plasticity operations on trained networks: forget, sparsify, consolidate, "
-                       "learn with local rules, adapt.")
+                       "learn with local rules, adapt. Every command takes --threads N (torch's "
+                       "CPU threads; default: one for models below 2M parameters, every core "
+                       "above).")
 app.add_typer(forget_app, name="forget", help="Remove data or skills from a trained model.")
 app.add_typer(sparse_app, name="sparse", help="Train or prune to a target sparsity; export.")
 app.add_typer(skills_app, name="skills", help="The demo language model of skill unlearning.")
@@ -63,10 +65,15 @@ def interrupted(hint: str | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns every failure into one line and an exit code."""
+    from neuroplastic.cli.interrupts import interrupts_outside_imports
     from neuroplastic.cli.output import take_interrupt_hint
+    from neuroplastic.cli.threads import start_threads, take_threads
 
     try:
-        code = app(args=argv, standalone_mode=False)
+        argv = take_threads(list(sys.argv[1:] if argv is None else argv))
+        start_threads()
+        with interrupts_outside_imports():
+            code = app(args=argv, standalone_mode=False)
     except KeyboardInterrupt:
         return interrupted(take_interrupt_hint())
     except (NeuroplasticError, TyperException, typer.Abort) as err:

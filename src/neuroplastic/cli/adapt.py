@@ -22,6 +22,7 @@ from neuroplastic.cli.common import (
 from neuroplastic.cli.names import ADAPT_METHODS, SHIFT_METHODS
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar, progress_tasks
+from neuroplastic.cli.threads import fit_threads
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.runs import run_dir  # light: no torch
 
@@ -94,6 +95,7 @@ def adapt(
     else:
         shape, classes = split.input_shape, split.num_classes
         factory = checked_factory(lambda: default_model(shape, classes, batch_norm=True), split)
+        fit_threads(factory())
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
     else:
@@ -218,6 +220,7 @@ def shift(
                                         seed=seed)
             net = seeded_model(lambda: shift_mlp(math.prod(split.input_shape), split.num_classes), seed,
                                device)
+            fit_threads(net)
             results[name] = train_shift(net, stream, method=name, lr=lr, test=split.test, seed=seed,
                                         progress=start(name))
             nets[name] = net

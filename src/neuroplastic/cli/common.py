@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neuroplastic.cli.output import console
+from neuroplastic.cli.threads import fit_threads
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.runs import check_metrics, staged_folder  # light: no torch
 
@@ -101,7 +102,8 @@ def check_factory(model_factory: str | None) -> None:
 
 def resolve_factory(model_factory: str | None, data: DataSplit) -> ModelFactory:
     """The user's factory, or the reference model for ``data``; either way checked on one
-    example batch of ``data``: it must build, accept the inputs and give one logit per class."""
+    example batch of ``data``: it must build, accept the inputs and give one logit per class.
+    Without ``--threads``, torch's thread count is then chosen for the model's size."""
     from neuroplastic.models import build, checked_factory, default_model, load_factory
 
     if model_factory is not None:
@@ -110,7 +112,9 @@ def resolve_factory(model_factory: str | None, data: DataSplit) -> ModelFactory:
     else:
         shape, classes = data.input_shape, data.num_classes
         factory = lambda: default_model(shape, classes)  # noqa: E731
-    return checked_factory(factory, data)
+    checked = checked_factory(factory, data)
+    fit_threads(checked())
+    return checked
 
 
 def load_split(data: str, *, seed: int, standardize: bool, id_column: str | None = None) -> DataSplit:

@@ -10,6 +10,7 @@ import typer
 from neuroplastic.cli.common import check_device, check_training_options, options_of, parse_hidden, write_run
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar
+from neuroplastic.cli.threads import fit_threads
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.runs import run_dir  # light: no torch
 
@@ -115,6 +116,7 @@ def continual(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = MLP(features, stream.num_outputs, hidden=widths).to(device)
+        fit_threads(model)
         with progress_bar(f"{name} on {stream.name} ({stream.setting}-IL)") as progress:
             results[name] = run_stream(model, stream, instance, recipe, progress=progress)
         models[name] = model

@@ -304,8 +304,9 @@ def forget(
         raise NeuroplasticError(f"--mia-nonmembers must be test-retain or validation, got {mia_nonmembers!r}")
     from neuroplastic.forget.experiment import ForgetOptions
 
+    shadow_count = 16 if shadows is None else shadows
     forget_options = ForgetOptions(ssd_full=ssd_full, nonmembers=mia_nonmembers,
-                                   ulira_shadows=(16 if shadows is None else shadows) if mia == "ulira" else None)
+                                   ulira_shadows=shadow_count if mia == "ulira" else None)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
     folder = run_dir("forget", out)

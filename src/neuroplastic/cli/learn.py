@@ -22,6 +22,7 @@ from neuroplastic.cli.common import (
 from neuroplastic.cli.names import LEARN_RULES
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_tasks
+from neuroplastic.cli.threads import fit_threads
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.params import keyword_parameters
 from neuroplastic.runs import run_dir  # light: no torch
@@ -95,6 +96,10 @@ def learn(
         from neuroplastic.cli.common import resolve_factory
 
         factory = resolve_factory(model_factory, split)
+    else:
+        from neuroplastic.local.runner import DEFAULTS, build_network
+
+        fit_threads(build_network(rule, split, widths or DEFAULTS[rule].hidden))
     with progress_tasks() as start:
         result = run_learn(rule, split, hidden=widths, epochs=epochs, lr=lr, batch_size=batch_size,
                            seed=seed, params=params, compare=compare, device=device, factory=factory,

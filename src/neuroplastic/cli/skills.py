@@ -174,6 +174,9 @@ def forget_skill(
     hf_logging.disable_progress_bar()  # our own status line reports progress
     request = demo_request(demo_skill) if model is None else file_request(forget, retain, evaluation)
     net, tokenizer = load_demo(device=device) if model is None else load_causal_lm(model, device=device)
+    from neuroplastic.cli.threads import fit_threads
+
+    fit_threads(net)
     method_object = registry.create(method, kind="skill", **kwargs)
     with console.status(f"{method}: measuring, applying and evaluating"):
         run = run_skill_forget(net, tokenizer, request, method_object, keep=method_object.edits_weights,
