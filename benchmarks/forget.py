@@ -38,7 +38,8 @@ METHODS = ("ssd", "lfssd", "ssd-auto", "finetune", "neggrad+", "random-labels")
 ROWS = ("retrain", "ssd-auto", "ssd", "ssd-train-d", "lfssd", "finetune", "neggrad+", "random-labels")
 LABELS = {"ssd": "ssd (published D)", "ssd-train-d": "ssd, D = training split"}
 KEYS = ("forget_acc", "retain_acc", "test_acc", "mia", "seconds")
-ULIRA_KEYS = ("auc", "tpr_at_1fpr", "tpr_at_5fpr", "seconds")
+ULIRA_KEYS = ("auc", "auc_std", "tpr_at_1fpr", "tpr_at_1fpr_std", "tpr_at_5fpr", "tpr_at_5fpr_std",
+              "seconds")
 SHADOWS = 16
 
 
@@ -166,11 +167,16 @@ def markdown(results: dict) -> str:
         power = row["original"]
         cells.append(f"{power['mia_auc']:.2f}" + ("" if power["mia_informative"] else " (cannot tell)"))
         lines.append(f"| {results['descriptions'][scen]} | " + " | ".join(cells) + " |")
-    lines += ["", f"U-LiRA (Hayes et al. 2024), {results['shadows']} shadow models trained on random "
-              "halves of the training and test splits; positives = the forgotten samples, negatives = "
-              "the test split (never trained on). AUC 0.5 = indistinguishable from never having seen "
-              "them; \"original\" is the attack's power before unlearning. Cells: AUC / TPR at 1% FPR / "
-              "TPR at 5% FPR; cost = seconds to apply the method to all shadows.", "",
+    lines += ["", f"U-LiRA (Hayes et al. 2024), {results['shadows']} shadow models, each trained with the "
+              "benchmark's recipe on half of the training and test splits (complementary pairs); the "
+              "candidates are the request's samples plus as many random test samples, and every shadow "
+              "holds and unlearns exactly half of them (a request of the same size in every model). "
+              "As Hayes et al., the models under attack are trained exactly as the shadows: each shadow "
+              "in turn is attacked with the pooled-variance statistics of the other "
+              f"{results['shadows'] - 1}. AUC 0.5 = indistinguishable from never having seen the "
+              "samples; \"original\" is the attack's power before unlearning. Cells: AUC mean ± std "
+              "over the targets / TPR at 1% FPR / TPR at 5% FPR (means); cost = seconds to apply the "
+              "method to all shadows.", "",
               "| model | " + " | ".join(f"{results['descriptions'][sc]}" for sc in ("random", "random100"))
               + " | cost (s), " + results["descriptions"]["random"] + " |",
               "|---|---|---|---|"]
@@ -178,8 +184,8 @@ def markdown(results: dict) -> str:
         cells = []
         for scen in ("random", "random100"):
             r = results[scen][m]
-            cells.append(f"{r['ulira_auc']:.3f} / {r['ulira_tpr_at_1fpr']:.3f} / "
-                         f"{r['ulira_tpr_at_5fpr']:.3f}")
+            cells.append(f"{r['ulira_auc']:.3f} ± {r.get('ulira_auc_std', math.nan):.3f} / "
+                         f"{r['ulira_tpr_at_1fpr']:.3f} / {r['ulira_tpr_at_5fpr']:.3f}")
         cost = results["random"][m]["ulira_seconds"]
         cells.append("—" if m == "original" else f"{cost:.1f}")
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")

@@ -17,11 +17,23 @@ from neuroplastic.models import default_model
 QUICK = ["--epochs", "3"]
 
 
-def test_list_prints_the_registry(capsys):
+def test_list_prints_the_registry_one_line_per_method(capsys):
+    from neuroplastic import registry
+
     assert main(["list"]) == 0
-    out = capsys.readouterr().out
-    for name in ("ssd", "lfssd", "ssd-auto", "neggrad+", "random-labels", "retrain", "finetune"):
-        assert name in out
+    lines = capsys.readouterr().out.splitlines()
+    entries = registry.available()
+    assert len(lines) == len(entries)  # one line each
+    assert {tuple(line.split()[:2]) for line in lines} == {(e.kind, e.name) for e in entries}
+    for kind, name in (("learn", "backprop"), ("shift", "homeostatic"), ("shift", "random-lr"),
+                       ("shift", "constant"), ("forget", "retrain")):
+        assert (kind, name) in {(e.kind, e.name) for e in entries}
+    assert any("backprop" in line and "(baseline)" in line for line in lines)
+    assert main(["list", "--json", "--kind", "shift"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert sorted(e["name"] for e in listed) == ["constant", "homeostatic", "random-lr"]
+    assert main(["list", "--kind", "bogus"]) == 2
+    assert "unknown kind 'bogus'" in capsys.readouterr().err
 
 
 def test_forget_class_writes_a_complete_run_folder(tmp_path, capsys):
@@ -192,14 +204,14 @@ def test_ulira_and_attack_power_in_a_forget_run(tmp_path):
     original model and whether it is informative are always there."""
     out = tmp_path / "run"
     assert main(["forget", "--scenario", "random", "--method", "ssd", "--compare", "finetune",
-                 "--epochs", "2", "--mia", "ulira", "--shadows", "4", "--ssd-full", "train",
+                 "--epochs", "2", "--mia", "ulira", "--shadows", "6", "--ssd-full", "train",
                  "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     for model in ("original", "unlearned", "retrain", "finetune"):
         for key in ("auc", "tpr_at_1fpr", "tpr_at_5fpr", "seconds"):
             assert isinstance(metrics[f"{model}.ulira.{key}"], float), f"{model}.ulira.{key}"
         assert 0 <= metrics[f"{model}.ulira.auc"] <= 1
-    assert metrics["ulira.shadows"] == 4.0 and metrics["ssd_full"] == "train"
+    assert metrics["ulira.shadows"] == 6.0 and metrics["ssd_full"] == "train"
     assert 0 <= metrics["original.mia_auc"] <= 1
     assert metrics["mia_informative"] == float(metrics["original.mia_auc"] >= 0.6)
     html = (out / "report.html").read_text()

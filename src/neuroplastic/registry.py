@@ -47,17 +47,39 @@ def _load_builtin() -> None:
     # importing the registry has no side effects.
     import neuroplastic.adapt.nhl
     import neuroplastic.adapt.norm
+    import neuroplastic.adapt.rates
     import neuroplastic.continual
     import neuroplastic.forget
+    import neuroplastic.local.backprop
     import neuroplastic.local.bidirectional
     import neuroplastic.local.disinhibitory
     import neuroplastic.local.softhebb
     import neuroplastic.sparse  # noqa: F401
 
 
-def available(kind: str | None = None) -> list[Entry]:
-    """All registered methods (of one kind, if given), sorted by kind then name."""
+def kinds() -> list[str]:
+    """Every kind with a registered method."""
     _load_builtin()
+    return sorted({kind for kind, _ in _ENTRIES})
+
+
+def one_line(entry: Entry, width: int = 90) -> str:
+    """``entry``'s summary cut to ``width`` characters at a word boundary."""
+    text = entry.summary.replace("``", "")
+    if len(text) <= width:
+        return text
+    return text[: width - 1].rsplit(" ", 1)[0].rstrip(",;:(") + "…"
+
+
+def available(kind: str | None = None) -> list[Entry]:
+    """All registered methods (of one kind, if given), sorted by kind then name.
+
+    Raises:
+        NeuroplasticError: naming the kinds, if ``kind`` is not one of them.
+    """
+    _load_builtin()
+    if kind is not None and kind not in {k for k, _ in _ENTRIES}:
+        raise NeuroplasticError(f"unknown kind {kind!r}; kinds: {', '.join(kinds())}")
     return sorted(
         (e for e in _ENTRIES.values() if kind is None or e.kind == kind),
         key=lambda e: (e.kind, e.name),

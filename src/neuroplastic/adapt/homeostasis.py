@@ -34,6 +34,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import TensorDataset
 
+from neuroplastic import registry
+from neuroplastic.adapt.rates import RateContext
 from neuroplastic.batches import model_device
 from neuroplastic.checks import require_choice, require_in, require_positive
 from neuroplastic.errors import NeuroplasticError
@@ -146,6 +148,7 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
     import time
 
     require_choice("method", method, SHIFT_METHODS)
+    rule = registry.create(method, kind="shift")
     eta0 = require_positive("lr", lr)
     step_size = eta0 / 10
     eta = eta0
@@ -166,21 +169,26 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
         with torch.no_grad():
             result.online_acc.append(float((model(x).argmax(-1) == y).float().mean()))
         first_x, first_y = x[:1], y[:1]
-        if method == "random-lr" and first_index != 0:  # lrr.py: every batch but an epoch's first
-            if torch.rand((), generator=rng) > 0.5:
-                eta = _moved(eta, step_size, up=int(first_y) >= half)
-        elif method == "homeostatic" and first_index > memory:  # lrh.py: i > nMemo
+
+        def predicted_upper(first_x: Tensor = first_x) -> bool:
+            return int(model(first_x).argmax(-1)) >= half
+
+        def scores_better(proposed: float, first_x: Tensor = first_x, first_y: Tensor = first_y,
+                          recent_x: list[Tensor] = recent_x, recent_i: list[int] = recent_i,
+                          eta: float = eta) -> bool:
             memo_x = torch.cat(recent_x[-memory:])
             memo_y = stream.mapping.to(device)[torch.tensor(recent_i[-memory:], device=device)]
             params = dict(model.named_parameters())
             loss = F.cross_entropy(model(first_x), first_y)
             grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
-            guess = int(model(first_x).argmax(-1))
-            proposed = _moved(eta, step_size, up=guess >= half)
             scored = [simulated_accuracy(model, grads, rate / stream.batch_size, memo_x, memo_y)
                       for rate in (proposed, eta)]
-            if scored[0] > scored[1]:
-                eta = _moved(eta, step_size, up=int(first_y) >= half)
+            return scored[0] > scored[1]
+
+        eta = rule.next_rate(RateContext(
+            eta=eta, step_size=step_size, index_in_epoch=first_index, memory=memory,
+            true_upper=int(first_y) >= half, predicted_upper=predicted_upper,
+            scores_better=scores_better, generator=rng))
         model.zero_grad(set_to_none=True)
         F.cross_entropy(model(x), y).backward()
         with torch.no_grad():
@@ -200,12 +208,6 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
     result.seconds = time.perf_counter() - begin
     model.eval()
     return result
-
-
-def _moved(eta: float, step: float, *, up: bool) -> float:
-    """eta +- step, a negative result clipped to 1e-8 (as the reference)."""
-    moved = eta + step if up else eta - step
-    return moved if moved >= 0 else 1e-8
 
 
 @torch.no_grad()

@@ -44,17 +44,26 @@ app.add_typer(shift_app, name="shift", help="Learn through concept shift with a 
 
 
 @app.command("list")
-def list_methods(kind: str | None = typer.Option(None, help="Only this kind (e.g. forget).")) -> None:
-    """Print every registered method, one line each."""
-    from rich.console import Console
-    from rich.table import Table
-
+def list_methods(kind: str | None = typer.Option(None, help="Only this kind (e.g. forget)."),
+                 json_out: bool = typer.Option(False, "--json", help="Print JSON instead.")) -> None:
+    """Print every registered method, one line each (kind, name, what it does)."""
     from neuroplastic import registry
+    from neuroplastic.io import to_json
 
-    table = Table("kind", "name", "summary", box=None)
-    for entry in registry.available(kind):
-        table.add_row(entry.kind, entry.name, entry.summary)
-    Console().print(table)
+    entries = registry.available(kind)
+    if json_out:
+        sys.stdout.write(to_json([{"kind": e.kind, "name": e.name, "baseline": is_baseline(e),
+                                   "summary": e.summary} for e in entries]) + "\n")
+        return
+    name_width = max(len(e.name) for e in entries) if entries else 0
+    for entry in entries:
+        tag = " (baseline)" if is_baseline(entry) else ""
+        sys.stdout.write(f"{entry.kind:<9} {entry.name:<{name_width}}  {registry.one_line(entry)}{tag}\n")
+
+
+def is_baseline(entry: object) -> bool:
+    """A registered entry a comparison trains beside the method (retrain, backprop, ...)."""
+    return bool(getattr(entry.cls, "baseline", False))  # type: ignore[attr-defined]
 
 
 def interrupted(hint: str | None = None) -> int:

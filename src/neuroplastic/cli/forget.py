@@ -161,7 +161,8 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
     for note in notes:
         report.banner(note)
     keys = ["forget_acc", "retain_acc", "test_acc", "forget_test_acc", "attack_success", "mia",
-            "mia_loss", "mia_auc", "ulira.auc", "ulira.tpr_at_1fpr", "ulira.tpr_at_5fpr", "ulira.seconds"]
+            "mia_loss", "mia_auc", "ulira.auc", "ulira.auc_std", "ulira.tpr_at_1fpr", "ulira.tpr_at_1fpr_std",
+            "ulira.tpr_at_5fpr", "ulira.tpr_at_5fpr_std", "ulira.seconds"]
     rows = [[k, *(metrics.get(f"{c}.{k}", float("nan")) for c in columns)] for k in keys
             if any(f"{c}.{k}" in metrics for c in columns)]
     report.table("Results", ["metric", *columns], rows)
@@ -212,8 +213,12 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
                 "rank the methods. ")
     ulira_note = ("U-LiRA AUC = how well the per-example likelihood-ratio attack tells the forgotten "
                   "samples from never-seen ones: 0.5 is a model that never saw them (the retrained "
-                  "one scores about that); 'original' is the attack's power on the model before "
-                  "unlearning. ") if "original.ulira.auc" in metrics else ""
+                  "one scores about that); 'original' is the attack's power before unlearning. As "
+                  "Hayes et al., the models attacked are trained exactly as the shadows: each of the "
+                  f"{int(metrics.get('ulira.shadows', 0))} shadows in turn, with the statistics of the "
+                  "others, each unlearning a request of "
+                  f"{int(metrics.get('ulira.request_size', 0))} samples; figures are mean over them, "
+                  "'_std' their standard deviation. ") if "original.ulira.auc" in metrics else ""
     report.text("Retrain = fresh initialisation trained with the same recipe on the retain set. "
                 + mia_note + ulira_note)
     return report
@@ -257,7 +262,10 @@ def forget(
                                  "reference) or train (the training split in its order)."),
     mia: str = typer.Option("basic", help="basic (entropy and loss attacks) or ulira (adds the "
                             "per-example likelihood-ratio attack with shadow models)."),
-    shadows: int | None = typer.Option(None, help="U-LiRA: shadow models, even, >= 4 (default 16)."),
+    shadows: int | None = typer.Option(None, help="U-LiRA: shadow models, even, >= 6 (default 16); "
+                                       "each is attacked in turn with the others' statistics."),
+    ulira_variance: str | None = typer.Option(None, help="U-LiRA variance: pooled (default below 64 "
+                                              "shadows), global (LiRA's fixed variance) or per_example."),
     mia_nonmembers: str = typer.Option("test-retain", help="Non-members of the entropy and loss "
                                        "attacks: test-retain or validation (the SSD reference's)."),
     json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
@@ -300,13 +308,16 @@ def forget(
         raise NeuroplasticError(f"--mia must be basic or ulira, got {mia!r}")
     if shadows is not None and mia != "ulira":
         raise NeuroplasticError("--shadows applies with --mia ulira")
+    if ulira_variance is not None and mia != "ulira":
+        raise NeuroplasticError("--ulira-variance applies with --mia ulira")
     if mia_nonmembers not in ("test-retain", "validation"):
         raise NeuroplasticError(f"--mia-nonmembers must be test-retain or validation, got {mia_nonmembers!r}")
     from neuroplastic.forget.experiment import ForgetOptions
 
     shadow_count = 16 if shadows is None else shadows
     forget_options = ForgetOptions(ssd_full=ssd_full, nonmembers=mia_nonmembers,
-                                   ulira_shadows=shadow_count if mia == "ulira" else None)
+                                   ulira_shadows=shadow_count if mia == "ulira" else None,
+                                   ulira_variance=ulira_variance)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
     folder = run_dir("forget", out)

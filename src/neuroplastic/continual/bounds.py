@@ -14,12 +14,16 @@ from neuroplastic.registry import register
 class Finetune(ContinualMethod):
     """Finetune: train each task in turn with nothing to protect the old ones (lower bound)."""
 
+    baseline = True
+
     name = "finetune"
 
 
 @register("joint", kind="continual")
 class Joint(ContinualMethod):
     """Joint: train task t on the data of tasks 0..t together (upper bound; not continual)."""
+
+    baseline = True
 
     name = "joint"
 

@@ -3,17 +3,28 @@
 Hayes et al. 2024, "Inexact Unlearning Needs More Careful Evaluations to Avoid a False
 Sense of Privacy" (arXiv 2403.01218), built on LiRA (Carlini et al., S&P 2022).
 
-Shadow models are trained on random halves of a pool (the training data plus held-out
-candidates), every pool sample in exactly half of them. The unlearning method is applied
-to every shadow, removing the candidates it trained on. For each candidate, the
-logit-scaled confidence phi = log p_y - log(1 - p_y) of the shadows that saw it and then
-unlearned it ("in") and of those that never saw it ("out") are fitted by Gaussians; the
-model under test scores log N(phi; in) - log N(phi; out). Positives are the candidates
-that model saw and unlearned, negatives those it never saw: AUC 0.5 is a model that
-looks as if it never saw the forgotten data (a retrained model scores about 0.5).
+Shadow models are trained on halves of a pool (the training data plus held-out samples):
+shadows come in complementary pairs, so every pool sample is in exactly half of them and
+every shadow holds exactly half of the attacked candidates. The unlearning method is
+applied to every shadow, removing the candidates it trained on: every model unlearns a
+request of the same size. For each candidate, the logit-scaled confidence
+phi = log p_y - log(1 - p_y) of the shadows that saw it and then unlearned it ("in") and of
+those that never saw it ("out") are fitted by Gaussians, and a model scores
+log N(phi; in) - log N(phi; out). Positives are the candidates a model saw and unlearned,
+negatives those it never saw: AUC 0.5 is a model that looks as if it never saw the
+forgotten data.
 
-Choices stated: fewer than 64 shadows use one pooled variance for all examples (the
-"fixed variance" LiRA recommends for few shadows), means stay per example.
+As Hayes et al., the models under attack are trained exactly as the shadows: each shadow in
+turn is the target, attacked with the statistics of the others (leave-one-out over the
+shadow population), and AUC and TPR at 1% / 5% FPR are reported as mean and standard
+deviation over the targets. "Unlearning" that changes nothing scores exactly what the
+original scores.
+
+Variance (``variance``): ``"pooled"`` (default below 64 shadows) is the mean of the
+per-example variances, one for all examples; ``"global"`` is LiRA's fixed variance as its
+code computes it (the variance of all in- or out-scores of all examples together, between-
+example spread included); ``"per_example"`` keeps one variance per example (LiRA's choice
+with many shadows). Means stay per example.
 """
 
 from __future__ import annotations
@@ -49,14 +60,29 @@ def logit_confidence(model: nn.Module, dataset: TensorDataset, *, batch_size: in
     return (true - torch.logsumexp(others, dim=1)).float()
 
 
-def balanced_memberships(samples: int, shadows: int, *, seed: int) -> Tensor:
-    """A (shadows, samples) bool matrix in which every sample is in exactly ``shadows // 2``
-    shadows, chosen at random per sample."""
+def balanced_memberships(samples: int, shadows: int, *, seed: int,
+                         strata: Tensor | None = None) -> Tensor:
+    """A (shadows, samples) bool matrix of complementary pairs: shadows 2k and 2k + 1 split
+    every stratum (default: all samples) into two random halves, one each. Every sample is in
+    exactly ``shadows // 2`` shadows and every shadow holds half of every stratum (the
+    larger half alternating between pairs when a stratum's size is odd).
+
+    Args:
+        strata: an int label per sample (e.g. 1 for attacked candidates, 0 for the rest).
+    """
     if shadows < 2 or shadows % 2:
         raise NeuroplasticError(f"shadows must be an even number >= 2, got {shadows}")
     generator = torch.Generator().manual_seed(seed)
-    order = torch.rand(samples, shadows, generator=generator).argsort(dim=1)
-    return (order < shadows // 2).t().contiguous()
+    labels = torch.zeros(samples, dtype=torch.long) if strata is None else strata.long()
+    members = torch.zeros(shadows, samples, dtype=torch.bool)
+    for pair in range(shadows // 2):
+        for value in labels.unique().tolist():
+            rows = (labels == value).nonzero().flatten()
+            rows = rows[torch.randperm(len(rows), generator=generator)]
+            half = (len(rows) + pair % 2) // 2
+            members[2 * pair, rows[:half]] = True
+            members[2 * pair + 1, rows[half:]] = True
+    return members
 
 
 @dataclass
@@ -70,13 +96,19 @@ class ShadowSet:
 
 def train_shadows(pool: TensorDataset, build: Callable[[int], nn.Module],
                   train: Callable[[nn.Module, TensorDataset], None], *, shadows: int = 16,
-                  seed: int = 0, progress: Callable[[int, int], None] | None = None) -> ShadowSet:
+                  seed: int = 0, candidates: Tensor | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> ShadowSet:
     """Train ``shadows`` models, model ``s`` = ``build(s)`` trained by ``train`` on its half of
-    ``pool``; ``progress(done, total)`` is called after each."""
+    ``pool`` (every shadow holds exactly half of ``candidates``, pool indices, so every
+    request is the same size); ``progress(done, total)`` is called after each."""
     import time
 
     start = time.perf_counter()
-    members = balanced_memberships(len(pool), shadows, seed=seed)
+    strata = None
+    if candidates is not None:
+        strata = torch.zeros(len(pool), dtype=torch.long)
+        strata[candidates] = 1
+    members = balanced_memberships(len(pool), shadows, seed=seed, strata=strata)
     models = []
     for s in range(shadows):
         model = build(s)
@@ -107,11 +139,16 @@ def unlearned_shadow_scores(shadows: ShadowSet, pool: TensorDataset, candidates:
     return torch.stack(scores)
 
 
+VARIANCES = ("pooled", "global", "per_example")
+
+
 def likelihood_ratio(target: Tensor, shadow_scores: Tensor, inside: Tensor, *,
-                     fixed_variance: bool) -> Tensor:
+                     variance: str) -> Tensor:
     """log N(target; mu_in, s_in) - log N(target; mu_out, s_out) per candidate, with
     ``inside`` (shadows, candidates) marking the shadows that trained on (and then
-    unlearned) each candidate."""
+    unlearned) each candidate; ``variance`` as in the module docstring."""
+    if variance not in VARIANCES:
+        raise NeuroplasticError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
     scores, inside = shadow_scores.double(), inside.bool()
     n_in, n_out = inside.sum(0), (~inside).sum(0)
     if bool((n_in < 2).any() or (n_out < 2).any()):
@@ -120,9 +157,12 @@ def likelihood_ratio(target: Tensor, shadow_scores: Tensor, inside: Tensor, *,
     mu_out = (scores * ~inside).sum(0) / n_out
     var_in = ((scores - mu_in) ** 2 * inside).sum(0) / (n_in - 1)
     var_out = ((scores - mu_out) ** 2 * ~inside).sum(0) / (n_out - 1)
-    if fixed_variance:
+    if variance == "pooled":
         var_in = torch.full_like(var_in, float(var_in.mean()))
         var_out = torch.full_like(var_out, float(var_out.mean()))
+    elif variance == "global":
+        var_in = torch.full_like(var_in, float(scores[inside].var()))
+        var_out = torch.full_like(var_out, float(scores[~inside].var()))
     var_in, var_out = var_in.clamp_min(1e-8), var_out.clamp_min(1e-8)
     t = target.double()
 
@@ -148,42 +188,69 @@ def attack_metrics(scores: Tensor, is_member: Tensor) -> dict[str, float]:
 
 @dataclass
 class ULiRAResult:
-    """Attack figures on one model under test, the per-candidate scores, and seconds spent
-    unlearning the shadows."""
+    """Attack figures over the targets (mean and standard deviation of AUC and TPR at 1% /
+    5% FPR), each target's figures, and seconds spent unlearning the shadows."""
 
-    auc: float
-    tpr_at_1fpr: float
-    tpr_at_5fpr: float
-    scores: Tensor
+    per_target: list[dict[str, float]]
     seconds: float
+    variance: str
+
+    def _stat(self, key: str) -> tuple[float, float]:
+        values = np.array([t[key] for t in self.per_target])
+        return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+    @property
+    def auc(self) -> float:
+        return self._stat("auc")[0]
+
+    @property
+    def tpr_at_1fpr(self) -> float:
+        return self._stat("tpr_at_1fpr")[0]
+
+    @property
+    def tpr_at_5fpr(self) -> float:
+        return self._stat("tpr_at_5fpr")[0]
 
     def metrics(self) -> dict[str, float]:
-        return {"ulira.auc": self.auc, "ulira.tpr_at_1fpr": self.tpr_at_1fpr,
-                "ulira.tpr_at_5fpr": self.tpr_at_5fpr, "ulira.seconds": self.seconds}
+        out: dict[str, float] = {}
+        for key in ("auc", "tpr_at_1fpr", "tpr_at_5fpr"):
+            mean, std = self._stat(key)
+            out[f"ulira.{key}"], out[f"ulira.{key}_std"] = mean, std
+        out["ulira.targets"] = float(len(self.per_target))
+        out["ulira.seconds"] = self.seconds
+        return out
 
 
-def ulira(model: nn.Module, *, shadows: ShadowSet, pool: TensorDataset, candidates: Tensor,
-          forgotten: Tensor, unlearn: Unlearn) -> ULiRAResult:
-    """U-LiRA on ``model`` (already unlearned by the same method that ``unlearn`` applies
-    to the shadows).
+def ulira(shadows: ShadowSet, *, pool: TensorDataset, candidates: Tensor, unlearn: Unlearn,
+          variance: str | None = None, targets: int | None = None) -> ULiRAResult:
+    """U-LiRA of the unlearning method ``unlearn`` over the shadow population: every shadow
+    unlearns the candidates it trained on; then each of the first ``targets`` shadows
+    (default: all) is attacked with the in/out statistics of all the other shadows.
 
     Args:
-        pool: the data the shadows were drawn from (training data + held-out candidates).
-        candidates: pool indices of the attacked samples.
-        forgotten: bool per candidate, True where ``model`` trained on it and then unlearned
-            it (the positives); False where it never saw it.
+        pool: the data the shadows were drawn from (training data + held-out samples).
+        candidates: pool indices of the attacked samples (give the same to
+            :func:`train_shadows`, so every shadow holds half of them).
         unlearn: the unlearning method, applied to a copy of every shadow.
+        variance: ``pooled`` (default below 64 shadows), ``global`` or ``per_example``.
+        targets: how many shadows serve as targets (>= 4 for a spread).
     """
     import time
 
-    if len(forgotten) != len(candidates):
-        raise NeuroplasticError("forgotten must mark every candidate")
+    count = len(shadows.models)
+    targets = count if targets is None else targets
+    if not 1 <= targets <= count:
+        raise NeuroplasticError(f"targets must lie in 1-{count}, got {targets}")
+    if variance is None:
+        variance = "pooled" if count - 1 < PER_EXAMPLE_VARIANCE_FROM else "per_example"
     start = time.perf_counter()
     shadow_scores = unlearned_shadow_scores(shadows, pool, candidates, unlearn)
     seconds = time.perf_counter() - start
     inside = shadows.members[:, candidates]
-    target = logit_confidence(model, subset(pool, candidates))
-    fixed = len(shadows.models) < PER_EXAMPLE_VARIANCE_FROM
-    scores = likelihood_ratio(target, shadow_scores, inside, fixed_variance=fixed)
-    figures = attack_metrics(scores, forgotten)
-    return ULiRAResult(scores=scores, seconds=seconds, **figures)
+    figures = []
+    for t in range(targets):
+        others = [s for s in range(count) if s != t]
+        scores = likelihood_ratio(shadow_scores[t], shadow_scores[others], inside[others],
+                                  variance=variance)
+        figures.append(attack_metrics(scores, inside[t]))
+    return ULiRAResult(per_target=figures, seconds=seconds, variance=variance)

@@ -38,6 +38,8 @@ class Retrain(Unlearner):
         seed: initialisation seed.
     """
 
+    baseline = True
+
     name = "retrain"
 
     def __init__(self, *, epochs: int = 30, lr: float = 1e-3, weight_decay: float = 0.0,

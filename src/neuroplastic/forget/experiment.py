@@ -89,19 +89,28 @@ class ForgetOptions:
             uses the training split (its cached importance is what makes it fast).
         nonmembers: non-member samples of the entropy and loss attacks
             (``"test-retain"`` or ``"validation"``).
-        ulira_shadows: run U-LiRA with this many shadow models (even, >= 4), or not at all.
+        ulira_shadows: run U-LiRA with this many shadow models (even, >= 6), or not at all.
+        ulira_variance: U-LiRA's variance: ``pooled``, ``global`` or ``per_example``
+            (None: pooled below 64 shadows).
     """
 
     ssd_full: str = "published"
     nonmembers: str = "test-retain"
     ulira_shadows: int | None = None
+    ulira_variance: str | None = None
 
     def __post_init__(self) -> None:
         if self.ssd_full not in SSD_FULL:
             raise NeuroplasticError(f"ssd_full must be one of {', '.join(SSD_FULL)}, got {self.ssd_full!r}")
-        if self.ulira_shadows is not None and (self.ulira_shadows < 4 or self.ulira_shadows % 2):
-            raise NeuroplasticError(f"--shadows must be an even number >= 4 (two that saw each sample, "
-                                    f"two that did not), got {self.ulira_shadows}")
+        if self.ulira_shadows is not None and (self.ulira_shadows < 6 or self.ulira_shadows % 2):
+            raise NeuroplasticError(f"--shadows must be an even number >= 6 (each shadow is attacked with "
+                                    f"the others: two that saw each sample, two that did not), got "
+                                    f"{self.ulira_shadows}")
+        from neuroplastic.evaluate.ulira import VARIANCES
+
+        if self.ulira_variance is not None and self.ulira_variance not in VARIANCES:
+            raise NeuroplasticError(f"--ulira-variance must be one of {', '.join(VARIANCES)}, got "
+                                    f"{self.ulira_variance!r}")
 
     def full_for(self, name: str, train: Any) -> Any:
         """The ``full`` data to give method ``name``: the training loader, or None (the
@@ -200,10 +209,11 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
         run.sweep = alpha_sweep(model, scenario, unlearner, forget,
                                 full if full is not None else Rebatched(retain, forget, batch_size=bs))
     if options.ulira_shadows:
-        models = {"original": (model, None), "unlearned": (unlearned, method),
-                  **({"retrain": (retrained, "retrain")} if retrained is not None else {}),
-                  **{name: (net, name) for name, net in compared.items()}}
-        metrics.update(ulira_metrics(scenario, models, config=config, factory=factory,
+        methods = {"original": None, "unlearned": method,
+                   **({"retrain": "retrain"} if retrained is not None else {}),
+                   **{name: name for name in compared}}
+        metrics.update(ulira_metrics(scenario, methods, device=model_device(model), config=config,
+                                     factory=factory,
                                      method_kwargs={method: method_kwargs or {}}, options=options,
                                      say=say))
     run.warnings = run_warnings(metrics, scenario)
@@ -271,17 +281,21 @@ def compare_method(name: str, model: nn.Module, scenario: ForgetScenario, *, ful
     return metrics, copied, evaluated["class_acc"]  # type: ignore[return-value]
 
 
-def ulira_metrics(scenario: ForgetScenario, models: dict[str, tuple[nn.Module, str | None]], *,
-                  config: TrainConfig, factory: ModelFactory | None, options: ForgetOptions,
+def ulira_metrics(scenario: ForgetScenario, methods: dict[str, str | None], *,
+                  device: torch.device, config: TrainConfig, factory: ModelFactory | None,
+                  options: ForgetOptions,
                   method_kwargs: dict[str, dict[str, Any]], say: Callable[[str], Any]) -> dict[str, Any]:
-    """U-LiRA figures ``<model>.ulira.*`` for each named (model, method) -- method None is
-    "nothing unlearned" (the original: the attack's own power). Shadows are trained once
-    with the run's recipe on random halves of the training split plus the held-out
-    candidates; each method is applied to every shadow (``<model>.ulira.seconds``).
+    """U-LiRA figures ``<model>.ulira.*`` for each named method -- None is "nothing
+    unlearned" (``original``: the attack's own power). Shadows are trained once with the
+    run's recipe on halves of the training split plus the test split; each method is
+    applied to every shadow (``<model>.ulira.seconds``), and every shadow in turn is the
+    model under attack (Hayes et al.: targets trained exactly as the shadows), so the
+    figures are mean +- std over the shadows (``*_std``).
 
-    Candidates: the forget set (positives: the models saw and unlearned them) and, as
-    negatives, the test samples like the forgotten ones (a forgotten class's test
-    images) or, for sample requests, the whole test split."""
+    Candidates: the forget set plus as many held-out samples like the forgotten ones (the
+    forgotten class's test images for class requests, random test samples otherwise, all
+    of them if fewer); every shadow trains on half of them and unlearns those, so every
+    model's request has the same size."""
     from neuroplastic.evaluate.ulira import train_shadows, ulira
 
     if factory is None:
@@ -289,11 +303,11 @@ def ulira_metrics(scenario: ForgetScenario, models: dict[str, tuple[nn.Module, s
     data = scenario.data
     pool = TensorDataset(torch.cat([data.train.tensors[0], data.test.tensors[0]]),
                          torch.cat([data.train.tensors[1], data.test.tensors[1]]))
-    negatives = scenario.test_forget_idx if scenario.test_forget_idx is not None and \
+    like = scenario.test_forget_idx if scenario.test_forget_idx is not None and \
         len(scenario.test_forget_idx) >= 10 else torch.arange(len(data.test))
+    generator = torch.Generator().manual_seed(config.seed)
+    negatives = like[torch.randperm(len(like), generator=generator)[:len(scenario.forget_idx)]]
     candidates = torch.cat([scenario.forget_idx, len(data.train) + negatives])
-    forgotten = torch.cat([torch.ones(len(scenario.forget_idx)), torch.zeros(len(negatives))]).bool()
-    device = model_device(next(iter(models.values()))[0])
     shadows_n = int(options.ulira_shadows or 0)
 
     def build(index: int) -> nn.Module:
@@ -304,14 +318,16 @@ def ulira_metrics(scenario: ForgetScenario, models: dict[str, tuple[nn.Module, s
 
     say(f"U-LiRA: training {shadows_n} shadow models")
     shadows = train_shadows(pool, build, train, shadows=shadows_n, seed=config.seed,
+                            candidates=candidates,
                             progress=lambda done, total: say(f"U-LiRA: shadow {done}/{total} trained"))
-    out: dict[str, Any] = {"ulira.shadows": float(shadows_n), "ulira.shadow_train_seconds": shadows.seconds}
-    for name, (net, method) in models.items():
+    out: dict[str, Any] = {"ulira.shadows": float(shadows_n), "ulira.shadow_train_seconds": shadows.seconds,
+                           "ulira.request_size": float(len(candidates) // 2)}
+    for name, method in methods.items():
         say(f"U-LiRA: {method or 'no'} unlearning on {shadows_n} shadows")
         unlearn = shadow_unlearner(method, scenario, config=config, factory=factory, options=options,
                                    kwargs=method_kwargs.get(method or "", {}))
-        result = ulira(net, shadows=shadows, pool=pool, candidates=candidates, forgotten=forgotten,
-                       unlearn=unlearn)
+        result = ulira(shadows, pool=pool, candidates=candidates, unlearn=unlearn,
+                       variance=options.ulira_variance)
         out.update({f"{name}.{key}": value for key, value in result.metrics().items()})
     return out
 
