@@ -265,3 +265,33 @@ def test_continual_run_writes_matrix_metrics_and_a_heatmap(tmp_path):
         assert "fwt" in [k.removeprefix(prefix) for k in metrics]
     assert json.loads((out / "config.json").read_text())["params"] == {"lam": 10}
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
+
+
+def test_a_diverged_run_warns_on_the_console_in_the_report_and_in_metrics(tmp_path, capsys):
+    """Plain-gradient EWC at an absurd lambda turns the weights to NaN: the run still ends
+    (exit 0) but says so in all three places."""
+    out = tmp_path / "run"
+    assert main(["continual", "--method", "ewc", "--param", "proximal=false", "--param", "lam=1e8",
+                 "--epochs", "2", "--scenario", "split-digits", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: ewc: the weights are not finite" in err
+    assert "at chance level" in err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "not finite" in metrics["warnings"] and "chance level" in metrics["warnings"]
+    html = (out / "report.html").read_text()
+    assert html.index("class='banner'>ewc: the weights are not finite") < html.index("<h2>")
+
+
+def test_reports_say_what_happened_with_chance_and_params(tmp_path, capsys):
+    out = tmp_path / "c"
+    assert main(["continual", "--method", "gpm", "--param", "threshold=0.9", "--epochs", "2",
+                 "--scenario", "split-digits", "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "gpm ended with ACC" in html and "(chance 0.500)" in html and "threshold" in html
+    assert "warnings" not in json.loads((out / "metrics.json").read_text())  # a healthy run
+    out = tmp_path / "l"
+    assert main(["learn", "--rule", "biprop", "--epochs", "2", "--out", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "biprop reached test accuracy" in html and "backprop of the same network" in html
+    assert html.index("Headline") < html.index("Every metric")
+    assert "softhebb" not in html  # the curve's title names readout epochs only for softhebb

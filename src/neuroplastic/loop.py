@@ -234,3 +234,15 @@ class ClipGradNorm(Plugin):
 
     def after_backward(self, model: nn.Module) -> None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), self.max_norm)
+
+
+def warm_up(model: nn.Module, x: Tensor, y: Tensor, *, loss_fn: LossFn | None = None) -> None:
+    """One forward and backward pass of a copy of ``model`` on ``(x, y)``, discarded: torch's
+    one-off start-up costs (kernel selection, allocator growth) then fall outside the first
+    timed run of a comparison. ``model`` and the random number generators are not touched."""
+    import copy
+
+    device = model_device(model)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        twin = copy.deepcopy(model).train()
+        (loss_fn or cross_entropy)(twin(x), y).backward()

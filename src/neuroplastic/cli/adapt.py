@@ -113,6 +113,7 @@ def adapt(
                                **result.metrics()}
     notes = adapt_notes(result)
     print_adapt_summary(result)
+    console.print(adapt_verdict(result, 1 / split.num_classes))
     for note in notes:
         warn(note)
     options = {**options_of(ctx.params), "data": absolute_data(data),
@@ -123,7 +124,8 @@ def adapt(
         "source model (clean test)": (result.clean_acc, 1 / split.num_classes),
         f"{method} (clean test after adapting)": (result.clean_acc_after, 1 / split.num_classes)})
     write_run(folder, command="adapt", config={"options": options, "params": params}, metrics=metrics,
-              report=adapt_report(result, f"neuroplastic adapt: {method} on {split.name}", notes),
+              report=adapt_report(result, f"neuroplastic adapt: {method} on {split.name}", notes,
+                                  chance=1 / split.num_classes, params=params),
               model=None, json_out=json_out, health=health)
 
 
@@ -155,21 +157,51 @@ def print_adapt_summary(result: CorruptionResult) -> None:
                   f"({result.seconds_per_batch / result.forward_seconds_per_batch:.1f}x a forward pass)")
 
 
-def adapt_report(result: CorruptionResult, title: str, notes: list[str]) -> Report:
+def adapt_verdict(result: CorruptionResult, chance: float) -> str:
+    """One sentence: what adapting did, and whether it is good."""
+    method = result.method
+    mine, source, norm = (result.mean_error(n) for n in (method, "source", "norm"))
+    if mine < source - 0.005:
+        judged = f"it cut the unadapted model's mean error from {source:.3f} to {mine:.3f}"
+    else:
+        judged = f"it did not lower the unadapted model's mean error ({source:.3f} -> {mine:.3f})"
+    versus = "below" if mine < norm - 0.005 else "above" if mine > norm + 0.005 else "level with"
+    return (f"{method} adapted to {len(next(iter(result.errors.values())))} corrupted test sets without "
+            f"labels: {judged}, {versus} Norm's {norm:.3f} (chance error {1 - chance:.3f}); clean accuracy "
+            f"after the online pass {result.clean_acc_after:.3f} (with batch statistics before: "
+            f"{result.clean_acc_batch_stats:.3f}); {result.seconds_per_batch * 1e3:.2f} ms per batch, "
+            f"{result.seconds_per_batch / result.forward_seconds_per_batch:.1f}x a forward pass.")
+
+
+def adapt_report(result: CorruptionResult, title: str, notes: list[str], *, chance: float,
+                 params: dict[str, Any]) -> Report:
     from neuroplastic.evaluate.report import Report, grouped_bars, heatmap
 
     report = Report(title)
     for note in notes:
         report.banner(note)
+    report.text(adapt_verdict(result, chance))
     report.table("Mean error", ["method", "all severities", "severity 3-5"],
                  [[n, result.mean_error(n), result.mean_error(n, (3, 4, 5))] for n in result.errors])
+    report.table("Clean accuracy and cost", ["measure", "value"], [
+        ["clean accuracy, source model (eval mode)", result.clean_acc],
+        ["clean accuracy with batch statistics, before adapting", result.clean_acc_batch_stats],
+        [f"clean accuracy after one online pass of {result.method}", result.clean_acc_after],
+        ["seconds per batch (adapt call)", result.seconds_per_batch],
+        ["seconds per batch (plain forward)", result.forward_seconds_per_batch],
+        ["cost ratio", result.seconds_per_batch / result.forward_seconds_per_batch],
+        ["chance accuracy", chance],
+        *[[f"--param {k}", str(v)] for k, v in params.items()]])
     corruptions = sorted({c for c, _ in next(iter(result.errors.values()))})
     severities = sorted({s for _, s in next(iter(result.errors.values()))})
+    every = [e for table in result.errors.values() for e in table.values() if e == e]
+    low, high = (min(every), max(every)) if every else (0.0, 1.0)
     for name, table in result.errors.items():
         values = [[table.get((c, s), float("nan")) for s in severities] for c in corruptions]
-        report.figure(f"{name}: error by corruption and severity", heatmap(
+        report.figure(f"{name}: error by corruption and severity (colour scale {low:.2f}-{high:.2f}, "
+                      "shared by every method)", heatmap(
             values, rows=corruptions, columns=[str(s) for s in severities], xlabel="severity",
-            ylabel="corruption"))
+            ylabel="corruption", vmin=low, vmax=max(high, low + 1e-6)))
     report.figure("Error per corruption (mean over the severities run)", grouped_bars(
         {name: [sum(e for (c2, _), e in table.items() if c2 == c) / len(severities) for c in corruptions]
          for name, table in result.errors.items()}, corruptions, ylabel="error"))
@@ -230,6 +262,8 @@ def shift(
         metrics.update({f"{prefix}{k}": v for k, v in result.metrics().items()})
     notes = shift_notes(results, method)
     print_shift_summary(results)
+    verdict = shift_verdict(results, method, 1 / split.num_classes)
+    console.print(verdict)
     for note in notes:
         warn(note)
     from neuroplastic.evaluate.health import health_warnings
@@ -238,7 +272,8 @@ def shift(
     health = health_warnings(models=nets, accuracies={
         f"{name} (online)": (r.metrics()["online_acc"], chance) for name, r in results.items()})
     write_run(folder, command="shift", config={"options": options_of(ctx.params)}, metrics=metrics,
-              report=shift_report(results, f"neuroplastic shift: {method}, {swaps} swaps per epoch", notes),
+              report=shift_report(results, f"neuroplastic shift: {method}, {swaps} swaps per epoch", notes,
+                                  verdict=verdict),
               model=None, json_out=json_out, health=health)
 
 
@@ -265,13 +300,32 @@ def print_shift_summary(results: dict[str, ShiftResult]) -> None:
     console.print(table)
 
 
-def shift_report(results: dict[str, ShiftResult], title: str, notes: list[str]) -> Report:
+def shift_verdict(results: dict[str, ShiftResult], method: str, chance: float) -> str:
+    """One sentence: how the rule did against the others."""
+    m = results[method].metrics()
+    parts = [f"{method}: online accuracy {m['online_acc']:.3f}, final test accuracy "
+             f"{m['final_test_acc']:.3f} (chance {chance:.3f})"]
+    if m["recovery_acc"] == m["recovery_acc"]:
+        parts.append(f"{m['recovery_acc']:.3f} over the {int(m['recovery_window'])} batches after each swap")
+    for other, r in results.items():
+        if other != method:
+            o = r.metrics()
+            better = "better than" if m["online_acc"] > o["online_acc"] + 0.005 else \
+                "worse than" if m["online_acc"] < o["online_acc"] - 0.005 else "level with"
+            parts.append(f"online {better} {other} ({o['online_acc']:.3f})")
+    return "; ".join(parts) + "."
+
+
+def shift_report(results: dict[str, ShiftResult], title: str, notes: list[str], *,
+                 verdict: str = "") -> Report:
     from neuroplastic.evaluate.report import Report, line_plot
 
     report = Report(title)
     for note in notes:
         report.banner(note)
-    keys = ["online_acc", "recovery_acc", "final_test_acc", "lr_final", "seconds"]
+    if verdict:
+        report.text(verdict)
+    keys = ["online_acc", "recovery_acc", "recovery_window", "final_test_acc", "lr_final", "seconds"]
     report.table("Results", ["metric", *results],
                  [[k, *(r.metrics()[k] for r in results.values())] for k in keys])
 

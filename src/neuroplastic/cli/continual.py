@@ -28,14 +28,30 @@ SCENARIO_HELP = ("split-digits (task-IL unless --setting class), permuted-digits
                  "torchvision:<split|permuted>-<MNIST|CIFAR100>:<root>.")
 
 
+def continual_verdict(results: dict[str, ContinualResult], method: str, chance: float) -> str:
+    """One sentence: what the method kept, against chance and the bounds that were run."""
+    m = results[method].metrics
+    kept = "forgot little" if m["bwt"] > -0.05 else "forgot a lot"
+    text = (f"{method} ended with ACC {m['acc']:.3f} over the tasks (chance {chance:.3f}) and BWT "
+            f"{m['bwt']:+.3f}: it {kept}")
+    bounds = [f"{name} {r.metrics['acc']:.3f}" for name, r in results.items() if name != method]
+    return text + (f"; compared: {', '.join(bounds)}." if bounds else ".")
+
+
 def continual_report(results: dict[str, ContinualResult], title: str, stream_name: str,
-                     notes: list[str]) -> Report:
-    """report.html: summary table, one heatmap of R per method, per-task final accuracy."""
+                     notes: list[str], *, verdict: str = "", params: dict[str, Any] | None = None) -> Report:
+    """report.html: the verdict, summary table, one heatmap of R per method, per-task final
+    accuracy."""
     from neuroplastic.evaluate.report import Report, grouped_bars, heatmap
 
     report = Report(title)
     for note in notes:
         report.banner(note)
+    if verdict:
+        report.text(verdict)
+    if params:
+        report.table("Hyperparameters given (--param)", ["name", "value"],
+                     [[k, str(v)] for k, v in params.items()])
     keys = ["acc", "bwt", "fwt", "forgetting", "seconds"]
     rows = [[key, *(r.metrics.get(key, float("nan")) for r in results.values())] for key in keys]
     report.table("Results", ["metric", *results], rows)
@@ -110,6 +126,13 @@ def continual(
     recipe = ContinualRecipe(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed)
     features = int(torch.tensor(stream.input_shape).prod())
     results, models = {}, {}
+    from neuroplastic.loop import warm_up
+
+    with torch.random.fork_rng(devices=[]):
+        example = stream[0].train.tensors
+        warm_up(MLP(features, stream.num_outputs, hidden=widths).to(device),
+                example[0][:recipe.batch_size].to(device), example[1][:recipe.batch_size].to(device),
+                loss_fn=stream.loss_fn())  # not inside the first method's seconds
     for name in [method, *compare]:
         kwargs = dict(params) if name == method else {}
         instance = registry.create(name, kind="continual", **kwargs)
@@ -126,6 +149,8 @@ def continual(
         prefix = "" if name == method else f"{name}."
         metrics.update({f"{prefix}{k}": v for k, v in result.metrics.items()})
     print_summary(results)
+    verdict = continual_verdict(results, method, stream_chance(stream))
+    console.print(verdict)
     notes = continual_warnings(results, stream.setting)
     for note in notes:
         warn(note)
@@ -137,7 +162,8 @@ def continual(
     write_run(folder, command="continual",
               config={"options": options_of(ctx.params), "recipe": recipe.to_dict(), "params": params},
               metrics=metrics, report=continual_report(results, f"neuroplastic continual: {method}",
-                                                       f"{stream.name}, {stream.setting}-IL", notes),
+                                                       f"{stream.name}, {stream.setting}-IL", notes,
+                                                       verdict=verdict, params=params),
               model=None, json_out=json_out, health=health)
 
 
@@ -152,6 +178,7 @@ def print_summary(results: dict[str, ContinualResult]) -> None:
     from rich.table import Table
 
     table = Table("method", "ACC", "BWT", "FWT", "forgetting", "seconds")
+    table.columns[0].no_wrap = True
     for name, r in results.items():
         table.add_row(name, *(f"{r.metrics[k]:.3f}" if k in r.metrics else "—"
                               for k in ("acc", "bwt", "fwt", "forgetting", "seconds")))

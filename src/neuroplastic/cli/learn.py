@@ -106,6 +106,7 @@ def learn(
                            progress=start)
     metrics: dict[str, Any] = {"rule": rule, "data": split.name, **result.metrics()}
     print_summary(result)
+    console.print(learn_verdict(result, 1 / split.num_classes))
     for note in result.notes:
         warn(note)
     options = {**options_of(ctx.params), "data": absolute_data(data),
@@ -117,7 +118,8 @@ def learn(
                              accuracies={f"{name} (test)": (run.metrics["test_acc"], chance)
                                          for name, run in result.runs.items() if "test_acc" in run.metrics})
     write_run(folder, command="learn", config={"options": options, "params": params}, metrics=metrics,
-              report=learn_report(result, f"neuroplastic learn: {rule} on {split.name}"),
+              report=learn_report(result, f"neuroplastic learn: {rule} on {split.name}", chance=chance,
+                                  params=params),
               model=result.runs[rule].model, json_out=json_out, health=health)
 
 
@@ -125,6 +127,7 @@ def print_summary(result: LearnResult) -> None:
     from rich.table import Table
 
     table = Table("network", "test acc", "train acc", "FGSM 0.2", "PGD 0.2", "noise 0.3", "seconds")
+    table.columns[0].no_wrap = True  # names in full, never "disinhibi…"
     for name, run in result.runs.items():
         m = run.metrics
         cells = [m.get(k) for k in ("test_acc", "train_acc", "robust.fgsm.0.2", "robust.pgd.0.2",
@@ -139,16 +142,41 @@ def print_summary(result: LearnResult) -> None:
                       ", ".join(f"{k.removeprefix('alignment.')} {v:.3f}" for k, v in aligned.items()))
 
 
-def learn_report(result: LearnResult, title: str) -> Report:
-    """report.html: results table, accuracy curves, robustness curves, alignment per layer."""
+def learn_verdict(result: LearnResult, chance: float) -> str:
+    """One sentence: how the rule did against backprop of the same network."""
+    rule = result.rule
+    mine = result.runs[rule].metrics["test_acc"]
+    text = f"{rule} reached test accuracy {mine:.3f} (chance {chance:.3f})"
+    if "backprop" in result.runs and rule != "backprop":
+        bp = result.runs["backprop"].metrics["test_acc"]
+        gap = (mine - bp) * 100
+        versus = "level with" if abs(gap) <= 1 else "below" if gap < 0 else "above"
+        text += f", {versus} backprop of the same network on the same batches ({bp:.3f}, {gap:+.1f} points)"
+    if "random_features" in result.runs:
+        rf = result.runs["random_features"].metrics["test_acc"]
+        text += f"; random features of the same width: {rf:.3f}"
+    return text + "."
+
+
+def learn_report(result: LearnResult, title: str, *, chance: float, params: dict[str, Any]) -> Report:
+    """report.html: the verdict, the headline table, every metric, accuracy curves,
+    robustness curves, alignment per layer."""
     from neuroplastic.evaluate.report import Report, grouped_bars, line_plot
 
     report = Report(title)
     for note in result.notes:
         report.banner(note)
-    keys = sorted({k for run in result.runs.values() for k in run.metrics})
+    report.text(learn_verdict(result, chance))
+    headline = ("test_acc", "train_acc", "seconds")
+    report.table("Headline", ["network", *headline],
+                 [[name, *(run.metrics.get(k, float("nan")) for k in headline)]
+                  for name, run in result.runs.items()])
+    if params:
+        report.table("Hyperparameters given (--param)", ["name", "value"],
+                     [[k, str(v)] for k, v in params.items()])
+    keys = sorted({k for run in result.runs.values() for k in run.metrics} - set(headline))
     rows = [[k, *(run.metrics.get(k, float("nan")) for run in result.runs.values())] for k in keys]
-    report.table("Results", ["metric", *result.runs], rows)
+    report.table("Every metric", ["metric", *result.runs], rows)
     curves = {}
     for name, run in result.runs.items():
         if run.curve:
@@ -156,7 +184,8 @@ def learn_report(result: LearnResult, title: str) -> Report:
             curves[f"{name} test"] = (epochs, [t for _, _, t in run.curve])
             curves[f"{name} train"] = (epochs, [t for _, t, _ in run.curve])
     if curves:
-        report.figure("Accuracy after every epoch (softhebb: readout epochs)",
+        title = "Accuracy after every epoch" + (" (readout epochs)" if result.rule == "softhebb" else "")
+        report.figure(title,
                       line_plot(curves, xlabel="epoch", ylabel="accuracy"))
     axes = (("fgsm", "FGSM eps (L-inf)"), ("pgd", "PGD eps (L-inf)"), ("noise", "Gaussian noise sigma"))
     for kind, label in axes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -74,6 +75,7 @@ def run_stream(model: nn.Module, stream: Stream, method: ContinualMethod, recipe
                progress: ProgressFn | None = None, validate: bool = False) -> ContinualResult:
     """Train ``model`` on every task of ``stream`` in order with ``method``; after each task
     evaluate it on every task's test split (and with ``validate``, validation split).
+    ``progress(done, total)`` counts the steps of the whole stream.
 
     All or nothing: if anything fails, the model's weights are restored as they were.
 
@@ -90,14 +92,19 @@ def run_stream(model: nn.Module, stream: Stream, method: ContinualMethod, recipe
     loss_fn = stream.loss_fn()
     seconds = []
     method.set_learning_rate(recipe.lr)
+    sizes = [len(method.training_data(stream, t)) for t in range(tasks)]  # type: ignore[arg-type]
+    steps = [math.ceil(n / recipe.batch_size) * recipe.epochs for n in sizes]
     with atomic(model), _cleaned(method, model):
         baseline = torch.tensor([stream.accuracy(model, e) for e in stream], dtype=torch.float64)
         for t, experience in enumerate(stream):
             start = time.perf_counter()
             data = loader(method.training_data(stream, t), batch_size=recipe.batch_size,  # type: ignore[arg-type]
                           shuffle=True, seed=recipe.seed + t)
+            # one bar over the whole stream: steps of the earlier tasks come first
+            overall = None if progress is None else (
+                lambda done, total, before=sum(steps[:t]): progress(before + done, sum(steps)))  # type: ignore[misc]
             loop.fit(model, data, optimizer=recipe.make_optimizer(model), epochs=recipe.epochs,
-                     loss_fn=loss_fn, plugins=[method], task=experience, progress=progress)
+                     loss_fn=loss_fn, plugins=[method], task=experience, progress=overall)
             seconds.append(time.perf_counter() - start)
             for j, other in enumerate(stream):
                 matrix[t, j] = stream.accuracy(model, other)

@@ -175,6 +175,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
 
     # --- the rule ---
     model = seeded_model(make, seed, device)
+    loop.warm_up(model, example, split.train.tensors[1][:2].to(device))  # not in the rule's seconds
     run = Trained(model)
     curve = AccuracyCurve(model, train_eval, test_eval, run.curve)
     begin = time.perf_counter()
