@@ -38,6 +38,7 @@ from readme_table import mean_std, publish, republish
 SEEDS = (0, 1, 2)
 DATASETS = ("digits", "mnist1d")
 METHODS = ("tent", "nhl")
+ETA0 = (1e-3, 0.05)  # lrh.py's starting rate (the default), and the rate this table used before
 SWAPS = (2, 5, 10)
 
 
@@ -61,14 +62,14 @@ def corruption_job(task: tuple[str, int]) -> tuple[str, int, dict[str, Any]]:
     return data_name, seed, out
 
 
-def shift_job(task: tuple[int, str, int]) -> tuple[int, str, int, dict[str, float]]:
-    swaps, method, seed = task
+def shift_job(task: tuple[float, int, str, int]) -> tuple[float, int, str, int, dict[str, float]]:
+    eta0, swaps, method, seed = task
     torch.set_num_threads(1)
     split = load_data("digits", seed=seed)
     stream = ConceptShiftStream(split.train, swaps=swaps, epochs=10, batch_size=10, seed=seed)
     model = seeded_model(lambda: shift_mlp(math.prod(split.input_shape), split.num_classes), seed, "cpu")
-    result = train_shift(model, stream, method=method, lr=0.05, test=split.test, seed=seed)
-    return swaps, method, seed, result.metrics()
+    result = train_shift(model, stream, method=method, lr=eta0, test=split.test, seed=seed)
+    return eta0, swaps, method, seed, result.metrics()
 
 
 def percent(values: list[float]) -> str:
@@ -79,7 +80,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = ["Mean test error (%) over every corruption at severities 3-5 (all severities in brackets), "
              "mean ± std over seeds 0-2:", "",
              "| data (model) | clean error | source | norm | tent | nhl | clean acc, batch stats: "
-             "before / after tent's online pass | tent cost / forward |", "|---|---|---|---|---|---|---|---|"]
+             "before / after tent's online pass / after nhl's | tent cost / forward |",
+             "|---|---|---|---|---|---|---|---|"]
     models = {"digits": "SmallCNN + BatchNorm2d, 11 corruptions",
               "mnist1d": "MLP + BatchNorm1d, 5 flat corruptions"}
     for data in DATASETS:
@@ -94,7 +96,8 @@ def markdown(results: dict[str, Any]) -> str:
 
         clean = percent([1 - r["clean_acc"] for r in runs])
         after = (f"{percent([r['clean_acc_batch_stats'] for r in runs])} / "
-                 f"{percent([r['clean_acc_after.tent'] for r in runs])}")
+                 f"{percent([r['clean_acc_after.tent'] for r in runs])} / "
+                 f"{percent([r['clean_acc_after.nhl'] for r in runs])}")
         cost = statistics.fmean(r["cost_ratio.tent"] for r in runs)
         lines.append(f"| {data} ({models[data]}) | {clean} | {cell('source')} | {cell('norm')} | "
                      f"{cell('tent')} | {cell('nhl')} | {after} | {cost:.1f}x |")
@@ -107,17 +110,19 @@ def markdown(results: dict[str, Any]) -> str:
             cells = [f"{statistics.fmean(r[f'{m}.{name}.5'] for r in digits) * 100:.1f}"
                      for m in ("source", "norm", "tent", "nhl")]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "Concept shift on digits (10 epochs, batch 10): online accuracy (%) over the 20 batches "
-              "after each swap / final test accuracy (%), mean ± std over seeds:", "",
-              "| swaps per epoch | " + " | ".join(SHIFT_METHODS) + " |",
-              "|---|" + "---|" * len(SHIFT_METHODS)]
-    for swaps in SWAPS:
-        cells = []
-        for method in SHIFT_METHODS:
-            runs = results["shift"].get(f"{swaps}/{method}", [])
-            cells.append(f"{percent([r['recovery_acc'] for r in runs])} / "
-                         f"{percent([r['final_test_acc'] for r in runs])}" if runs else "—")
-        lines.append(f"| {swaps} | " + " | ".join(cells) + " |")
+    lines += ["", "Concept shift on digits (10 epochs, batch 10): online accuracy (%) over the batches "
+              "after each swap (20, or half the spacing of swaps when closer) / final test accuracy (%), "
+              "mean ± std over seeds; starting rate eta0 = lrh.py's 1e-3 (the default) and 0.05:", "",
+              "| eta0 | swaps per epoch | " + " | ".join(SHIFT_METHODS) + " |",
+              "|---|---|" + "---|" * len(SHIFT_METHODS)]
+    for eta0 in ETA0:
+        for swaps in SWAPS:
+            cells = []
+            for method in SHIFT_METHODS:
+                runs = results["shift"].get(f"{eta0:g}/{swaps}/{method}", [])
+                cells.append(f"{percent([r['recovery_acc'] for r in runs])} / "
+                             f"{percent([r['final_test_acc'] for r in runs])}" if runs else "—")
+            lines.append(f"| {eta0:g} | {swaps} | " + " | ".join(cells) + " |")
     lines += ["", f"{results['machine']}; whole benchmark {results['seconds'] / 60:.0f} minutes."]
     return "\n".join(lines)
 
@@ -135,16 +140,16 @@ def main() -> None:
     results: dict[str, Any] = {"seeds": list(SEEDS), "corruptions": {}, "shift": {},
                                "machine": f"{platform.machine()}, {args.workers} workers x 1 thread"}
     with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-        shift = pool.map_async(shift_job, [(s, m, seed) for s in SWAPS for m in SHIFT_METHODS
-                                           for seed in SEEDS])
+        shift = pool.map_async(shift_job, [(eta0, s, m, seed) for eta0 in ETA0 for s in SWAPS
+                                           for m in SHIFT_METHODS for seed in SEEDS])
         for data_name, seed, metrics in pool.imap_unordered(corruption_job, [(d, s) for d in DATASETS
                                                                              for s in SEEDS]):
             results["corruptions"].setdefault(data_name, []).append({"seed": seed, **metrics})
             print(f"{data_name} seed {seed}: source {metrics['mean_error_3to5.source']:.3f} norm "
                   f"{metrics['mean_error_3to5.norm']:.3f} tent {metrics['mean_error_3to5.tent']:.3f} nhl "
                   f"{metrics['mean_error_3to5.nhl']:.3f}", flush=True)
-        for swaps, method, seed, metrics in shift.get():
-            results["shift"].setdefault(f"{swaps}/{method}", []).append({"seed": seed, **metrics})
+        for eta0, swaps, method, seed, metrics in shift.get():
+            results["shift"].setdefault(f"{eta0:g}/{swaps}/{method}", []).append({"seed": seed, **metrics})
     for runs in [*results["corruptions"].values(), *results["shift"].values()]:
         runs.sort(key=lambda r: r["seed"])
     results["seconds"] = time.perf_counter() - start

@@ -148,6 +148,7 @@ def print_adapt_summary(result: CorruptionResult) -> None:
     from rich.table import Table
 
     table = Table("method", "mean error", "mean error, severity 3-5")
+    table.columns[0].no_wrap = True
     for name in result.errors:
         table.add_row(name, f"{result.mean_error(name):.3f}", f"{result.mean_error(name, (3, 4, 5)):.3f}")
     console.print(table)
@@ -291,6 +292,7 @@ def print_shift_summary(results: dict[str, ShiftResult]) -> None:
     from rich.table import Table
 
     table = Table("learning rate", "online acc", "after swaps", "final test acc", "final lr")
+    table.columns[0].no_wrap = True
     for name, r in results.items():
         m = r.metrics()
         recovery = "— (no swaps)" if m["recovery_acc"] != m["recovery_acc"] else f"{m['recovery_acc']:.3f}"

@@ -320,6 +320,13 @@ def forget(
                                    ulira_variance=ulira_variance)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
+    if method in compare:
+        raise NeuroplasticError(f"--compare {method} is the --method itself: compare other methods")
+    if len(set(compare)) < len(compare):
+        raise NeuroplasticError("--compare names a method twice")
+    if retrain and "retrain" in compare:
+        raise NeuroplasticError("--compare retrain: retraining always runs beside the method "
+                                "(--no-retrain turns it off)")
     folder = run_dir("forget", out)
     check_factory(model_factory)
     from neuroplastic import registry
