@@ -38,6 +38,10 @@ def test_cli_choice_lists_equal_the_library_lists():
     assert set(LEARN_RULES) == set(RULES)
     assert set(ADAPT_METHODS) == {entry.name for entry in npl.available("adapt")}
     assert set(SHIFT_METHODS) == set(LIBRARY_SHIFT)
+    from neuroplastic.cli.names import ARCHITECTURES
+    from neuroplastic.models import ARCHITECTURES as LIBRARY_ARCHITECTURES
+
+    assert ARCHITECTURES == LIBRARY_ARCHITECTURES
 
 
 def test_csv_with_bom_and_blank_lines_loads_the_same_as_a_clean_one(tmp_path):

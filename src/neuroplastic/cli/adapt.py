@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from neuroplastic.cli.common import (
+    ARCH_HELP,
     DATA_HELP,
     FACTORY_HELP,
     absolute_data,
     absolute_factory,
+    check_arch,
     check_factory,
     check_training_options,
     load_split,
@@ -48,6 +50,7 @@ def adapt(
     model: Path | None = typer.Option(None, help="Trained weights (.safetensors); default: train (and "
                                       "cache) the reference model with BatchNorm."),
     model_factory: str | None = typer.Option(None, help=FACTORY_HELP),
+    model_arch: str | None = typer.Option(None, help=ARCH_HELP),
     episodic: bool = typer.Option(False, help="Reset after every batch (default: online)."),
     batch_size: int = typer.Option(64, help="Test batch size."),
     param: list[str] = typer.Option([], help="A hyperparameter of the method, name=value; repeatable "
@@ -69,6 +72,7 @@ def adapt(
     if cifar10c is not None and not cifar10c.is_dir():
         raise NeuroplasticError(f"--cifar10c {cifar10c}: not a folder")
     folder = run_dir("adapt", out)
+    check_arch(model_arch, model_factory)
     check_factory(model_factory)
     from neuroplastic import registry
 
@@ -90,8 +94,8 @@ def adapt(
     specs = parse_spec(corruption, available=corruptions_for(x))
     if cifar10c is not None:
         check_cifar10c(cifar10c, sorted({name for name, _ in specs}))  # before any training
-    if model_factory is not None:
-        factory = resolve_factory(model_factory, split)
+    if model_factory is not None or model_arch is not None:
+        factory = resolve_factory(model_factory, split, arch=model_arch)
     else:
         shape, classes = split.input_shape, split.num_classes
         factory = checked_factory(lambda: default_model(shape, classes, batch_norm=True), split)

@@ -100,18 +100,24 @@ def check_factory(model_factory: str | None) -> None:
         load_factory(model_factory)
 
 
-def resolve_factory(model_factory: str | None, data: DataSplit) -> ModelFactory:
-    """The user's factory, or the reference model for ``data``; either way checked on one
-    example batch of ``data``: it must build, accept the inputs and give one logit per class.
-    Without ``--threads``, torch's thread count is then chosen for the model's size."""
-    from neuroplastic.models import build, checked_factory, default_model, load_factory
+def resolve_factory(model_factory: str | None, data: DataSplit, *, arch: str | None = None,
+                    batch_norm: bool = False) -> ModelFactory:
+    """The user's factory, a built-in architecture (``--model-arch``), or the reference model
+    for ``data``; checked on one example batch of ``data``: it must build, accept the inputs
+    and give one logit per class. Without ``--threads``, torch's thread count is then chosen
+    for the model's size."""
+    from neuroplastic.models import build, build_architecture, checked_factory, default_model, load_factory
 
-    if model_factory is not None:
+    if arch is not None:
+        shape, classes = data.input_shape, data.num_classes
+        build_architecture(arch, shape, classes)  # a bad name or shape: one line, now
+        factory = lambda: build_architecture(arch, shape, classes)  # noqa: E731
+    elif model_factory is not None:
         user_factory = load_factory(model_factory)
         factory: ModelFactory = lambda: build(user_factory, name=model_factory)  # noqa: E731
     else:
         shape, classes = data.input_shape, data.num_classes
-        factory = lambda: default_model(shape, classes)  # noqa: E731
+        factory = lambda: default_model(shape, classes, batch_norm=batch_norm)  # noqa: E731
     checked = checked_factory(factory, data)
     fit_threads(checked())
     return checked
@@ -127,15 +133,32 @@ def load_split(data: str, *, seed: int, standardize: bool, id_column: str | None
     return standardized(split) if standardize else split
 
 
-DATA_HELP = "digits, mnist1d, a .npz/.csv file, an image folder, or torchvision:<Name>:<root>."
+DATA_HELP = ("digits, mnist1d, fashion-mnist[:<folder>], mnist:<folder>, kmnist:<folder>, a .npz/.csv file, "
+             "an image folder, or torchvision:<Name>:<root>.")
+ARCH_HELP = "A built-in model instead of the default one: mlp, cnn (PyTorch's MNIST CNN) or resnet18."
+
+
+def check_arch(arch: str | None, model_factory: str | None) -> None:
+    """``--model-arch`` names a built-in model and excludes ``--model-factory``."""
+    from neuroplastic.cli.names import ARCHITECTURES
+
+    if arch is None:
+        return
+    if arch not in ARCHITECTURES:
+        raise NeuroplasticError(f"--model-arch must be one of {', '.join(ARCHITECTURES)}, got {arch!r}")
+    if model_factory is not None:
+        raise NeuroplasticError("give --model-arch or --model-factory, not both")
 FACTORY_HELP = "pkg.module:function returning your nn.Module (called with no arguments)."
 
 
 def absolute_data(data: str) -> str:
     """``data`` with a file or folder path made absolute, so a run's config.json can be read
     from any folder (built-in names and torchvision specs stay as they are)."""
-    if data in ("digits", "mnist1d", "circles", "moons"):
+    if data in ("digits", "mnist1d", "circles", "moons", "fashion-mnist", "mnist", "kmnist"):
         return data
+    name, sep, folder = data.partition(":")
+    if sep and name in ("fashion-mnist", "mnist", "kmnist"):
+        return f"{name}:{Path(folder).resolve()}"
     if data.startswith("torchvision:"):
         kind, name, root = [*data.split(":", 2), "", ""][:3]
         return f"{kind}:{name}:{Path(root).resolve()}" if root else data

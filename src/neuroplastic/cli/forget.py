@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from neuroplastic.cli.common import (
+    ARCH_HELP,
+    DATA_HELP,
     STANDARDIZE_HELP,
+    check_arch,
     check_factory,
     check_training_options,
     load_split,
@@ -227,12 +230,12 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
 @forget_app.callback(invoke_without_command=True)
 def forget(
     ctx: typer.Context,
-    data: str = typer.Option("digits", help="digits, a .npz/.csv file, an image folder, "
-                             "or torchvision:<Name>:<root>."),
+    data: str = typer.Option("digits", help=DATA_HELP),
     model: Path | None = typer.Option(None, help="Trained weights (.safetensors); default: "
                                          "train (and cache) the reference model."),
     model_factory: str | None = typer.Option(
         None, help="pkg.module:function returning your nn.Module (called with no arguments)."),
+    model_arch: str | None = typer.Option(None, help=ARCH_HELP),
     scenario: str | None = typer.Option(None, help=f"One of {', '.join(SCENARIOS)}."),
     forget_class: int | None = typer.Option(None, help="Class to forget (fine label for subclass)."),
     forget_indices: str | None = typer.Option(
@@ -328,6 +331,7 @@ def forget(
         raise NeuroplasticError("--compare retrain: retraining always runs beside the method "
                                 "(--no-retrain turns it off)")
     folder = run_dir("forget", out)
+    check_arch(model_arch, model_factory)
     check_factory(model_factory)
     from neuroplastic import registry
 
@@ -345,7 +349,7 @@ def forget(
                              rows=rows, ids=ids, fraction=fraction,
                              target_class=target_class, poison_fraction=poison_fraction,
                              identified=identified, seed=seed)
-    factory = resolve_factory(model_factory, request.data)
+    factory = resolve_factory(model_factory, request.data, arch=model_arch)
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
         train_seconds = float("nan")

@@ -8,10 +8,12 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from neuroplastic.cli.common import (
+    ARCH_HELP,
     FACTORY_HELP,
     STANDARDIZE_HELP,
     absolute_data,
     absolute_factory,
+    check_arch,
     check_factory,
     check_training_options,
     load_split,
@@ -56,6 +58,7 @@ def learn(
                                     "(e.g. variant=lin-thresh, solver=rk4, dt=0.001, horizon=2)."),
     compare: bool = typer.Option(True, help="Also train the same network by backprop."),
     model_factory: str | None = typer.Option(None, help=FACTORY_HELP + " biprop/han/backprop only."),
+    model_arch: str | None = typer.Option(None, help=ARCH_HELP),
     standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
     seed: int = typer.Option(0, help="Seed of the data split, initialisation and shuffling."),
     device: str = typer.Option("cpu", help="torch device."),
@@ -69,10 +72,12 @@ def learn(
         raise NeuroplasticError(f"--rule must be one of {', '.join(LEARN_RULES)}, got {rule!r}")
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     widths = parse_hidden(hidden)
-    if model_factory is not None and rule in ("disinhibitory", "softhebb"):
-        raise NeuroplasticError(f"--model-factory: {rule} trains its own network type (E/I pairs, "
+    if (model_factory is not None or model_arch is not None) and rule in ("disinhibitory", "softhebb"):
+        option = "--model-factory" if model_factory is not None else "--model-arch"
+        raise NeuroplasticError(f"{option}: {rule} trains its own network type (E/I pairs, "
                                 "Hebbian blocks); it applies to biprop, halfbiprop, han and backprop")
     folder = run_dir("learn", out)
+    check_arch(model_arch, model_factory)
     check_factory(model_factory)
     from neuroplastic import registry
 
@@ -92,10 +97,10 @@ def learn(
 
     split = load_split(data, seed=seed, standardize=standardize)
     factory = None
-    if model_factory is not None:
+    if model_factory is not None or model_arch is not None:
         from neuroplastic.cli.common import resolve_factory
 
-        factory = resolve_factory(model_factory, split)
+        factory = resolve_factory(model_factory, split, arch=model_arch)
     else:
         from neuroplastic.local.runner import DEFAULTS, build_network
 

@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from neuroplastic.cli.common import (
+    ARCH_HELP,
     DATA_HELP,
     FACTORY_HELP,
     STANDARDIZE_HELP,
     absolute_data,
     absolute_factory,
+    check_arch,
     check_factory,
     check_training_options,
     load_split,
@@ -129,6 +131,7 @@ def train(
                                           "layer's, features.0.weight); repeatable."),
     data: str = typer.Option("digits", help=DATA_HELP),
     model_factory: str | None = typer.Option(None, help=FACTORY_HELP),
+    model_arch: str | None = typer.Option(None, help=ARCH_HELP),
     epochs: int = typer.Option(30, help="Training epochs."),
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     batch_size: int = typer.Option(64, help="Batch size."),
@@ -161,6 +164,7 @@ def train(
         folder = out
     else:
         folder = run_dir("sparse-train", out)
+    check_arch(model_arch, model_factory)
     check_factory(model_factory)
     from neuroplastic import registry
 
@@ -169,7 +173,7 @@ def train(
     from neuroplastic.sparse.fit import SparseRecipe
 
     split = load_split(data, seed=seed, standardize=standardize)
-    factory = resolve_factory(model_factory, split)
+    factory = resolve_factory(model_factory, split, arch=model_arch)
     recipe = SparseRecipe(method=method, sparsity=sparsity, epochs=epochs, lr=lr,
                           batch_size=batch_size, seed=seed, distribution=density_init,
                           update_frequency=update_frequency,
@@ -195,6 +199,7 @@ def prune(
     model: Path | None = typer.Option(None, help="Trained dense weights (.safetensors); default: "
                                       "train (and cache) the reference model."),
     model_factory: str | None = typer.Option(None, help=FACTORY_HELP),
+    model_arch: str | None = typer.Option(None, help=ARCH_HELP),
     data: str = typer.Option("digits", help=DATA_HELP),
     sparsity: float = typer.Option(0.9, help="Target fraction of zero weights, in [0, 1)."),
     scope: str = typer.Option("global", help="global (one threshold) or layer (same sparsity "
@@ -220,6 +225,7 @@ def prune(
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
     folder = run_dir("sparse-prune", out)
+    check_arch(model_arch, model_factory)
     check_factory(model_factory)
     from neuroplastic.data import loader
     from neuroplastic.evaluate.outputs import accuracy
@@ -231,7 +237,7 @@ def prune(
     from neuroplastic.training import TrainConfig
 
     split = load_split(data, seed=seed, standardize=standardize)
-    factory = resolve_factory(model_factory, split)
+    factory = resolve_factory(model_factory, split, arch=model_arch)
     if model is not None:
         net = load_model_weights(seeded_model(factory, seed, device), model)
     else:
@@ -256,6 +262,7 @@ def export(
     ctx: typer.Context,
     model: Path = typer.Option(..., help="Sparse weights (.safetensors, e.g. from sparse train)."),
     model_factory: str | None = typer.Option(None, help=FACTORY_HELP),
+    model_arch: str | None = typer.Option(None, help=ARCH_HELP),
     data: str | None = typer.Option(
         None, help=DATA_HELP + " (test inputs for timing; default: the data and model factory "
                    "in the config.json beside --model, else digits)"),
@@ -275,15 +282,17 @@ def export(
     if data is None:
         data = trained_with.get("data") or "digits"
         model_factory = model_factory or trained_with.get("model_factory")
+        model_arch = model_arch or trained_with.get("model_arch")
     if standardize is None:
         standardize = bool(trained_with.get("standardize", False))
+    check_arch(model_arch, model_factory)
     check_factory(model_factory)
     from neuroplastic.io import load_model_weights
     from neuroplastic.models import seeded_model
     from neuroplastic.sparse.experiment import SparseRun, counted_sparsity, export_metrics
 
     split = load_split(data, seed=seed, standardize=standardize)
-    factory = resolve_factory(model_factory, split)
+    factory = resolve_factory(model_factory, split, arch=model_arch)
     net = load_model_weights(seeded_model(factory, seed, "cpu"), model)
     names = [n for n, p in net.named_parameters() if p.dim() > 1]
     metrics, latencies, layout = export_metrics(net, split)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from neuroplastic.data.digits import digits
+from neuroplastic.data.idx import IDX_SETS, load_idx
 from neuroplastic.data.mnist1d import mnist1d
 from neuroplastic.data.splits import DataSplit, as_dataset, check_labels, split_dataset
 from neuroplastic.errors import NeuroplasticError
@@ -259,7 +260,8 @@ def load_cifar10_binary(root: str | Path, *, seed: int = 0) -> DataSplit:
 
 def load_data(spec: str, *, seed: int = 0, id_column: str | None = None) -> DataSplit:
     """Load data named by ``spec``: ``digits`` (default), ``mnist1d``, ``circles`` or
-    ``moons`` (generated), a ``.npz``
+    ``moons`` (generated), ``fashion-mnist`` / ``mnist`` / ``kmnist`` with an optional
+    ``:<folder>`` of IDX files (:mod:`neuroplastic.data.idx`), a ``.npz``
     or ``.csv`` file, CIFAR-10 binary batches (their folder or its parent), an image folder,
     or ``torchvision:<Name>:<root>``. ``id_column`` (CSV only) names a column of record ids."""
     if id_column is not None and not spec.endswith(".csv"):
@@ -277,6 +279,9 @@ def load_data(spec: str, *, seed: int = 0, id_column: str | None = None) -> Data
         if len(parts) != 3:
             raise NeuroplasticError("torchvision data is named torchvision:<Name>:<root>")
         return load_torchvision(parts[1], parts[2], seed=seed)
+    name, _, folder = spec.partition(":")
+    if name in IDX_SETS:
+        return load_idx(name, folder or None, seed=seed)
     path = Path(spec)
     if not path.exists():
         raise NeuroplasticError(f"data not found: {spec}")
