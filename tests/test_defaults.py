@@ -80,6 +80,8 @@ def test_shift_rule_on_defaults(rule):
     torch.manual_seed(0)
     model = shift_mlp(64, 10)
     stream = ConceptShiftStream(data.train, swaps=0, epochs=3, batch_size=10, seed=0)
-    result = train_shift(model, stream, method=rule, test=data.test)  # lrh.py's eta0 1e-3
+    from neuroplastic.cli.adapt import SHIFT_LR
+
+    result = train_shift(model, stream, method=rule, lr=SHIFT_LR, test=data.test)  # the CLI's eta0
     assert non_finite(model) == []
     assert result.metrics()["final_test_acc"] >= 0.1 + CHANCE_MARGIN, (rule, result.metrics())

@@ -57,4 +57,4 @@ def test_shift_compares_the_three_learning_rate_rules(tmp_path, capsys) -> None:
     for prefix in ("", "constant.", "random-lr."):
         for key in ("online_acc", "recovery_acc", "final_test_acc", "lr_final"):
             assert prefix + key in metrics
-    assert metrics["constant.lr_final"] == 1e-3 and metrics["swaps"] == 8.0  # lrh.py's eta0
+    assert metrics["constant.lr_final"] == 0.05 and metrics["swaps"] == 8.0  # the CLI's eta0
