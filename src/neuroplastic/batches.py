@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.losses import logits_of  # noqa: F401 - re-exported: its old home
 from neuroplastic.types import Batch, Data
 
 
@@ -121,17 +122,6 @@ def labels_of(data: Data) -> Tensor:
     """All labels of ``data`` concatenated (one pass, no forward)."""
     parts = [batch[-1].reshape(-1).cpu() for batch in data]
     return torch.cat(parts) if parts else torch.empty(0, dtype=torch.long)
-
-
-def logits_of(output: Any) -> Tensor:
-    """The logits of a model output: a tensor, or an object/dict with ``logits``."""
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, dict) and "logits" in output:
-        return output["logits"]
-    if hasattr(output, "logits"):
-        return output.logits
-    raise NeuroplasticError(f"cannot find logits in model output of type {type(output).__name__}")
 
 
 def model_device(model: nn.Module) -> torch.device:

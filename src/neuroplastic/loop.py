@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from neuroplastic.batches import iter_batches, model_device
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.importance.base import cross_entropy
+from neuroplastic.losses import cross_entropy
 from neuroplastic.types import Data, LossFn
 
 ProgressFn = Callable[[int, int | None], None]

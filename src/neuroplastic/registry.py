@@ -42,19 +42,40 @@ def register(name: str, *, kind: str) -> Callable[[type[T]], type[T]]:
     return decorate
 
 
+BUILTIN_MODULES = (
+    "neuroplastic.adapt.nhl", "neuroplastic.adapt.norm", "neuroplastic.adapt.rates",
+    "neuroplastic.continual", "neuroplastic.forget", "neuroplastic.skills.key_space",
+    "neuroplastic.skills.lm_baselines", "neuroplastic.skills.neuron_adjust",
+    "neuroplastic.local.backprop", "neuroplastic.local.bidirectional",
+    "neuroplastic.local.disinhibitory", "neuroplastic.local.softhebb", "neuroplastic.sparse",
+)
+"""The modules whose import registers the built-in methods (by name: the registry imports
+no pillar, so every pillar can import the registry)."""
+
+ENTRY_POINT_GROUP = "neuroplastic.methods"
+"""Third-party packages register methods by naming a module (or object) in this entry-point
+group; it is imported once, on the first registry lookup."""
+
+_loaded: list[bool] = []
+
+
 def _load_builtin() -> None:
-    # Importing the pillars registers their methods; done lazily so that
-    # importing the registry has no side effects.
-    import neuroplastic.adapt.nhl
-    import neuroplastic.adapt.norm
-    import neuroplastic.adapt.rates
-    import neuroplastic.continual
-    import neuroplastic.forget
-    import neuroplastic.local.backprop
-    import neuroplastic.local.bidirectional
-    import neuroplastic.local.disinhibitory
-    import neuroplastic.local.softhebb
-    import neuroplastic.sparse  # noqa: F401
+    """Import the built-in method modules and the ``neuroplastic.methods`` entry points, once
+    (lazily, so importing the registry has no side effects)."""
+    if _loaded:
+        return
+    import importlib
+    from importlib.metadata import entry_points
+
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            entry.load()
+        except Exception as err:  # a broken plug-in names itself, it does not break the library
+            raise NeuroplasticError(f"the {ENTRY_POINT_GROUP} entry point {entry.name!r} "
+                                    f"({entry.value}) failed to load: {err}") from None
+    _loaded.append(True)
 
 
 def kinds() -> list[str]:

@@ -10,7 +10,8 @@ import torch
 
 from neuroplastic import registry
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.forget.key_space import (
+from neuroplastic.intervene.atomic import snapshot
+from neuroplastic.skills.key_space import (
     CalibratedDetector,
     HypercubeDetector,
     KeyDetector,
@@ -18,9 +19,8 @@ from neuroplastic.forget.key_space import (
     bisect_scale,
     prompt_keys,
 )
-from neuroplastic.forget.neuron_adjust import NeuronAdjust, adjust, example_texts
-from neuroplastic.intervene.atomic import snapshot
 from neuroplastic.skills.lm import encode_prompts
+from neuroplastic.skills.neuron_adjust import NeuronAdjust, adjust, example_texts
 from neuroplastic.skills.sites import key_site, mlp_sites
 from neuroplastic.skills.tasks import examples
 from tests.clean import assert_clean
@@ -269,6 +269,6 @@ def test_report_key_scores_are_what_the_detector_sees_at_inference(tokenizer):
 @pytest.mark.parametrize(("total", "percent", "expected"),
                          [(1000, 0.5, 5), (1001, 0.5, 6), (384 * 4, 3, 47), (7, 10, 1), (10, 100, 10)])
 def test_na_neuron_count_is_the_references_ceiling(total, percent, expected):
-    from neuroplastic.forget.neuron_adjust import neurons_to_adjust
+    from neuroplastic.skills.neuron_adjust import neurons_to_adjust
 
     assert neurons_to_adjust(total, percent) == expected == max(1, math.ceil(total * percent / 100))

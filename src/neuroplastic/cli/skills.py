@@ -30,7 +30,7 @@ def method_options(method: str, *, percent: float | None, h: float | None,
                    false_abstain: float | None, seed: int) -> dict[str, Any]:
     """Keyword hyperparameters of ``method`` from the command's options (unset ones keep defaults)."""
     from neuroplastic import registry
-    from neuroplastic.forget.neuron_adjust import check_percent
+    from neuroplastic.skills.neuron_adjust import check_percent
 
     registry.get(method, kind="skill")
     given: dict[str, Any] = {}

@@ -112,18 +112,26 @@ class Stream:
 def task_accuracy(model: nn.Module, dataset: TensorDataset, *, classes: Sequence[int] | None,
                   num_outputs: int, batch_size: int = 256) -> float:
     """Accuracy on ``dataset`` with the logits outside ``classes`` masked (None: no mask)."""
+    from neuroplastic.batches import eval_mode, iter_batches, model_device
     from neuroplastic.data.splits import loader
-    from neuroplastic.evaluate.outputs import collect
 
-    outputs = collect(model, loader(dataset, batch_size=batch_size))
-    logits = outputs.logits
-    if logits.shape[1] != num_outputs:
-        raise NeuroplasticError(f"the model has {logits.shape[1]} outputs, the stream needs {num_outputs}")
+    keep = None
     if classes is not None:
         keep = torch.zeros(num_outputs, dtype=torch.bool)
         keep[list(classes)] = True
-        logits = logits.masked_fill(~keep, float("-inf"))
-    return float((logits.argmax(1) == outputs.labels).float().mean())
+    correct = total = 0
+    with eval_mode(model):
+        for x, y in iter_batches(loader(dataset, batch_size=batch_size), device=model_device(model),
+                                 name="evaluation"):
+            logits = logits_of(model(x))
+            if logits.shape[1] != num_outputs:
+                raise NeuroplasticError(f"the model has {logits.shape[1]} outputs, the stream needs "
+                                        f"{num_outputs}")
+            if keep is not None:
+                logits = logits.masked_fill(~keep.to(logits.device), float("-inf"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += len(y)
+    return correct / total if total else float("nan")
 
 
 class TaskMaskedLoss:

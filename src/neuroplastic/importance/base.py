@@ -7,17 +7,12 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor, nn
 
-from neuroplastic.batches import eval_mode, iter_batches, logits_of, model_device
+from neuroplastic.batches import eval_mode, iter_batches, model_device
 from neuroplastic.distributed import all_reduce_sums_
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.losses import cross_entropy
 from neuroplastic.targets import Targets
 from neuroplastic.types import Data, LossFn, Scores
-
-
-def cross_entropy(output: Tensor, labels: Tensor) -> Tensor:
-    """Batch-mean cross-entropy over the last dimension (token-level for sequence logits)."""
-    logits = logits_of(output)
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
 
 
 class ImportanceEstimator(ABC):

@@ -8,8 +8,6 @@ from typing import Any
 from torch import nn
 
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.forget.key_space import prompt_keys
-from neuroplastic.forget.skill_base import SkillUnlearner
 from neuroplastic.skills.demo import EVAL_SEED
 from neuroplastic.skills.evaluation import (
     SkillEvaluation,
@@ -18,7 +16,9 @@ from neuroplastic.skills.evaluation import (
     retained_examples,
     skill_metrics,
 )
+from neuroplastic.skills.key_space import prompt_keys
 from neuroplastic.skills.prompts import Example
+from neuroplastic.skills.skill_base import SkillUnlearner
 from neuroplastic.skills.tasks import SKILLS, examples
 
 FIT_SEED = EVAL_SEED + 1  # examples given to the methods; never the evaluation prompts

@@ -62,7 +62,7 @@ def answer(model: nn.Module, tokenizer: Any, examples: Sequence[Example], *,
     """Greedy-decode an answer to every prompt, in batches.
 
     Args:
-        generate: the generation call; a :class:`~neuroplastic.forget.key_space.KeySpaceGuard`
+        generate: the generation call; a :class:`~neuroplastic.skills.key_space.KeySpaceGuard`
             passes its guarded ``generate`` here.
         max_new_tokens: default: the longest expected answer plus one.
         refusal: the text reported for an abstained prompt.

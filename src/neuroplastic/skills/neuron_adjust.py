@@ -12,12 +12,12 @@ from torch import Tensor, nn
 from neuroplastic import select
 from neuroplastic.batches import model_device
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.forget.skill_base import Intervention, SkillUnlearner
 from neuroplastic.importance.activations import ActivationStats, NeuronStats
 from neuroplastic.registry import register
 from neuroplastic.skills.lm import encoded_batches
 from neuroplastic.skills.prompts import Example, require_examples
 from neuroplastic.skills.sites import mlp_sites
+from neuroplastic.skills.skill_base import Intervention, SkillUnlearner
 from neuroplastic.targets import Targets
 
 

@@ -10,11 +10,11 @@ from torch import Tensor, nn
 
 from neuroplastic.batches import model_device
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.forget.skill_base import Intervention, SkillUnlearner
 from neuroplastic.forget.ssd import SSD
 from neuroplastic.registry import register
 from neuroplastic.skills.lm import causal_lm_loss, sequence_length, training_batches
 from neuroplastic.skills.prompts import Example, require_examples
+from neuroplastic.skills.skill_base import Intervention, SkillUnlearner
 from neuroplastic.training import train_epochs
 
 

@@ -18,13 +18,13 @@ from torch import Tensor, nn
 
 from neuroplastic.batches import model_device
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.forget.neuron_adjust import NeuronAdjust
-from neuroplastic.forget.skill_base import Intervention, SkillUnlearner
 from neuroplastic.importance.activations import last_token_keys
 from neuroplastic.registry import register
 from neuroplastic.skills.lm import encoded_batches
+from neuroplastic.skills.neuron_adjust import NeuronAdjust
 from neuroplastic.skills.prompts import Example, require_examples
 from neuroplastic.skills.sites import key_site
+from neuroplastic.skills.skill_base import Intervention, SkillUnlearner
 from neuroplastic.targets import Targets
 
 
