@@ -43,7 +43,7 @@ def import_graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in (SRC / "neuroplastic").rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
-        package = name.rsplit(".", 1)[0] if not path.name == "__init__.py" else name
+        package = name.rsplit(".", 1)[0] if path.name != "__init__.py" else name
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 base = node.module or ""
@@ -73,7 +73,7 @@ def test_no_import_cycle_between_modules():
         state[node] = 1
         for dep in sorted(graph[node]):
             if state.get(dep) == 1:
-                cycles.append(path[path.index(dep):] + [dep] if dep in path else [node, dep])
+                cycles.append([*path[path.index(dep):], dep] if dep in path else [node, dep])
             elif dep not in state:
                 visit(dep, [*path, dep])
         state[node] = 2

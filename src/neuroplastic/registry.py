@@ -13,22 +13,60 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Entry:
-    """One registered method."""
+    """One registered method: its metadata record (timm's model info is the model).
+
+    Attributes:
+        name, kind: what it is registered as (the name is written only here).
+        cls: the class.
+        summary: the first paragraph of its docstring.
+        baseline: a reference a comparison trains beside the methods (retrain, backprop, ...).
+        needs: what it needs beyond a model and its data, from ``retain``, ``full``,
+            ``labels``, ``task_ids``, ``lr``, ``own_network``.
+    """
 
     name: str
     kind: str
     cls: type
     summary: str
+    baseline: bool = False
+    needs: tuple[str, ...] = ()
 
+    def defaults(self) -> dict[str, tuple[str, Any]]:
+        """Every keyword hyperparameter: name -> (type as written, default), from the
+        signature."""
+        import inspect
+
+        from neuroplastic.params import keyword_parameters
+
+        out = {}
+        for key, p in keyword_parameters(self.cls).items():
+            kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+            out[key] = (kind, None if p.default is inspect.Parameter.empty else p.default)
+        return out
+
+    def record(self) -> dict[str, Any]:
+        """The entry as plain JSON-able values (``neuroplastic list --json``)."""
+        return {"kind": self.kind, "name": self.name, "summary": self.summary, "baseline": self.baseline,
+                "needs": list(self.needs),
+                "defaults": {k: {"type": t, "default": d if isinstance(d, (bool, int, float, str, type(None)))
+                                 else repr(d)} for k, (t, d) in self.defaults().items()}}
+
+
+NEEDS = ("retain", "full", "labels", "task_ids", "lr", "own_network")
 
 _ENTRIES: dict[tuple[str, str], Entry] = {}
 
 
-def register(name: str, *, kind: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator: register ``cls`` under ``name`` for ``kind``.
+def register(name: str, *, kind: str, baseline: bool = False,
+             needs: tuple[str, ...] = ()) -> Callable[[type[T]], type[T]]:
+    """Class decorator: register ``cls`` under ``name`` for ``kind``, and give the class its
+    ``name`` (the one place it is written).
 
     The first paragraph of the class docstring becomes its one-line summary.
     """
+    unknown = sorted(set(needs) - set(NEEDS))
+    if unknown:
+        raise NeuroplasticError(f"needs: unknown {unknown[0]!r}; choose from {', '.join(NEEDS)}")
 
     def decorate(cls: type[T]) -> type[T]:
         key = (kind, name)
@@ -36,7 +74,9 @@ def register(name: str, *, kind: str) -> Callable[[type[T]], type[T]]:
             raise NeuroplasticError(f"{kind} method {name!r} is already registered")
         first_paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
         summary = " ".join(first_paragraph.split())
-        _ENTRIES[key] = Entry(name=name, kind=kind, cls=cls, summary=summary)
+        cls.name = name  # type: ignore[attr-defined]
+        _ENTRIES[key] = Entry(name=name, kind=kind, cls=cls, summary=summary,
+                              baseline=baseline or bool(getattr(cls, "baseline", False)), needs=needs)
         return cls
 
     return decorate

@@ -52,18 +52,12 @@ def list_methods(kind: str | None = typer.Option(None, help="Only this kind (e.g
 
     entries = registry.available(kind)
     if json_out:
-        sys.stdout.write(to_json([{"kind": e.kind, "name": e.name, "baseline": is_baseline(e),
-                                   "summary": e.summary} for e in entries]) + "\n")
+        sys.stdout.write(to_json([e.record() for e in entries]) + "\n")
         return
     name_width = max(len(e.name) for e in entries) if entries else 0
     for entry in entries:
-        tag = " (baseline)" if is_baseline(entry) else ""
+        tag = " (baseline)" if entry.baseline else ""
         sys.stdout.write(f"{entry.kind:<9} {entry.name:<{name_width}}  {registry.one_line(entry)}{tag}\n")
-
-
-def is_baseline(entry: object) -> bool:
-    """A registered entry a comparison trains beside the method (retrain, backprop, ...)."""
-    return bool(getattr(entry.cls, "baseline", False))  # type: ignore[attr-defined]
 
 
 def interrupted(hint: str | None = None) -> int:

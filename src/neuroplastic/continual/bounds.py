@@ -16,16 +16,12 @@ class Finetune(ContinualMethod):
 
     baseline = True
 
-    name = "finetune"
-
 
 @register("joint", kind="continual")
 class Joint(ContinualMethod):
     """Joint: train task t on the data of tasks 0..t together (upper bound; not continual)."""
 
     baseline = True
-
-    name = "joint"
 
     def training_data(self, stream: Stream, index: int) -> Dataset:
         return seen_so_far(stream, index)

@@ -49,8 +49,6 @@ class CLASSP(ContinualMethod):
         reference: the reference code's behaviour.
     """
 
-    name = "classp"
-
     def __init__(self, *, threshold: float = 0.0, power: float = 1.0, eps: float = 1.0,
                  first_threshold: float = 0.0, scale_first_task: bool = False,
                  per_task: bool = False, reference: bool = False) -> None:

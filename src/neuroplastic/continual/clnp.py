@@ -59,7 +59,6 @@ class CLNP(ContinualMethod):
         seed: seeds the re-initialisation of free units.
     """
 
-    name = "clnp"
     needs_task_labels = True
 
     def __init__(self, *, l1: float = 0.0, margin: float = 0.01, seed: int = 0) -> None:

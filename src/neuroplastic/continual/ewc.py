@@ -49,8 +49,6 @@ class EWC(ContinualMethod):
         proximal, lr: see above.
     """
 
-    name = "ewc"
-
     def __init__(self, *, lam: float = 1e5, mode: str = "separate", gamma: float = 1.0,
                  fisher: str = "batch_sq", fisher_batch_size: int = 32, proximal: bool = True,
                  lr: float | None = None) -> None:

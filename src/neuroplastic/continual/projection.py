@@ -159,8 +159,6 @@ class GPM(_Projected):
         max_samples: task samples used for the representation.
     """
 
-    name = "gpm"
-
     def __init__(self, *, threshold: float | None = None, rows: int | Sequence[int] | None = None,
                  max_samples: int = 300) -> None:
         super().__init__()
@@ -237,8 +235,6 @@ class HLOP(_Projected):
         normalize: divide dH by the batch's mean squared input norm.
         seed: seed of the rows' random orthonormal start.
     """
-
-    name = "hlop"
 
     def __init__(self, *, rows: int | Sequence[int] = 20, eta: float = 0.05, iterations: int = 5,
                  momentum: float = 0.9, ema: bool = False, normalize: bool = True,

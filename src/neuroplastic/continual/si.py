@@ -40,8 +40,6 @@ class SI(ContinualMethod):
         lr: the optimizer's learning rate for the proximal step (default: the runner's).
     """
 
-    name = "si"
-
     def __init__(self, *, c: float = 1.0, xi: float = 1e-3, proximal: bool = True,
                  lr: float | None = None) -> None:
         self.c = require_in("c", c, 0.0, float("inf"), high_open=True)

@@ -40,8 +40,6 @@ class Retrain(Unlearner):
 
     baseline = True
 
-    name = "retrain"
-
     def __init__(self, *, epochs: int = 30, lr: float = 1e-3, weight_decay: float = 0.0,
                  factory: Callable[[], nn.Module] | None = None, seed: int = 0) -> None:
         _check_positive(epochs=epochs, lr=lr)
@@ -69,8 +67,6 @@ class Retrain(Unlearner):
 class Finetune(Unlearner):
     """Continue training on the retain data only, letting the forget set fade
     (catastrophic forgetting as an unlearning baseline)."""
-
-    name = "finetune"
 
     def __init__(self, *, epochs: float = 5, lr: float = 1e-3) -> None:
         _check_positive(epochs=epochs, lr=lr)
@@ -122,8 +118,6 @@ class NegGradPlus(_PairedUnlearner):
         epochs, lr: Adam steps over the retain data.
     """
 
-    name = "neggrad+"
-
     def __init__(self, *, beta: float = 0.95, epochs: float = 2, lr: float = 1e-3,
                  seed: int = 0) -> None:
         if not 0 < beta < 1:
@@ -140,8 +134,6 @@ class NegGradPlus(_PairedUnlearner):
 class RandomLabels(_PairedUnlearner):
     """Random relabelling (Golatkar et al. 2020; Graves et al. 2021): finetune on the forget
     samples with random wrong labels, mixed with retain batches."""
-
-    name = "random-labels"
 
     def pair_loss(self, model, retain, forget, generator):  # type: ignore[no-untyped-def]
         x_f, y_f = forget

@@ -52,8 +52,6 @@ class SSD(Unlearner):
             method (which the cache cannot tell apart and refuses).
     """
 
-    name = "ssd"
-
     def __init__(self, *, alpha: float = 10.0, lam: float = 1.0,
                  estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
                  cache: ImportanceCache | None = None, loss_fn: LossFn | None = None,
@@ -105,8 +103,6 @@ class SSD(Unlearner):
 class LFSSD(SSD):
     """Loss-free SSD (Foster et al., ICLR 2024 Tiny Paper): SSD with the label-free
     importance mean |grad of ||f(x)||_2^2| (:class:`~neuroplastic.importance.LossFree`)."""
-
-    name = "lfssd"
 
     def default_estimator(self, targets: Targets | None) -> ImportanceEstimator:
         return LossFree(targets=targets)

@@ -217,8 +217,6 @@ class KeySpaceDetection(SkillUnlearner):
         targets: names the key module instead of the last MLP down projection.
     """
 
-    name = "ksd"
-
     def __init__(self, *, h: float = 1.4, targets: Targets | None = None) -> None:
         HypercubeDetector(h=h)  # validates h before any work
         self.h, self.targets = h, targets
@@ -244,8 +242,6 @@ class CalibratedKeySpaceDetection(SkillUnlearner):
         false_abstain: target abstain rate on retained skills (default 1%).
         targets: names the key module instead of the last MLP down projection.
     """
-
-    name = "ksd-calibrated"
 
     def __init__(self, *, false_abstain: float = 0.01, seed: int = 0,
                  targets: Targets | None = None) -> None:
@@ -274,8 +270,6 @@ class NeuronAdjustWithAbstention(SkillUnlearner):
         false_abstain: the guard's target abstain rate on retained skills.
         seed: seed of NA's draws and of the guard's split.
     """
-
-    name = "na-ksd"
 
     def __init__(self, *, percent: float = 3.0, false_abstain: float = 0.01, seed: int = 0) -> None:
         self.adjust = NeuronAdjust(percent=percent, seed=seed)

@@ -35,7 +35,6 @@ class GradientAscent(SkillUnlearner):
         stop_loss: forget loss at which to stop (default ln of the vocabulary size).
     """
 
-    name = "ga"
     edits_weights = True
 
     def __init__(self, *, lr: float = 1e-4, max_epochs: float = 50.0, batch_size: int = 32,
@@ -71,7 +70,6 @@ class SkillSSD(SkillUnlearner):
         batch_size: examples per importance batch.
     """
 
-    name = "ssd"
     edits_weights = True
 
     def __init__(self, *, alpha: float = 10.0, lam: float = 1.0, batch_size: int = 32) -> None:

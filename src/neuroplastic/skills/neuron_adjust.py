@@ -84,8 +84,6 @@ class NeuronAdjust(SkillUnlearner):
         batch_size: prompts per forward pass while measuring.
     """
 
-    name = "na"
-
     def __init__(self, *, percent: float = 3.0, seed: int = 0, targets: Targets | None = None,
                  batch_size: int = 64) -> None:
         check_percent(percent)

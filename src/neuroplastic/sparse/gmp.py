@@ -18,8 +18,6 @@ class GMP(Sparsifier):
     to the same sparsity (``scope="layer"``, as in the paper) or with one global threshold;
     no regrowth."""
 
-    name = "gmp"
-
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
                  prune_window: tuple[float, float] = (0.0, 0.7), scope: str = "layer",
                  **kwargs: object) -> None:

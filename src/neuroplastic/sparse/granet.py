@@ -46,7 +46,6 @@ class GraNet(Sparsifier):
         See :class:`~neuroplastic.sparse.base.Sparsifier` for the rest.
     """
 
-    name = "granet"
     uses_dense_gradient = True
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,

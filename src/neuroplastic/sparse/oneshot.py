@@ -25,8 +25,6 @@ class SNIP(OneShot):
     """SNIP (Lee et al., ICLR 2019): at initialisation, keep the global top-k connections by
     saliency |g * w| on one batch of ``data``; the masks never change afterwards."""
 
-    name = "snip"
-
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int = 1,
                  data: Data | None = None, **kwargs: object) -> None:
         if data is None:
@@ -50,8 +48,6 @@ class MagnitudePruning(OneShot):
     """One-shot magnitude pruning of a trained model: keep the largest |w|, with one global
     threshold (``scope="global"``) or the same sparsity in every layer (``scope="layer"``);
     fine-tune afterwards with the masks fixed."""
-
-    name = "magnitude"
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int = 1,
                  scope: str = "global", **kwargs: object) -> None:

@@ -22,7 +22,6 @@ class RigL(Sparsifier):
     weights start at zero.
     """
 
-    name = "rigl"
     uses_dense_gradient = True
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,

@@ -30,8 +30,6 @@ class SET(Sparsifier):
         **kwargs: as for :class:`Sparsifier`.
     """
 
-    name = "set"
-
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int, zeta: float = 0.3,
                  regrow_init: str = "random", **kwargs: object) -> None:
         self.zeta = require_in("zeta", zeta, 0.0, 1.0, low_open=True, high_open=True)
