@@ -201,3 +201,26 @@ def test_norm_prior_mixes_source_and_batch_statistics_by_hand() -> None:
     torch.testing.assert_close(Norm(prior=0.0).adapt(nn.Sequential(bn), x), batch_only)
     with pytest.raises(NeuroplasticError, match="prior"):
         Norm(prior=1.5)
+
+
+def test_run_corruptions_leaves_the_model_bit_identical_on_success_and_on_failure(trained,
+                                                                                  monkeypatch) -> None:
+    from neuroplastic.adapt.runner import run_corruptions
+
+    model, x, y = trained
+    before = snapshot(model)
+    run_corruptions(model, x[:128], y[:128], [("contrast", 3)], method="tent",
+                    params={"lr": 0.05})  # a large step: adaptation moves the affine parameters
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    real_step, calls = Tent.step, []
+
+    def step_then_fail(self, model, x):  # two real TENT steps, then a failure mid-set
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("failed midway")
+        return real_step(self, model, x)
+
+    monkeypatch.setattr(Tent, "step", step_then_fail)
+    with pytest.raises(RuntimeError, match="failed midway"):
+        run_corruptions(model, x[:192], y[:192], [("contrast", 3)], method="tent", params={"lr": 0.05})
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from neuroplastic import registry
 from neuroplastic.adapt.base import Adapter
 from neuroplastic.data.corruptions import corrupt
+from neuroplastic.intervene.atomic import unchanged
 from neuroplastic.loop import ProgressFn
 
 
@@ -73,12 +74,23 @@ def run_corruptions(model: nn.Module, x: Tensor, y: Tensor, specs: list[tuple[st
                     corrupted: Callable[[str, int], tuple[Tensor, Tensor]] | None = None,
                     progress: ProgressFn | None = None) -> CorruptionResult:
     """Errors of source, Norm and ``method`` (a registered adapter) on every (corruption,
-    severity) of ``specs`` of the test set ``(x, y)``; the model ends as it started.
+    severity) of ``specs`` of the test set ``(x, y)``; the model ends as it started, bit for
+    bit (every parameter and buffer restored, on success and on failure alike).
 
     Args:
         corrupted: ``corrupted(name, severity) -> (x, y)`` to read prepared sets (CIFAR-10-C
             files) instead of generating them from ``(x, y)``.
     """
+    with unchanged(model):
+        return _run_corruptions(model, x, y, specs, method=method, params=params, batch_size=batch_size,
+                                bounds=bounds, seed=seed, corrupted=corrupted, progress=progress)
+
+
+def _run_corruptions(model: nn.Module, x: Tensor, y: Tensor, specs: list[tuple[str, int]], *,
+                     method: str, params: dict[str, Any] | None, batch_size: int,
+                     bounds: tuple[float, float], seed: int,
+                     corrupted: Callable[[str, int], tuple[Tensor, Tensor]] | None,
+                     progress: ProgressFn | None) -> CorruptionResult:
     params = dict(params or {})
     make: Callable[[str], Adapter] = lambda name: registry.create(  # noqa: E731
         name, kind="adapt", **(params if name == method else {}))

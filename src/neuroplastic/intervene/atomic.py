@@ -35,3 +35,17 @@ def atomic(model: nn.Module) -> Iterator[None]:
         for module, mode in modes.items():
             module.training = mode
         raise
+
+
+@contextmanager
+def unchanged(model: nn.Module) -> Iterator[None]:
+    """Run the body and put back every parameter, buffer and train/eval mode afterwards,
+    whether it succeeded or raised (an evaluation that adapts the model on the way)."""
+    saved = snapshot(model)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        yield
+    finally:
+        restore_(model, saved)
+        for module, mode in modes.items():
+            module.training = mode
