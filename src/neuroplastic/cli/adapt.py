@@ -12,6 +12,9 @@ from neuroplastic.cli.common import (
     ARCH_HELP,
     DATA_HELP,
     FACTORY_HELP,
+    Device,
+    JsonOut,
+    RunFolder,
     absolute_data,
     absolute_factory,
     check_arch,
@@ -57,9 +60,9 @@ def adapt(
                                     "(e.g. lr=0.001, entropy_margin=0.4, hebbian_lr=0.001)."),
     epochs: int = typer.Option(30, help="Epochs of the source model (when it is trained here)."),
     seed: int = typer.Option(0, help="Seed of the split, the source model and the corruptions."),
-    device: str = typer.Option("cpu", help="torch device."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/adapt-<time>)."),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    device: Device = "cpu",
+    out: RunFolder = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Adapt a trained classifier at test time, without labels, to corrupted inputs."""
     if ctx.invoked_subcommand is not None:
@@ -236,9 +239,9 @@ def shift(
                              "for 10 epochs (benchmark), so the CLI starts at 0.05."),
     batch_size: int = typer.Option(10, help="Batch size (the reference's 10)."),
     seed: int = typer.Option(0, help="Seed of the split, the initialisation and the swaps."),
-    device: str = typer.Option("cpu", help="torch device."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/shift-<time>)."),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    device: Device = "cpu",
+    out: RunFolder = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Learn a stream whose labels keep swapping, with a homeostatic learning rate."""
     if ctx.invoked_subcommand is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
 
 from neuroplastic.cli.output import console
 from neuroplastic.cli.threads import fit_threads
@@ -132,6 +134,14 @@ def load_split(data: str, *, seed: int, standardize: bool, id_column: str | None
     split = load_data(data, seed=seed, id_column=id_column)
     return standardized(split) if standardize else split
 
+
+Device = Annotated[str, typer.Option(help="torch device: cpu, cuda, cuda:1, mps.")]
+"""``--device``, declared once for every command (default ``"cpu"``)."""
+RunFolder = Annotated[Path | None, typer.Option(
+    "--out", help="Run folder, new or empty (default runs/<command>-<time>).")]
+"""``--out``, declared once for every command that writes a run folder."""
+JsonOut = Annotated[bool, typer.Option("--json", help="Also print metrics.json to stdout.")]
+"""``--json``, declared once."""
 
 DATA_HELP = ("digits, mnist1d, fashion-mnist[:<folder>], mnist:<folder>, kmnist:<folder>, a .npz/.csv file, "
              "an image folder, or torchvision:<Name>:<root>.")

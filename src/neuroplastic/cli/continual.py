@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from neuroplastic.cli.common import check_device, check_training_options, options_of, parse_hidden, write_run
+from neuroplastic.cli.common import (
+    Device,
+    JsonOut,
+    RunFolder,
+    check_device,
+    check_training_options,
+    options_of,
+    parse_hidden,
+    write_run,
+)
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar
 from neuroplastic.cli.threads import fit_threads
@@ -86,9 +94,9 @@ def continual(
     momentum: float = typer.Option(0.9, help="SGD momentum."),
     batch_size: int = typer.Option(32, help="Batch size."),
     seed: int = typer.Option(0, help="Seed of the permutations, initialisation and shuffling."),
-    device: str = typer.Option("cpu", help="torch device."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/continual-<time>)."),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    device: Device = "cpu",
+    out: RunFolder = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Learn a stream of tasks one after the other; measure what is remembered (ACC, BWT, FWT)."""
     if ctx.invoked_subcommand is not None:

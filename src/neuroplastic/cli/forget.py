@@ -11,6 +11,9 @@ from neuroplastic.cli.common import (
     ARCH_HELP,
     DATA_HELP,
     STANDARDIZE_HELP,
+    Device,
+    JsonOut,
+    RunFolder,
     check_arch,
     check_factory,
     check_training_options,
@@ -257,8 +260,8 @@ def forget(
     lr: float = typer.Option(1e-3, help="Training recipe: Adam learning rate."),
     batch_size: int = typer.Option(64, help="Training recipe and importance batch size."),
     seed: int = typer.Option(0, help="Seed of splits, scenarios and initialisation."),
-    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/forget-<time>)."),
+    device: Device = "cpu",
+    out: RunFolder = None,
     standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
     ssd_full: str = typer.Option("published", help="Where ssd and lfssd take the full-data "
                                  "importance from: published (retain then forget, re-batched, as the "
@@ -271,7 +274,7 @@ def forget(
                                               "shadows), global (LiRA's fixed variance) or per_example."),
     mia_nonmembers: str = typer.Option("test-retain", help="Non-members of the entropy and loss "
                                        "attacks: test-retain or validation (the SSD reference's)."),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    json_out: JsonOut = False,
 ) -> None:
     """Forget a class, samples, a sub-class or poisoned data; compare with retraining."""
     if ctx.invoked_subcommand is not None:

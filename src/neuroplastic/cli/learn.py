@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -11,6 +10,9 @@ from neuroplastic.cli.common import (
     ARCH_HELP,
     FACTORY_HELP,
     STANDARDIZE_HELP,
+    Device,
+    JsonOut,
+    RunFolder,
     absolute_data,
     absolute_factory,
     check_arch,
@@ -61,9 +63,9 @@ def learn(
     model_arch: str | None = typer.Option(None, help=ARCH_HELP),
     standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
     seed: int = typer.Option(0, help="Seed of the data split, initialisation and shuffling."),
-    device: str = typer.Option("cpu", help="torch device."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/learn-<time>)."),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    device: Device = "cpu",
+    out: RunFolder = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Train a network with a local learning rule and compare it with backprop."""
     if ctx.invoked_subcommand is not None:

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from neuroplastic.cli.common import check_device, options_of, require_fraction, write_run
+from neuroplastic.cli.common import (
+    Device,
+    JsonOut,
+    RunFolder,
+    check_device,
+    options_of,
+    require_fraction,
+    write_run,
+)
 from neuroplastic.cli.forget import forget_app
 from neuroplastic.cli.names import DEMO_SKILLS
 from neuroplastic.cli.output import console, warn
@@ -138,9 +146,9 @@ def forget_skill(
     false_abstain: float | None = typer.Option(None, help="Calibrated KSD: target abstain rate "
                                                "on retained skills."),
     seed: int = typer.Option(0, help="Seed of NA's draws and of the detector's split."),
-    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/forget-skill-<time>)."),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    device: Device = "cpu",
+    out: RunFolder = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Make a language model lose one skill and keep the others; with no options, on the demo model."""
     options = options_of(ctx.params)
@@ -215,7 +223,7 @@ def make_demo_command(
     replace_shipped: bool = typer.Option(False, help="Write into the installed package's demo "
                                          "model folder, replacing the shipped model."),
     steps: int = typer.Option(DEMO_STEPS, help="Training steps."),
-    device: str = typer.Option("cpu", help="torch device."),
+    device: Device = "cpu",
 ) -> None:
     """Retrain the demo model (tiny Llama-style decoder on four synthetic skills) into a new
     folder; the shipped one is replaced only with --replace-shipped."""

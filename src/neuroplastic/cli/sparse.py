@@ -12,6 +12,9 @@ from neuroplastic.cli.common import (
     DATA_HELP,
     FACTORY_HELP,
     STANDARDIZE_HELP,
+    Device,
+    JsonOut,
+    RunFolder,
     absolute_data,
     absolute_factory,
     check_arch,
@@ -139,11 +142,11 @@ def train(
                                                  "(default: one epoch)."),
     dense_baseline: bool = typer.Option(False, help="Also train the dense model the same way."),
     seed: int = typer.Option(0, help="Seed of initialisation, masks and shuffling."),
-    device: str = typer.Option("cpu", help="torch device."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/sparse-train-<time>)."),
+    device: Device = "cpu",
+    out: RunFolder = None,
     resume: bool = typer.Option(False, help="Continue the interrupted run in --out."),
     standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    json_out: JsonOut = False,
 ) -> None:
     """Train a sparse network from scratch, pruning and regrowing connections."""
     from neuroplastic.sparse.base import check_sparsity
@@ -208,10 +211,10 @@ def prune(
     lr: float = typer.Option(1e-3, help="Adam learning rate of the fine-tuning."),
     batch_size: int = typer.Option(64, help="Batch size."),
     seed: int = typer.Option(0, help="Seed."),
-    device: str = typer.Option("cpu", help="torch device."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/sparse-prune-<time>)."),
+    device: Device = "cpu",
+    out: RunFolder = None,
     standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    json_out: JsonOut = False,
 ) -> None:
     """One-shot magnitude pruning of a trained model, optionally fine-tuned."""
     from neuroplastic.sparse.base import check_sparsity
@@ -267,10 +270,10 @@ def export(
         None, help=DATA_HELP + " (test inputs for timing; default: the data and model factory "
                    "in the config.json beside --model, else digits)"),
     seed: int = typer.Option(0, help="Seed of the data split."),
-    out: Path | None = typer.Option(None, help="Run folder (default runs/sparse-export-<time>)."),
+    out: RunFolder = None,
     standardize: bool | None = typer.Option(None, help=STANDARDIZE_HELP + " Default: as the "
                                             "training run in the config.json beside --model."),
-    json_out: bool = typer.Option(False, "--json", help="Also print metrics.json to stdout."),
+    json_out: JsonOut = False,
 ) -> None:
     """Export a sparse model in its fastest form (CSR, dead units removed), measured against
     its dense form. Writes model.safetensors (dense with zeros) and export.json (the layout
