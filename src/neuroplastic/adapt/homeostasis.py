@@ -34,12 +34,12 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import TensorDataset
 
-from neuroplastic import registry
-from neuroplastic.adapt.rates import RateContext
+from neuroplastic import loop, registry
+from neuroplastic.adapt.rates import LearningRateRule, RateContext
 from neuroplastic.batches import model_device
 from neuroplastic.checks import require_choice, require_in, require_positive
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.loop import ProgressFn
+from neuroplastic.loop import Plugin, ProgressFn
 
 SHIFT_METHODS = ("homeostatic", "constant", "random-lr")
 
@@ -132,13 +132,77 @@ def shift_mlp(in_features: int, num_classes: int) -> nn.Module:
                          nn.Linear(60, num_classes))
 
 
+class _ShiftRates(Plugin):
+    """The loop plugin of :func:`train_shift`: before each step it scores the batch as the
+    model predicts it now (online accuracy), asks the rule for the batch's rate and sets it
+    on the optimizer; after the step it records the rate, remembers the batch and scores the
+    test set when due."""
+
+    def __init__(self, stream: ConceptShiftStream, rule: LearningRateRule, optimizer: torch.optim.Optimizer,
+                 *, eta0: float, memory: int, test: TensorDataset | None, every: int, seed: int) -> None:
+        self.stream, self.rule, self.optimizer = stream, rule, optimizer
+        self.eta, self.step_size, self.memory = eta0, eta0 / 10, memory
+        self.test, self.every = test, every
+        self.generator = torch.Generator().manual_seed(seed)
+        self.recent_x: list[Tensor] = []
+        self.recent_i: list[int] = []  # original class of each remembered sample (relabelled on swaps)
+        self.result = ShiftResult()
+        self._batch: tuple[Tensor, Tensor] | None = None
+
+    def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        stream, memory = self.stream, self.memory
+        step = len(self.result.online_acc) + 1
+        first_index = ((step - 1) % stream.per_epoch) * stream.batch_size  # in this epoch, as i
+        if first_index == 0:
+            self.recent_x, self.recent_i = [], []  # the reference remembers this epoch's samples only
+        with torch.no_grad():
+            self.result.online_acc.append(float((model(x).argmax(-1) == y).float().mean()))
+        first_x, first_y = x[:1], y[:1]
+        half, eta = stream.classes / 2, self.eta
+        recent_x, recent_i = self.recent_x, self.recent_i
+
+        def predicted_upper() -> bool:
+            return int(model(first_x).argmax(-1)) >= half
+
+        def scores_better(proposed: float) -> bool:
+            memo_x = torch.cat(recent_x[-memory:])
+            memo_y = stream.mapping.to(x.device)[torch.tensor(recent_i[-memory:], device=x.device)]
+            params = dict(model.named_parameters())
+            loss = F.cross_entropy(model(first_x), first_y)
+            grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+            scored = [simulated_accuracy(model, grads, rate / stream.batch_size, memo_x, memo_y)
+                      for rate in (proposed, eta)]
+            return scored[0] > scored[1]
+
+        self.eta = self.rule.next_rate(RateContext(
+            eta=eta, step_size=self.step_size, index_in_epoch=first_index, memory=memory,
+            true_upper=int(first_y) >= half, predicted_upper=predicted_upper,
+            scores_better=scores_better, generator=self.generator))
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.eta
+        self._batch = (x, y)
+        return F.cross_entropy(model(x), y)
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        assert self._batch is not None
+        x, y = self._batch
+        self.result.lr.append(self.eta)
+        inverse = torch.argsort(self.stream.mapping).to(x.device)  # label now -> original class
+        self.recent_x.extend(x.split(1))
+        self.recent_i.extend(inverse[y].tolist())
+        del self.recent_x[:-self.memory], self.recent_i[:-self.memory]
+        if self.test is not None and (step % self.every == 0 or step == len(self.stream)):
+            self.result.test_acc.append((step, shift_accuracy(model, self.test, self.stream.mapping)))
+            model.train()  # shift_accuracy restores the mode; the loop trains on
+
+
 def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "homeostatic",
                 lr: float = 1e-3, test: TensorDataset | None = None, memory: int = 20,
                 evaluate_every: int = 0, seed: int = 0,
                 progress: ProgressFn | None = None) -> ShiftResult:
-    """Train ``model`` online on ``stream`` by SGD with the learning rate of ``method`` (see
-    the module docstring); ``lr`` is the starting rate eta0 (the reference's 1e-3), moves
-    are eta0 / 10.
+    """Train ``model`` online on ``stream`` by SGD with the learning rate of ``method`` (a
+    registered ``shift`` rule, see the module docstring), on :func:`neuroplastic.loop.fit`;
+    ``lr`` is the starting rate eta0 (the reference's 1e-3), moves are eta0 / 10.
 
     Args:
         test: scored under the stream's current label map every ``evaluate_every`` batches
@@ -150,64 +214,15 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
     require_choice("method", method, SHIFT_METHODS)
     rule = registry.create(method, kind="shift")
     eta0 = require_positive("lr", lr)
-    step_size = eta0 / 10
-    eta = eta0
-    device = model_device(model)
-    rng = torch.Generator().manual_seed(seed)
-    recent_x: list[Tensor] = []
-    recent_i: list[int] = []  # original class of each remembered sample (relabelled on swaps)
-    result = ShiftResult()
-    every = evaluate_every or stream.per_epoch
+    optimizer = torch.optim.SGD(model.parameters(), lr=eta0)  # w <- w - eta g, the reference's step
+    rates = _ShiftRates(stream, rule, optimizer, eta0=eta0, memory=memory, test=test,
+                        every=evaluate_every or stream.per_epoch, seed=seed)
     begin = time.perf_counter()
-    half = stream.classes / 2
-    model.train()
-    for step, (x, y) in enumerate(stream, start=1):
-        x, y = x.to(device), y.to(device)
-        first_index = ((step - 1) % stream.per_epoch) * stream.batch_size  # in this epoch, as i
-        if first_index == 0:
-            recent_x, recent_i = [], []  # the reference remembers this epoch's samples only
-        with torch.no_grad():
-            result.online_acc.append(float((model(x).argmax(-1) == y).float().mean()))
-        first_x, first_y = x[:1], y[:1]
-
-        def predicted_upper(first_x: Tensor = first_x) -> bool:
-            return int(model(first_x).argmax(-1)) >= half
-
-        def scores_better(proposed: float, first_x: Tensor = first_x, first_y: Tensor = first_y,
-                          recent_x: list[Tensor] = recent_x, recent_i: list[int] = recent_i,
-                          eta: float = eta) -> bool:
-            memo_x = torch.cat(recent_x[-memory:])
-            memo_y = stream.mapping.to(device)[torch.tensor(recent_i[-memory:], device=device)]
-            params = dict(model.named_parameters())
-            loss = F.cross_entropy(model(first_x), first_y)
-            grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
-            scored = [simulated_accuracy(model, grads, rate / stream.batch_size, memo_x, memo_y)
-                      for rate in (proposed, eta)]
-            return scored[0] > scored[1]
-
-        eta = rule.next_rate(RateContext(
-            eta=eta, step_size=step_size, index_in_epoch=first_index, memory=memory,
-            true_upper=int(first_y) >= half, predicted_upper=predicted_upper,
-            scores_better=scores_better, generator=rng))
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.grad is not None:
-                    p.add_(p.grad, alpha=-eta)
-        result.lr.append(eta)
-        inverse = torch.argsort(stream.mapping).to(device)  # label now -> original class
-        recent_x.extend(x.split(1))
-        recent_i.extend(inverse[y].tolist())
-        del recent_x[:-memory], recent_i[:-memory]
-        if test is not None and (step % every == 0 or step == len(stream)):
-            result.test_acc.append((step, shift_accuracy(model, test, stream.mapping)))
-        if progress is not None:
-            progress(step, len(stream))
-    result.swap_steps = list(stream.swap_steps)
-    result.seconds = time.perf_counter() - begin
-    model.eval()
-    return result
+    loop.fit(model, stream, optimizer=optimizer, epochs=1, batch_loss=rates.batch_loss, plugins=[rates],
+             progress=progress)
+    rates.result.swap_steps = list(stream.swap_steps)
+    rates.result.seconds = time.perf_counter() - begin
+    return rates.result
 
 
 @torch.no_grad()
