@@ -8,11 +8,12 @@ from torch import Tensor, nn
 
 from neuroplastic.checks import require_in, require_positive
 from neuroplastic.continual.base import ContinualMethod
+from neuroplastic.intervene.gradients import GradientTransform
 from neuroplastic.registry import register
 
 
 @register("classp", kind="continual")
-class CLASSP(ContinualMethod):
+class CLASSP(GradientTransform, ContinualMethod):
     """CLASSP as the paper states it (Ludwig 2024, its equation and ``CLASSP.py``'s
     pseudo-code): a weight moves only if g^2 > ``threshold`` (an element-wise gate), by
     g / (eps + sum_{k<t} |g_k|^p)^(1/p), where the sum runs over EVERY earlier step whose
@@ -70,6 +71,13 @@ class CLASSP(ContinualMethod):
     def _scaling(self) -> bool:
         return self.tasks_done > 0 or self.scale_first_task
 
+    def before_task(self, model: nn.Module, experience: object) -> None:  # type: ignore[override]
+        self.names = tuple(name for name, _ in model.named_parameters())
+
+    def transform(self, name: str, grad: Tensor) -> Tensor:
+        """The :class:`~neuroplastic.intervene.GradientTransform` step: :meth:`scale`."""
+        return self.scale(name, grad)
+
     def scale(self, name: str, grad: Tensor) -> Tensor:
         """The transformed gradient of parameter ``name`` (updates the sum)."""
         acc = self.accumulated.get(name)
@@ -96,9 +104,3 @@ class CLASSP(ContinualMethod):
             self.accumulated[name] = self.accumulated.get(name, torch.zeros_like(total)) + total
         self.current = {}
         self.tasks_done += 1
-
-    @torch.no_grad()
-    def after_backward(self, model: nn.Module) -> None:
-        for name, param in model.named_parameters():
-            if param.grad is not None:
-                param.grad.copy_(self.scale(name, param.grad))
