@@ -295,3 +295,15 @@ def test_reports_say_what_happened_with_chance_and_params(tmp_path, capsys):
     assert "biprop reached test accuracy" in html and "backprop of the same network" in html
     assert html.index("Headline") < html.index("Every metric")
     assert "softhebb" not in html  # the curve's title names readout epochs only for softhebb
+
+
+def test_forget_class_is_the_same_command_as_forget(tmp_path):
+    """`forget class` (sibling of `forget skill`) and the old spelling `forget` run the same job."""
+    runs = []
+    for command in (["forget"], ["forget", "class"]):
+        out = tmp_path / "-".join(command)
+        assert main([*command, "--forget-class", "2", "--epochs", "2", "--method", "ssd", "--no-retrain",
+                     "--out", str(out)]) == 0
+        runs.append(json.loads((out / "metrics.json").read_text()))
+    keys = [k for k in runs[0] if k.endswith("_acc")]
+    assert keys and all(runs[0][k] == runs[1][k] for k in keys)

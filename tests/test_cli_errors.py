@@ -121,6 +121,8 @@ CASES = [
     (["forget", "--scenario", "class"], "needs --forget-class"),
     (["forget", "--mia", "ulira", "--shadows", "3"], "--shadows must be an even number >= 6"),
     (["forget", "--shadows", "8"], "--shadows applies with --mia ulira"),
+    (["forget", "--epochs", "3", "skill"], "--epochs is an option of `neuroplastic forget`"),
+    (["forget", "--json", "skill"], "--json is an option of `neuroplastic forget`"),
     (["forget", "--model-arch", "vgg"], "--model-arch must be one of mlp, cnn, resnet18"),
     (["sparse", "train", "--model-arch", "cnn", "--data", "mnist1d"], "needs (channels, height, width)"),
     (["adapt", "--model-arch", "resnet18", "--model-factory", "m:f"], "not both"),

@@ -231,6 +231,7 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
 
 
 @forget_app.callback(invoke_without_command=True)
+@forget_app.command("class")
 def forget(
     ctx: typer.Context,
     data: str = typer.Option("digits", help=DATA_HELP),
@@ -278,6 +279,13 @@ def forget(
 ) -> None:
     """Forget a class, samples, a sub-class or poisoned data; compare with retraining."""
     if ctx.invoked_subcommand is not None:
+        given = [name for name in ctx.params
+                 if getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"]
+        if given:
+            option = "--" + given[0].replace("_", "-").replace("json-out", "json")
+            raise NeuroplasticError(f"{option} is an option of `neuroplastic forget` (class and sample "
+                                    f"requests), not of `forget {ctx.invoked_subcommand}`: give "
+                                    f"`forget {ctx.invoked_subcommand}`'s own options after it")
         return
     options = options_of(ctx.params)
     method_kwargs: dict[str, Any] = {}
