@@ -80,6 +80,16 @@ def staged_folder(target: str | Path, *, adopt: tuple[str, ...] = ()) -> Iterato
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def merge_runs(main: str, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The one metrics schema: the run's own method's keys as they are, every other model's
+    under ``<name>.<metric>`` (``backprop.test_acc``, ``finetune.acc``, ``constant.online_acc``)."""
+    merged: dict[str, Any] = {}
+    for name, metrics in runs.items():
+        prefix = "" if name == main else f"{name}."
+        merged.update({f"{prefix}{key}": value for key, value in metrics.items()})
+    return merged
+
+
 def check_metrics(metrics: dict[str, object]) -> None:
     """The metrics.json contract: flat keys with str or float values; accuracies and attack
     rates (``*_acc``, ``mia*``, ``attack_success``, ``*_fraction``, a skill's ``acc_before``,

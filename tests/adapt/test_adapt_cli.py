@@ -28,6 +28,10 @@ def test_adapt_reports_source_norm_and_the_method_per_corruption(tmp_path, capsy
         assert metrics[f"mean_error.{method}"] == pytest.approx(
             np.mean([metrics[f"{method}.contrast.{s}"] for s in range(1, 6)]))
     assert metrics["mean_error.norm"] < metrics["mean_error.source"]  # low contrast: BN re-estimation helps
+    # the one schema: the method's keys unprefixed, the others <name>.<metric>; old names kept
+    assert metrics["mean_error"] == metrics["mean_error.tent"]
+    assert metrics["norm.mean_error"] == metrics["mean_error.norm"]
+    assert metrics["source.mean_error_3to5"] == metrics["mean_error_3to5.source"]
     assert {"clean_acc", "clean_acc_after", "seconds_per_batch", "cost_ratio"} <= set(metrics)
     html = (tmp_path / "run" / "report.html").read_text()
     assert "error by corruption and severity" in html

@@ -45,13 +45,19 @@ class CorruptionResult:
         return statistics.fmean(values) if values else float("nan")
 
     def metrics(self) -> dict[str, float]:
-        """``<method>.<corruption>.<severity>`` (error), ``mean_error.<method>`` (all
-        severities), ``mean_error_3to5.<method>``, clean accuracy before and after, costs."""
+        """``<method>.<corruption>.<severity>`` (error), ``mean_error`` and
+        ``mean_error_3to5`` of the adapted method, ``source.mean_error``, ``norm.mean_error``
+        (and the old names ``mean_error.<method>``, ``mean_error_3to5.<method>``), clean
+        accuracy before and after, costs."""
         out: dict[str, float] = {}
         for method, table in self.errors.items():
             out.update({f"{method}.{c}.{s}": e for (c, s), e in table.items()})
-            out[f"mean_error.{method}"] = self.mean_error(method)
+            out[f"mean_error.{method}"] = self.mean_error(method)  # old names, kept for one release
             out[f"mean_error_3to5.{method}"] = self.mean_error(method, (3, 4, 5))
+            # the one schema: the method's own keys unprefixed, every other model's <name>.<metric>
+            prefix = "" if method == self.method else f"{method}."
+            out[f"{prefix}mean_error"] = self.mean_error(method)
+            out[f"{prefix}mean_error_3to5"] = self.mean_error(method, (3, 4, 5))
         out.update({"clean_acc": self.clean_acc, "clean_acc_batch_stats": self.clean_acc_batch_stats,
                     "clean_acc_after": self.clean_acc_after,
                     "seconds_per_batch": self.seconds_per_batch,

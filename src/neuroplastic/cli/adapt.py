@@ -29,7 +29,7 @@ from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar, progress_tasks
 from neuroplastic.cli.threads import fit_threads
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.runs import run_dir  # light: no torch
+from neuroplastic.runs import merge_runs, run_dir  # light: no torch
 
 if TYPE_CHECKING:
     from neuroplastic.adapt.homeostasis import ShiftResult
@@ -272,10 +272,8 @@ def shift(
             results[name] = train_shift(net, stream, method=name, lr=lr, test=split.test, seed=seed,
                                         progress=start(name))
             nets[name] = net
-    metrics: dict[str, Any] = {"method": method, "data": split.name, "swaps_per_epoch": float(swaps)}
-    for name, result in results.items():
-        prefix = "" if name == method else f"{name}."
-        metrics.update({f"{prefix}{k}": v for k, v in result.metrics().items()})
+    metrics: dict[str, Any] = {"method": method, "data": split.name, "swaps_per_epoch": float(swaps),
+                               **merge_runs(method, {name: r.metrics() for name, r in results.items()})}
     notes = shift_notes(results, method)
     print_shift_summary(results)
     verdict = shift_verdict(results, method, 1 / split.num_classes)

@@ -20,7 +20,7 @@ from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar
 from neuroplastic.cli.threads import fit_threads
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.runs import run_dir  # light: no torch
+from neuroplastic.runs import merge_runs, run_dir  # light: no torch
 
 if TYPE_CHECKING:
     from neuroplastic.continual import ContinualResult
@@ -152,10 +152,8 @@ def continual(
             results[name] = run_stream(model, stream, instance, recipe, progress=progress)
         models[name] = model
     metrics: dict[str, Any] = {"method": method, "scenario": stream.name, "setting": stream.setting,
-                               "tasks": float(len(stream))}
-    for name, result in results.items():
-        prefix = "" if name == method else f"{name}."
-        metrics.update({f"{prefix}{k}": v for k, v in result.metrics.items()})
+                               "tasks": float(len(stream)),
+                               **merge_runs(method, {name: r.metrics for name, r in results.items()})}
     print_summary(results)
     verdict = continual_verdict(results, method, stream_chance(stream))
     console.print(verdict)

@@ -252,7 +252,7 @@ def prune(
                           batch_size=batch_size, seed=seed, method_kwargs={"scope": scope})
     with progress_bar(f"fine-tuning at {sparsity:.0%}") as progress:
         run = run_sparse(split, recipe, factory, device=device, initial=net, progress=progress)
-    run.metrics["dense_test_acc"] = dense_acc
+    run.metrics["dense.test_acc"] = run.metrics["dense_test_acc"] = dense_acc  # old name kept
     options = {**options_of(ctx.params), "data": absolute_data(data),
                "model_factory": absolute_factory(model_factory)}
     finish(folder, run, command="sparse prune", options=options, recipe=recipe,

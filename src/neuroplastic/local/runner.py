@@ -22,6 +22,7 @@ from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.evaluate.robustness import Robustness, masking_warnings, robustness
 from neuroplastic.loop import Plugin, ProgressFn
 from neuroplastic.models.factory import seeded_model
+from neuroplastic.runs import merge_runs
 
 RULES = ("disinhibitory", "softhebb", "biprop", "halfbiprop", "han", "backprop")
 
@@ -71,11 +72,7 @@ class LearnResult:
     def metrics(self) -> dict[str, float]:
         """Flat keys: the rule's own (``test_acc``, ``robust.fgsm.0.2``, ``alignment.hidden.0``,
         ...) and every other run's under its name (``backprop.test_acc``, ...)."""
-        out: dict[str, float] = {}
-        for name, run in self.runs.items():
-            prefix = "" if name == self.rule else f"{name}."
-            out.update({f"{prefix}{k}": v for k, v in run.metrics.items()})
-        return out
+        return merge_runs(self.rule, {name: run.metrics for name, run in self.runs.items()})
 
 
 class AccuracyCurve(Plugin):

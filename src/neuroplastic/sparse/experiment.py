@@ -100,7 +100,7 @@ def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
         dense = run_sparse(data, replace(recipe, method="dense", method_kwargs={}), factory,
                            device=device, progress=progress,
                            initial=copy.deepcopy(initial) if initial is not None else None)
-        metrics["dense_test_acc"] = dense.metrics["test_acc"]
+        metrics["dense.test_acc"] = metrics["dense_test_acc"] = dense.metrics["test_acc"]  # old name kept
         metrics["dense_step_seconds"] = dense.metrics["step_seconds"]
         # a masked step without a mask update, and the average over all steps (updates included)
         metrics["step_overhead"] = result.step_seconds / dense.metrics["step_seconds"]
