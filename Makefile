@@ -52,6 +52,7 @@ bench: $(STAMP) data
 	$(BIN)/python benchmarks/continual.py
 	$(BIN)/python benchmarks/local.py
 	$(BIN)/python benchmarks/adapt.py
+	$(BIN)/python benchmarks/threads.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

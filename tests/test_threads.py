@@ -12,9 +12,10 @@ from neuroplastic.errors import NeuroplasticError
 from neuroplastic.threads import SMALL_MODEL, auto_threads
 
 
-def test_auto_threads_is_one_below_the_measured_size_and_every_core_above() -> None:
-    assert auto_threads(SMALL_MODEL - 1, cores=8) == 1
-    assert auto_threads(SMALL_MODEL, cores=8) == 8
+def test_auto_threads_is_one_below_the_measured_size_or_when_busy_and_every_core_above() -> None:
+    assert auto_threads(SMALL_MODEL - 1, cores=8, busy=False) == 1
+    assert auto_threads(SMALL_MODEL, cores=8, busy=False) == 8
+    assert auto_threads(SMALL_MODEL, cores=8, busy=True) == 1
 
 
 def test_threads_option_is_lifted_from_anywhere_and_checked() -> None:

@@ -1,11 +1,11 @@
 """How many CPU threads torch should use for a model of a given size.
 
-Measured here (benchmarks/threads.py, x86_64, 2 cores): on a machine where another job
-keeps both cores busy, torch's default two intra-op threads made one training step of a
-55k-parameter MLP 60x slower than one thread (43.6 vs 0.70 ms) and of a 1.9M-parameter
-MLP 6x slower; small models gain nothing from a second thread even on a quiet machine,
-larger ones do. So: one thread below :data:`SMALL_MODEL` parameters, every core the
-process may use above it. The CLI applies this unless ``--threads N`` is given.
+Measured (``benchmarks/threads.py``, table in the README; x86_64, 2 cores): beside other
+torch jobs, every core made a training step many times slower than one thread, and on a
+quiet machine a second thread gains little for small models and more for large ones. So:
+one thread below :data:`SMALL_MODEL` parameters; above it, every core the process may use,
+unless the load average says other jobs are running. The CLI applies this unless
+``--threads N`` is given.
 """
 
 from __future__ import annotations
@@ -24,6 +24,20 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def auto_threads(parameters: int, *, cores: int | None = None) -> int:
-    """One thread for a model below :data:`SMALL_MODEL` parameters, else every core."""
-    return 1 if parameters < SMALL_MODEL else (cores or available_cores())
+def machine_busy(cores: int | None = None) -> bool:
+    """True when the 1-minute load average reaches half the cores this process may use (other
+    jobs are running); False where the OS gives no load average."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return False
+    return load >= 0.5 * (cores or available_cores())
+
+
+def auto_threads(parameters: int, *, cores: int | None = None, busy: bool | None = None) -> int:
+    """One thread for a model below :data:`SMALL_MODEL` parameters or on a busy machine
+    (:func:`machine_busy`, unless ``busy`` is given), else every core."""
+    cores = cores or available_cores()
+    if parameters < SMALL_MODEL:
+        return 1
+    return 1 if (machine_busy(cores) if busy is None else busy) else cores
