@@ -9,22 +9,15 @@ from neuroplastic.forget.baselines import Finetune, NegGradPlus, RandomLabels, R
 from neuroplastic.forget.ssd import LFSSD, SSD
 from neuroplastic.forget.ssd_auto import SSDAuto
 
-_MOVED_TO_SKILLS = {
-    "CalibratedDetector": "key_space", "CalibratedKeySpaceDetection": "key_space",
-    "HypercubeDetector": "key_space", "KeySpaceDetection": "key_space", "KeySpaceGuard": "key_space",
-    "NeuronAdjustWithAbstention": "key_space", "GradientAscent": "lm_baselines",
-    "SkillSSD": "lm_baselines", "NeuronAdjust": "neuron_adjust", "Intervention": "skill_base",
-    "SkillUnlearner": "skill_base",
-}
-
 
 def __getattr__(name: str) -> Any:
     """The skill methods' old place (``neuroplastic.forget.NeuronAdjust``): resolved by name
     from :mod:`neuroplastic.skills`, so this pillar imports nothing of that one."""
-    if name in _MOVED_TO_SKILLS:
-        import importlib
+    import importlib
 
-        return getattr(importlib.import_module(f"neuroplastic.skills.{_MOVED_TO_SKILLS[name]}"), name)
+    skills = importlib.import_module("neuroplastic.skills")
+    if name in skills.METHODS:
+        return getattr(skills, name)
     raise AttributeError(f"module 'neuroplastic.forget' has no attribute {name!r}")
 
 

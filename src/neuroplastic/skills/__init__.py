@@ -5,7 +5,7 @@ from typing import Any
 
 from neuroplastic.skills.prompts import Example, load_jsonl, write_jsonl
 
-_METHODS = {
+METHODS = {  # class -> module of skills/, imported on first use
     "CalibratedDetector": "key_space", "CalibratedKeySpaceDetection": "key_space",
     "HypercubeDetector": "key_space", "KeySpaceDetection": "key_space", "KeySpaceGuard": "key_space",
     "NeuronAdjustWithAbstention": "key_space", "GradientAscent": "lm_baselines",
@@ -16,11 +16,11 @@ _METHODS = {
 
 def __getattr__(name: str) -> Any:
     """The skill methods, imported on first use (they import torch)."""
-    if name in _METHODS:
+    if name in METHODS:
         import importlib
 
-        return getattr(importlib.import_module(f"neuroplastic.skills.{_METHODS[name]}"), name)
+        return getattr(importlib.import_module(f"neuroplastic.skills.{METHODS[name]}"), name)
     raise AttributeError(f"module 'neuroplastic.skills' has no attribute {name!r}")
 
 
-__all__ = ["Example", "load_jsonl", "write_jsonl", *_METHODS]
+__all__ = ["Example", "load_jsonl", "write_jsonl", *METHODS]
