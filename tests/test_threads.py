@@ -54,3 +54,22 @@ def test_every_command_accepts_threads(command, capsys) -> None:
         torch.set_num_threads(before)
     assert code == 0
     assert "Usage" in capsys.readouterr().out
+
+
+def test_a_set_omp_num_threads_is_the_users_but_not_the_one_we_wrote(monkeypatch) -> None:
+    import neuroplastic.cli.threads as threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        monkeypatch.delenv(threads._OURS, raising=False)
+        take_threads([])
+        threads.start_threads()
+        assert threads._chosen == [2]  # the user's
+        monkeypatch.setenv(threads._OURS, "2")  # as if this module had written it
+        take_threads([])
+        threads.start_threads()
+        assert threads._chosen == []  # automatic again
+    finally:
+        take_threads([])
+        torch.set_num_threads(before)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from torch import nn
 
 _chosen: list[int] = []  # the user's --threads, if given
+_OURS = "NEUROPLASTIC_SET_OMP_NUM_THREADS"  # marks an OMP_NUM_THREADS this module wrote itself
 
 
 def take_threads(argv: list[str]) -> list[str]:
@@ -53,13 +54,14 @@ def start_threads() -> None:
     """Before any work: the user's count (``--threads``, else a set ``OMP_NUM_THREADS``), or
     one thread until the model is known. torch is not imported for this: if it is not loaded
     yet, ``OMP_NUM_THREADS`` tells it at import."""
-    if not _chosen and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        _chosen[:] = [max(1, int(os.environ["OMP_NUM_THREADS"]))]
+    users = os.environ.get("OMP_NUM_THREADS", "")
+    if not _chosen and users.isdigit() and os.environ.get(_OURS) != users:
+        _chosen[:] = [max(1, int(users))]
     count = _chosen[0] if _chosen else 1
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(count)
     else:
-        os.environ["OMP_NUM_THREADS"] = str(count)
+        os.environ["OMP_NUM_THREADS"] = os.environ[_OURS] = str(count)
 
 
 def fit_threads(model: nn.Module) -> int:
