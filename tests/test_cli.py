@@ -307,3 +307,13 @@ def test_forget_class_is_the_same_command_as_forget(tmp_path):
         runs.append(json.loads((out / "metrics.json").read_text()))
     keys = [k for k in runs[0] if k.endswith("_acc")]
     assert keys and all(runs[0][k] == runs[1][k] for k in keys)
+
+
+def test_a_commands_own_warnings_reach_metrics_json(tmp_path):
+    """Results carry their warnings (here a continual method that forgot a lot), and the
+    run folder's metrics.json lists them beside the health checks."""
+    out = tmp_path / "run"
+    assert main(["continual", "--method", "finetune", "--scenario", "permuted-digits", "--tasks", "3",
+                 "--epochs", "3", "--hidden", "32", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["bwt"] < -0.2 and f"finetune forgot a lot: BWT {metrics['bwt']:.3f}" in metrics["warnings"]

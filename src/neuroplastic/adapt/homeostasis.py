@@ -126,6 +126,18 @@ class ShiftResult:
                 "swaps": float(len(self.swap_steps)), "seconds": self.seconds}
 
 
+def shift_warnings(results: dict[str, ShiftResult], method: str) -> list[str]:
+    """A sentence when the homeostatic rate recovered more slowly after swaps than the constant
+    one run beside it."""
+    notes = []
+    if method == "homeostatic" and "constant" in results:
+        mine, base = results[method].recovery(), results["constant"].recovery()
+        if mine < base:  # NaN (no swaps) compares False
+            notes.append(f"the homeostatic learning rate recovered more slowly after swaps than a constant "
+                         f"one (accuracy over the batches after each swap {mine:.3f} vs {base:.3f})")
+    return notes
+
+
 def shift_mlp(in_features: int, num_classes: int) -> nn.Module:
     """The reference's network: inputs-80-60-classes, ELU."""
     return nn.Sequential(nn.Flatten(), nn.Linear(in_features, 80), nn.ELU(), nn.Linear(80, 60), nn.ELU(),

@@ -44,6 +44,22 @@ class CorruptionResult:
         values = [e for (_, s), e in self.errors[method].items() if s in severities]
         return statistics.fmean(values) if values else float("nan")
 
+    @property
+    def warnings(self) -> list[str]:
+        """Sentences for an adapter that did worse than the unadapted model, and for clean
+        accuracy that fell more than 2 points after the online pass."""
+        notes = []
+        for name in ("norm", self.method):
+            if self.mean_error(name) > self.mean_error("source"):
+                notes.append(f"{name} has a higher mean error than the unadapted model "
+                             f"({self.mean_error(name):.3f} vs {self.mean_error('source'):.3f})")
+        drop = self.clean_acc_batch_stats - self.clean_acc_after
+        if drop > 0.02:
+            notes.append(f"after adapting online through every corrupted set, clean accuracy fell by "
+                         f"{drop * 100:.1f} points ({self.clean_acc_batch_stats:.3f} with batch statistics "
+                         f"before -> {self.clean_acc_after:.3f})")
+        return notes
+
     def metrics(self) -> dict[str, float]:
         """``<method>.<corruption>.<severity>`` (error), ``mean_error`` and
         ``mean_error_3to5`` of the adapted method, ``source.mean_error``, ``norm.mean_error``

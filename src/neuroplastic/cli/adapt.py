@@ -118,7 +118,7 @@ def adapt(
                                  bounds=bounds, seed=seed, corrupted=corrupted, progress=progress)
     metrics: dict[str, Any] = {"method": method, "data": split.name, "episodic": float(episodic),
                                **result.metrics()}
-    notes = adapt_notes(result)
+    notes = result.warnings
     print_adapt_summary(result)
     console.print(adapt_verdict(result, 1 / split.num_classes))
     for note in notes:
@@ -133,22 +133,7 @@ def adapt(
     write_run(folder, command="adapt", config={"options": options, "params": params}, metrics=metrics,
               report=adapt_report(result, f"neuroplastic adapt: {method} on {split.name}", notes,
                                   chance=1 / split.num_classes, params=params),
-              model=None, json_out=json_out, health=health)
-
-
-def adapt_notes(result: CorruptionResult) -> list[str]:
-    notes = []
-    method = result.method
-    for name in ("norm", method):
-        if result.mean_error(name) > result.mean_error("source"):
-            notes.append(f"{name} has a higher mean error than the unadapted model "
-                         f"({result.mean_error(name):.3f} vs {result.mean_error('source'):.3f})")
-    drop = result.clean_acc_batch_stats - result.clean_acc_after
-    if drop > 0.02:
-        notes.append(f"after adapting online through every corrupted set, clean accuracy fell by "
-                     f"{drop * 100:.1f} points ({result.clean_acc_batch_stats:.3f} with batch statistics "
-                     f"before -> {result.clean_acc_after:.3f})")
-    return notes
+              model=None, json_out=json_out, health=health, notes=notes)
 
 
 def print_adapt_summary(result: CorruptionResult) -> None:
@@ -257,7 +242,7 @@ def shift(
         raise NeuroplasticError(f"--batch-size {batch_size} exceeds the {len(split.train)} training samples")
     import math
 
-    from neuroplastic.adapt.homeostasis import ConceptShiftStream, shift_mlp, train_shift
+    from neuroplastic.adapt.homeostasis import ConceptShiftStream, shift_mlp, shift_warnings, train_shift
     from neuroplastic.models import seeded_model
 
     methods = [method, *(m for m in SHIFT_METHODS if m != method)] if compare else [method]
@@ -274,7 +259,7 @@ def shift(
             nets[name] = net
     metrics: dict[str, Any] = {"method": method, "data": split.name, "swaps_per_epoch": float(swaps),
                                **merge_runs(method, {name: r.metrics() for name, r in results.items()})}
-    notes = shift_notes(results, method)
+    notes = shift_warnings(results, method)
     print_shift_summary(results)
     verdict = shift_verdict(results, method, 1 / split.num_classes)
     console.print(verdict)
@@ -288,17 +273,7 @@ def shift(
     write_run(folder, command="shift", config={"options": options_of(ctx.params)}, metrics=metrics,
               report=shift_report(results, f"neuroplastic shift: {method}, {swaps} swaps per epoch", notes,
                                   verdict=verdict),
-              model=None, json_out=json_out, health=health)
-
-
-def shift_notes(results: dict[str, ShiftResult], method: str) -> list[str]:
-    notes = []
-    if method == "homeostatic" and "constant" in results:
-        mine, base = results[method].recovery(), results["constant"].recovery()
-        if mine < base:  # NaN (no swaps) compares False
-            notes.append(f"the homeostatic learning rate recovered more slowly after swaps than a constant "
-                         f"one (accuracy over the 20 batches after each swap {mine:.3f} vs {base:.3f})")
-    return notes
+              model=None, json_out=json_out, health=health, notes=notes)
 
 
 def print_shift_summary(results: dict[str, ShiftResult]) -> None:

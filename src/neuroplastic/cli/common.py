@@ -200,7 +200,7 @@ def options_of(params: dict[str, Any]) -> dict[str, Any]:
 def write_run(folder: Path, *, command: str, config: dict[str, Any], metrics: dict[str, Any],
               report: Report, model: nn.Module | None, json_out: bool,
               adopt: tuple[str, ...] = (), extra: dict[str, Any] | None = None,
-              health: list[str] | None = None) -> None:
+              health: list[str] | None = None, notes: list[str] | None = None) -> None:
     """Write config.json, metrics.json, report.html, (if given) model.safetensors and the
     ``extra`` JSON files into a staging folder, then rename it to ``folder`` (files named in
     ``adopt``, e.g. a training checkpoint already in ``folder``, move along); with
@@ -208,18 +208,20 @@ def write_run(folder: Path, *, command: str, config: dict[str, Any], metrics: di
 
     ``health``: sentences of :func:`neuroplastic.evaluate.health.health_warnings` (diverged
     weights, chance-level accuracy): each is printed as a warning, shown as a banner at the
-    top of the report and added to ``warnings`` in metrics.json."""
+    top of the report and added to ``warnings`` in metrics.json. ``notes``: the command's own
+    warnings (already printed and in the report), added to ``warnings`` too."""
     from neuroplastic import __version__
     from neuroplastic.cli.output import warn
     from neuroplastic.io import save_model, to_json, write_json
 
-    if health:
-        for note in health:
-            warn(note)
-        for note in reversed(health):
-            report.banner(note, top=True)
-        earlier = [metrics["warnings"]] if metrics.get("warnings") else []
-        metrics = {**metrics, "warnings": " | ".join([*earlier, *health])}
+    for note in health or []:
+        warn(note)
+    for note in reversed(health or []):
+        report.banner(note, top=True)
+    earlier = [metrics["warnings"]] if metrics.get("warnings") else []
+    every = [*earlier, *(n for n in notes or [] if n not in earlier), *(health or [])]
+    if every:
+        metrics = {**metrics, "warnings": " | ".join(every)}
     check_metrics(metrics)
     with staged_folder(folder, adopt=adopt) as staging:
         if model is not None:

@@ -170,7 +170,7 @@ def continual(
               metrics=metrics, report=continual_report(results, f"neuroplastic continual: {method}",
                                                        f"{stream.name}, {stream.setting}-IL", notes,
                                                        verdict=verdict, params=params),
-              model=None, json_out=json_out, health=health)
+              model=None, json_out=json_out, health=health, notes=notes)
 
 
 def stream_chance(stream: Any) -> float:
@@ -198,6 +198,5 @@ def continual_warnings(results: dict[str, ContinualResult], setting: str) -> lis
         notes.append("class-incremental: without replay, regularisation and projection methods "
                      "usually end near finetuning (only the last task's classes are predicted)")
     for name, r in results.items():
-        if r.metrics["bwt"] < -0.2:
-            notes.append(f"{name} forgot a lot: BWT {r.metrics['bwt']:.3f}")
+        notes.extend(f"{name} {note}" for note in r.warnings)
     return notes

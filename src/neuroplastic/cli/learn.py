@@ -127,7 +127,8 @@ def learn(
     write_run(folder, command="learn", config={"options": options, "params": params}, metrics=metrics,
               report=learn_report(result, f"neuroplastic learn: {rule} on {split.name}", chance=chance,
                                   params=params),
-              model=result.runs[rule].model, json_out=json_out, health=health)
+              model=result.runs[rule].model, json_out=json_out, health=health,
+              notes=result.notes)
 
 
 def print_summary(result: LearnResult) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -45,7 +45,7 @@ def sparse_report(run: SparseRun, title: str) -> Report:
     from neuroplastic.evaluate.report import Report, duration, grouped_bars, line_plot
 
     report = Report(title)
-    for note in sparse_warnings(run.metrics):
+    for note in run.warnings:
         report.banner(note)
     report.table("Results", ["metric", "value"],
                  [[k, duration(v) if k.endswith("seconds") and isinstance(v, float) else v]
@@ -74,20 +74,6 @@ def sparse_report(run: SparseRun, title: str) -> Report:
     return report
 
 
-def sparse_warnings(metrics: dict[str, Any]) -> list[str]:
-    """Sentences for a missed sparsity target or an export that is not faster."""
-    notes = []
-    target, actual = metrics.get("target_sparsity"), metrics.get("actual_sparsity")
-    if isinstance(target, float) and isinstance(actual, float) and actual < target - 1e-3:
-        notes.append(f"missed the sparsity target: {actual:.4f} of the weights are zero, "
-                     f"target {target:.4f}")
-    speedup = metrics.get("export_speedup")
-    if isinstance(speedup, float) and speedup < 1.05:
-        notes.append(f"the exported model is not faster than the dense one ({speedup:.2f}x): "
-                     "sparse kernels pay off only for large, very sparse layers")
-    return notes
-
-
 def print_metrics(metrics: dict[str, object]) -> None:
     from rich.table import Table
 
@@ -95,7 +81,9 @@ def print_metrics(metrics: dict[str, object]) -> None:
     for key, value in metrics.items():
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
-    for note in sparse_warnings(metrics):  # type: ignore[arg-type]
+    from neuroplastic.sparse.experiment import sparse_warnings
+
+    for note in sparse_warnings(metrics):
         warn(note)
 
 
@@ -121,7 +109,8 @@ def finish(folder: Path, run: SparseRun, *, command: str, options: dict, recipe:
     write_run(folder, command=command, config={"options": options, "recipe": recipe.to_dict()},
               metrics=run.metrics, report=sparse_report(run, title), model=run.model,
               json_out=json_out, adopt=adopt,
-              extra={"export.json": run.layout} if run.layout else None, health=health)
+              extra={"export.json": run.layout} if run.layout else None, health=health,
+              notes=run.warnings)
 
 
 @sparse_app.command("train")

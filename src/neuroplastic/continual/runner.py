@@ -62,6 +62,12 @@ class ContinualResult:
     task_seconds: list[float] = field(default_factory=list)
     val_matrix: Tensor | None = None  # the same on the validation splits (for choosing)
 
+    @property
+    def warnings(self) -> list[str]:
+        """A sentence when the method forgot a lot (BWT below -0.2)."""
+        bwt = self.metrics.get("bwt", 0.0)
+        return [f"forgot a lot: BWT {bwt:.3f}"] if bwt < -0.2 else []
+
 
 @contextmanager
 def _cleaned(method: ContinualMethod, model: nn.Module) -> Iterator[None]:

@@ -25,6 +25,20 @@ from neuroplastic.sparse.inference import export_layout, fastest_export
 from neuroplastic.sparse.latency import latencies
 
 
+def sparse_warnings(metrics: dict[str, Any]) -> list[str]:
+    """Sentences for a missed sparsity target or an export that is not faster."""
+    notes = []
+    target, actual = metrics.get("target_sparsity"), metrics.get("actual_sparsity")
+    if isinstance(target, float) and isinstance(actual, float) and actual < target - 1e-3:
+        notes.append(f"missed the sparsity target: {actual:.4f} of the weights are zero, "
+                     f"target {target:.4f}")
+    speedup = metrics.get("export_speedup")
+    if isinstance(speedup, float) and speedup < 1.05:
+        notes.append(f"the exported model is not faster than the dense one ({speedup:.2f}x): "
+                     "sparse kernels pay off only for large, very sparse layers")
+    return notes
+
+
 @dataclass
 class SparseRun:
     """Metrics (flat, for metrics.json) and what the report plots."""
@@ -37,6 +51,11 @@ class SparseRun:
     layer_density: dict[str, float] = field(default_factory=dict)
     latencies: dict[str, float] = field(default_factory=dict)
     layout: dict[str, object] = field(default_factory=dict)  # export.json of the fastest form
+
+    @property
+    def warnings(self) -> list[str]:
+        """:func:`sparse_warnings` of this run's metrics."""
+        return sparse_warnings(self.metrics)
 
 
 def counted_sparsity(model: nn.Module, names: list[str]) -> float:
