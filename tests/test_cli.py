@@ -317,3 +317,11 @@ def test_a_commands_own_warnings_reach_metrics_json(tmp_path):
                  "--epochs", "3", "--hidden", "32", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["bwt"] < -0.2 and f"finetune forgot a lot: BWT {metrics['bwt']:.3f}" in metrics["warnings"]
+
+
+def test_forget_takes_typed_params_like_every_command(tmp_path):
+    out = tmp_path / "run"
+    assert main(["forget", "--forget-class", "1", "--method", "ssd", "--param", "alpha=20",
+                 "--param", "lam=0.5", "--epochs", "2", "--no-retrain", "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["method_kwargs"] == {"alpha": 20.0, "lam": 0.5}

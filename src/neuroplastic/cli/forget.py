@@ -254,8 +254,11 @@ def forget(
     identified: float = typer.Option(0.5, help="Corrective: fraction of poisoned samples identified."),
     method: str = typer.Option("ssd-auto", help="A forget method (see `neuroplastic list`)."),
     compare: list[str] = typer.Option([], help="Also run these methods for comparison."),
-    alpha: float | None = typer.Option(None, help="SSD selection threshold (ssd, lfssd)."),
-    lam: float | None = typer.Option(None, help="SSD dampening constant lambda."),
+    param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable "
+                                    "(typed and checked; `neuroplastic list --json` shows them)."),
+    alpha: float | None = typer.Option(None, help="SSD selection threshold (ssd, lfssd); the same as "
+                                       "--param alpha=..."),
+    lam: float | None = typer.Option(None, help="SSD dampening constant lambda (--param lam=...)."),
     retrain: bool = typer.Option(True, help="Also retrain from scratch as the reference."),
     epochs: int = typer.Option(30, help="Training recipe: epochs (base model and retrain)."),
     lr: float = typer.Option(1e-3, help="Training recipe: Adam learning rate."),
@@ -348,6 +351,11 @@ def forget(
 
     for name in [method, *compare]:
         registry.get(name, kind="forget")
+    typed = registry.parse_params(method, kind="forget", items=param)
+    for key in set(typed) & set(method_kwargs):
+        raise NeuroplasticError(f"{key} is given twice: as --{key} and as --param {key}")
+    method_kwargs.update(typed)
+    registry.create(method, kind="forget", **method_kwargs)  # ranges: before any training
 
     from neuroplastic.forget.experiment import run_forget, trained_model
     from neuroplastic.io import load_model_weights
