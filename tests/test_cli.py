@@ -325,3 +325,11 @@ def test_forget_takes_typed_params_like_every_command(tmp_path):
                  "--param", "lam=0.5", "--epochs", "2", "--no-retrain", "--out", str(out)]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["method_kwargs"] == {"alpha": 20.0, "lam": 0.5}
+
+
+def test_sparse_train_takes_typed_params(tmp_path):
+    out = tmp_path / "run"
+    assert main(["sparse", "train", "--method", "granet", "--param", "death_rate=0.3", "--param",
+                 "masking=parametrize", "--epochs", "1", "--out", str(out)]) == 0
+    recipe = json.loads((out / "config.json").read_text())["recipe"]
+    assert recipe["method_kwargs"] == {"death_rate": 0.3, "masking": "parametrize"}

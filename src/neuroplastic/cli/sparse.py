@@ -113,6 +113,11 @@ def finish(folder: Path, run: SparseRun, *, command: str, options: dict, recipe:
               notes=run.warnings)
 
 
+SPARSE_RUNNER_OPTIONS = ("self", "model", "sparsity", "total_steps", "distribution", "update_frequency",
+                         "seed", "dense_layers", "targets")
+"""Sparsifier arguments the command sets itself (--sparsity, --epochs, --density-init, ...)."""
+
+
 @sparse_app.command("train")
 def train(
     ctx: typer.Context,
@@ -129,6 +134,8 @@ def train(
     batch_size: int = typer.Option(64, help="Batch size."),
     update_frequency: int | None = typer.Option(None, help="Steps between mask updates "
                                                  "(default: one epoch)."),
+    param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable "
+                                    "(e.g. death_rate=0.3, masking=parametrize)."),
     dense_baseline: bool = typer.Option(False, help="Also train the dense model the same way."),
     seed: int = typer.Option(0, help="Seed of initialisation, masks and shuffling."),
     device: Device = "cpu",
@@ -161,15 +168,20 @@ def train(
     from neuroplastic import registry
 
     registry.get(method, kind="sparse")
+    from neuroplastic.sparse.base import Sparsifier
     from neuroplastic.sparse.experiment import run_sparse
     from neuroplastic.sparse.fit import SparseRecipe
 
+    typed = registry.parse_params(method, kind="sparse", items=param, extra=Sparsifier.__init__,
+                                  exclude=SPARSE_RUNNER_OPTIONS)
     split = load_split(data, seed=seed, standardize=standardize)
     factory = resolve_factory(model_factory, split, arch=model_arch)
+    registry.create(method, kind="sparse", model=factory(), sparsity=sparsity, total_steps=1,
+                    **typed)  # ranges, on a throwaway model, before any training
+    method_kwargs = {**typed, **({"dense_layers": list(dense_layer)} if dense_layer else {})}
     recipe = SparseRecipe(method=method, sparsity=sparsity, epochs=epochs, lr=lr,
                           batch_size=batch_size, seed=seed, distribution=density_init,
-                          update_frequency=update_frequency,
-                          method_kwargs={"dense_layers": list(dense_layer)} if dense_layer else {})
+                          update_frequency=update_frequency, method_kwargs=method_kwargs)
     options = {**options_of(ctx.params), "data": absolute_data(data),
                "model_factory": absolute_factory(model_factory)}
     # the one file kept on Ctrl-C: the per-epoch checkpoint, so the run can resume
