@@ -31,7 +31,7 @@ def describe(params: dict[str, inspect.Parameter]) -> str:
     """``name: type = default`` for each parameter, comma separated."""
     parts = []
     for name, p in params.items():
-        kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
+        kind = annotation_of(p)
         default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
         parts.append(f"{name}: {kind}{default}" if kind else f"{name}{default}")
     return ", ".join(parts) or "none"
@@ -50,7 +50,8 @@ def split_items(items: Iterable[str], *, option: str = "--param") -> dict[str, s
     return raw
 
 
-def _annotation(p: inspect.Parameter) -> str:
+def annotation_of(p: inspect.Parameter) -> str:
+    """The parameter's type as written (or its default's type where it has no annotation)."""
     a = p.annotation
     if a is inspect.Parameter.empty:
         return type(p.default).__name__ if p.default not in (None, inspect.Parameter.empty) else ""
@@ -59,7 +60,7 @@ def _annotation(p: inspect.Parameter) -> str:
 
 def convert(name: str, text: str, p: inspect.Parameter) -> Any:
     """``text`` as the type ``p`` is annotated with; one line naming the problem otherwise."""
-    annotation = _annotation(p).replace(" ", "")
+    annotation = annotation_of(p).replace(" ", "")
     optional = annotation.endswith("|None") or annotation.startswith("None|")
     base = annotation.removesuffix("|None").removeprefix("None|")
     lowered = text.strip().lower()
@@ -99,12 +100,10 @@ def convert(name: str, text: str, p: inspect.Parameter) -> Any:
 
 
 def typed_params(target: Callable[..., Any], raw: dict[str, str], *, what: str,
-                 extra: Callable[..., Any] | None = None) -> dict[str, Any]:
-    """``raw`` texts typed by the signature of ``target`` (and of ``extra``, for options a
-    runner takes beside the method's own); unknown keys name the allowed ones."""
-    params = keyword_parameters(target)
-    if extra is not None:
-        params = {**params, **keyword_parameters(extra)}
+                 extra: dict[str, inspect.Parameter] | None = None) -> dict[str, Any]:
+    """``raw`` texts typed by the signature of ``target`` (and by ``extra``, parameters of the
+    options a runner takes beside the method's own); unknown keys name the allowed ones."""
+    params = {**keyword_parameters(target), **(extra or {})}
     out = {}
     for name, text in raw.items():
         if name not in params:

@@ -36,13 +36,10 @@ class Entry:
         signature."""
         import inspect
 
-        from neuroplastic.params import keyword_parameters
+        from neuroplastic.params import annotation_of, keyword_parameters
 
-        out = {}
-        for key, p in keyword_parameters(self.cls).items():
-            kind = p.annotation if isinstance(p.annotation, str) else getattr(p.annotation, "__name__", "")
-            out[key] = (kind, None if p.default is inspect.Parameter.empty else p.default)
-        return out
+        return {key: (annotation_of(p), None if p.default is inspect.Parameter.empty else p.default)
+                for key, p in keyword_parameters(self.cls).items()}
 
     def record(self) -> dict[str, Any]:
         """The entry as plain JSON-able values (``neuroplastic list --json``)."""
@@ -199,15 +196,6 @@ def parse_params(name: str, *, kind: str, items: list[str], extra: Callable[...,
         if key in raw:
             raise NeuroplasticError(f"--param {key} is not a hyperparameter of {name}: "
                                     "use the command's own option")
-    if extra is None:
-        return typed_params(cls, raw, what=f"{kind} method {name!r}")
-
-    def allowed(**_: Any) -> None:  # the runner's options a user may set, as one signature
-        """Placeholder."""
-
-    import inspect
-
-    options = {k: p for k, p in keyword_parameters(extra).items() if k not in exclude}
-    allowed.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in options.values()])
-    return typed_params(cls, raw, what=f"{kind} method {name!r}", extra=allowed)
+    options = {} if extra is None else \
+        {k: p for k, p in keyword_parameters(extra).items() if k not in exclude}
+    return typed_params(cls, raw, what=f"{kind} method {name!r}", extra=options)

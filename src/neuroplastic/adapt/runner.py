@@ -104,68 +104,60 @@ def run_corruptions(model: nn.Module, x: Tensor, y: Tensor, specs: list[tuple[st
             files) instead of generating them from ``(x, y)``.
     """
     with unchanged(model):
-        return _run_corruptions(model, x, y, specs, method=method, params=params, batch_size=batch_size,
-                                bounds=bounds, seed=seed, corrupted=corrupted, progress=progress)
-
-
-def _run_corruptions(model: nn.Module, x: Tensor, y: Tensor, specs: list[tuple[str, int]], *,
-                     method: str, params: dict[str, Any] | None, batch_size: int,
-                     bounds: tuple[float, float], seed: int,
-                     corrupted: Callable[[str, int], tuple[Tensor, Tensor]] | None,
-                     progress: ProgressFn | None) -> CorruptionResult:
-    params = dict(params or {})
-    make: Callable[[str], Adapter] = lambda name: registry.create(  # noqa: E731
-        name, kind="adapt", **(params if name == method else {}))
-    device = next(model.parameters()).device
-    model.eval()
-    result = CorruptionResult(method=method)
-    with torch.no_grad():
-        result.clean_acc = 1 - _error(lambda b: model(b.to(device)).cpu(), x, y, batch_size)
-    methods = ["source", "norm"] + ([method] if method not in ("source", "norm") else [])
-    for name in reversed(methods[1:]):  # a model the method cannot adapt fails here, named by it
-        make(name).setup(model)
-    for name in methods:
-        result.errors[name] = {}
-    sets = {}
-    total = len(specs) * (len(methods) + 1)
-    done = 0
-    adapt_seconds = forward_seconds = 0.0
-    for corruption, severity in specs:
-        xc, yc = corrupted(corruption, severity) if corrupted else \
-            (corrupt(x, corruption, severity, seed=seed, bounds=bounds), y)
-        sets[(corruption, severity)] = (xc, yc)
+        params = dict(params or {})
+        make: Callable[[str], Adapter] = lambda name: registry.create(  # noqa: E731
+            name, kind="adapt", **(params if name == method else {}))
+        device = next(model.parameters()).device
+        model.eval()
+        result = CorruptionResult(method=method)
+        with torch.no_grad():
+            result.clean_acc = 1 - _error(lambda b: model(b.to(device)).cpu(), x, y, batch_size)
+        methods = ["source", "norm"] + ([method] if method not in ("source", "norm") else [])
+        for name in reversed(methods[1:]):  # a model the method cannot adapt fails here, named by it
+            make(name).setup(model)
         for name in methods:
-            begin = time.perf_counter()
-            if name == "source":
-                with torch.no_grad():
-                    error = _error(lambda b: model(b.to(device)).cpu(), xc, yc, batch_size)
-                forward_seconds += time.perf_counter() - begin
-            else:
-                adapter = make(name)
-                adapter.bind(model)  # set-up (optimizer, saved state) once, not per batch
+            result.errors[name] = {}
+        sets = {}
+        total = len(specs) * (len(methods) + 1)
+        done = 0
+        adapt_seconds = forward_seconds = 0.0
+        for corruption, severity in specs:
+            xc, yc = corrupted(corruption, severity) if corrupted else \
+                (corrupt(x, corruption, severity, seed=seed, bounds=bounds), y)
+            sets[(corruption, severity)] = (xc, yc)
+            for name in methods:
                 begin = time.perf_counter()
-                error = _error(lambda b, a=adapter: a.adapt(model, b.to(device)).cpu(), xc, yc, batch_size)
-                if name == method:
-                    adapt_seconds += time.perf_counter() - begin
-                adapter.reset()
-            result.errors[name][(corruption, severity)] = error
-            done += 1
-            if progress:
-                progress(done, total)
-    # one online pass through everything, then the clean test set as the adapted model predicts
-    lifelong = make(method)
-    for xc, _ in sets.values():
-        for start in range(0, len(xc), batch_size):
-            lifelong.adapt(model, xc[start:start + batch_size].to(device))
-    result.clean_acc_after = 1 - _error(lambda b: lifelong.predict(model, b.to(device)).cpu(), x, y,
-                                        batch_size)
-    lifelong.reset()
-    baseline = make("norm")
-    result.clean_acc_batch_stats = 1 - _error(lambda b: baseline.predict(model, b.to(device)).cpu(), x, y,
-                                              batch_size)
-    if progress:
-        progress(total, total)
-    batches = sum(-(-len(xc) // batch_size) for xc, _ in sets.values())
-    result.forward_seconds_per_batch = forward_seconds / batches
-    result.seconds_per_batch = adapt_seconds / batches
-    return result
+                if name == "source":
+                    with torch.no_grad():
+                        error = _error(lambda b: model(b.to(device)).cpu(), xc, yc, batch_size)
+                    forward_seconds += time.perf_counter() - begin
+                else:
+                    adapter = make(name)
+                    adapter.bind(model)  # set-up (optimizer, saved state) once, not per batch
+                    begin = time.perf_counter()
+                    error = _error(lambda b, a=adapter: a.adapt(model, b.to(device)).cpu(), xc, yc,
+                                   batch_size)
+                    if name == method:
+                        adapt_seconds += time.perf_counter() - begin
+                    adapter.reset()
+                result.errors[name][(corruption, severity)] = error
+                done += 1
+                if progress:
+                    progress(done, total)
+        # one online pass through everything, then the clean test set as the adapted model predicts
+        lifelong = make(method)
+        for xc, _ in sets.values():
+            for start in range(0, len(xc), batch_size):
+                lifelong.adapt(model, xc[start:start + batch_size].to(device))
+        result.clean_acc_after = 1 - _error(lambda b: lifelong.predict(model, b.to(device)).cpu(), x, y,
+                                            batch_size)
+        lifelong.reset()
+        baseline = make("norm")
+        result.clean_acc_batch_stats = 1 - _error(lambda b: baseline.predict(model, b.to(device)).cpu(), x, y,
+                                                  batch_size)
+        if progress:
+            progress(total, total)
+        batches = sum(-(-len(xc) // batch_size) for xc, _ in sets.values())
+        result.forward_seconds_per_batch = forward_seconds / batches
+        result.seconds_per_batch = adapt_seconds / batches
+        return result

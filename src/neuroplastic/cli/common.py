@@ -110,9 +110,8 @@ def resolve_factory(model_factory: str | None, data: DataSplit, *, arch: str | N
     for the model's size."""
     from neuroplastic.models import build, build_architecture, checked_factory, default_model, load_factory
 
-    if arch is not None:
+    if arch is not None:  # a bad name or shape is one line from checked_factory's first build
         shape, classes = data.input_shape, data.num_classes
-        build_architecture(arch, shape, classes)  # a bad name or shape: one line, now
         factory = lambda: build_architecture(arch, shape, classes)  # noqa: E731
     elif model_factory is not None:
         user_factory = load_factory(model_factory)
@@ -121,7 +120,10 @@ def resolve_factory(model_factory: str | None, data: DataSplit, *, arch: str | N
         shape, classes = data.input_shape, data.num_classes
         factory = lambda: default_model(shape, classes, batch_norm=batch_norm)  # noqa: E731
     checked = checked_factory(factory, data)
-    fit_threads(checked())
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # a throwaway model to count: the RNG stays as it was
+        fit_threads(checked())
     return checked
 
 

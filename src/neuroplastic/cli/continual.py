@@ -155,14 +155,14 @@ def continual(
                                "tasks": float(len(stream)),
                                **merge_runs(method, {name: r.metrics for name, r in results.items()})}
     print_summary(results)
-    verdict = continual_verdict(results, method, stream_chance(stream))
+    chance = stream_chance(stream)
+    verdict = continual_verdict(results, method, chance)
     console.print(verdict)
     notes = continual_warnings(results, stream.setting)
     for note in notes:
         warn(note)
     from neuroplastic.evaluate.health import health_warnings
 
-    chance = stream_chance(stream)
     health = health_warnings(models=models, accuracies={f"{name} (ACC)": (r.metrics["acc"], chance)
                                                         for name, r in results.items()})
     write_run(folder, command="continual",

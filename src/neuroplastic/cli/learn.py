@@ -113,14 +113,14 @@ def learn(
                            progress=start)
     metrics: dict[str, Any] = {"rule": rule, "data": split.name, **result.metrics()}
     print_summary(result)
-    console.print(learn_verdict(result, 1 / split.num_classes))
+    chance = 1 / split.num_classes
+    console.print(learn_verdict(result, chance))
     for note in result.notes:
         warn(note)
     options = {**options_of(ctx.params), "data": absolute_data(data),
                "model_factory": absolute_factory(model_factory)}
     from neuroplastic.evaluate.health import health_warnings
 
-    chance = 1 / split.num_classes
     health = health_warnings(models={name: run.model for name, run in result.runs.items()},
                              accuracies={f"{name} (test)": (run.metrics["test_acc"], chance)
                                          for name, run in result.runs.items() if "test_acc" in run.metrics})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
@@ -24,28 +24,32 @@ def restore_(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
 
 
 @contextmanager
-def atomic(model: nn.Module) -> Iterator[None]:
-    """Run the body; if it raises, put back every parameter, buffer and train/eval mode."""
+def _kept(model: nn.Module, *, always: bool) -> Iterator[None]:
+    """Put back every parameter, buffer and train/eval mode after the body: only if it raises,
+    or ``always``."""
     saved = snapshot(model)
     modes = {m: m.training for m in model.modules()}
+
+    def put_back() -> None:
+        restore_(model, saved)
+        for module, mode in modes.items():
+            module.training = mode
+
     try:
         yield
     except BaseException:
-        restore_(model, saved)
-        for module, mode in modes.items():
-            module.training = mode
+        put_back()
         raise
+    if always:
+        put_back()
 
 
-@contextmanager
-def unchanged(model: nn.Module) -> Iterator[None]:
+def atomic(model: nn.Module) -> AbstractContextManager[None]:
+    """Run the body; if it raises, put back every parameter, buffer and train/eval mode."""
+    return _kept(model, always=False)
+
+
+def unchanged(model: nn.Module) -> AbstractContextManager[None]:
     """Run the body and put back every parameter, buffer and train/eval mode afterwards,
     whether it succeeded or raised (an evaluation that adapts the model on the way)."""
-    saved = snapshot(model)
-    modes = {m: m.training for m in model.modules()}
-    try:
-        yield
-    finally:
-        restore_(model, saved)
-        for module, mode in modes.items():
-            module.training = mode
+    return _kept(model, always=True)
