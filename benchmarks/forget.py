@@ -1,12 +1,18 @@
-"""Forgetting benchmark on the default data: every scenario x every method, against retraining.
+"""Forgetting benchmark: every scenario x every method, against retraining, on the default
+data (digits) and on Fashion-MNIST.
 
 ssd and lfssd build D as the SSD reference does (retain then forget, re-batched); the row
 "ssd, D = training split" is SSD with the training split in its own order as D. U-LiRA
 (16 shadow models) judges random 10% and 100-sample requests.
 
-Writes benchmarks/results/forget.json and the README table between the
-``forget-benchmark`` markers. Run: ``.venv/bin/python benchmarks/forget.py``
-(about 4 minutes on 2 CPU cores).
+Digits writes benchmarks/results/forget.json and the README table between the
+``forget-benchmark`` markers (about 4 minutes on 2 CPU cores). Fashion-MNIST (needs
+``make data``) writes benchmarks/results/forget-fashion.json and the tables between the
+``forget-fashion-benchmark`` markers: the MLP on a 5,000-image training subset for all ten
+classes and the random requests with U-LiRA, and the CNN of PyTorch's MNIST example on
+another 5,000-image subset for five classes (about 50 minutes on one core of this 2-core
+machine). Run: ``.venv/bin/python benchmarks/forget.py [--part digits|fashion]``;
+``--quick --json PATH`` is a two-minute Fashion-MNIST run at toy sizes (tested; no README).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import math
 import platform
 import statistics
 import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -25,12 +33,15 @@ from neuroplastic.data import (
     corrective,
     digits,
     full_class,
+    load_data,
     loader,
     random_samples,
     sub_class,
 )
+from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.forget.experiment import ForgetOptions, compare_method, run_forget, trained_model
-from neuroplastic.models import default_model
+from neuroplastic.io import write_json
+from neuroplastic.models import build_architecture, default_model
 from neuroplastic.training import TrainConfig, train_epochs
 from readme_table import publish, republish
 
@@ -41,6 +52,27 @@ KEYS = ("forget_acc", "retain_acc", "test_acc", "mia", "seconds")
 ULIRA_KEYS = ("auc", "auc_std", "tpr_at_1fpr", "tpr_at_1fpr_std", "tpr_at_5fpr", "tpr_at_5fpr_std",
               "seconds")
 SHADOWS = 16
+
+
+@dataclass(frozen=True)
+class FashionSetup:
+    """One Fashion-MNIST configuration: built-in architecture, stratified subset sizes (None:
+    the whole split), training epochs (Adam, lr 1e-3, batch 64, no augmentation: enough for
+    >= 99% training accuracy), classes to forget, and whether to run the random requests."""
+
+    arch: str
+    train: int
+    test: int | None
+    epochs: int
+    classes: tuple[int, ...]
+    random: bool
+
+
+FASHION = (FashionSetup("mlp", 5000, 5000, 70, tuple(range(10)), True),
+           FashionSetup("cnn", 5000, None, 20, (0, 1, 2, 3, 4), False))
+QUICK = (FashionSetup("mlp", 600, 600, 10, (0,), True),
+         FashionSetup("cnn", 300, 300, 1, (0,), False))
+QUICK_SHADOWS = 6
 
 
 def epoch_seconds(data, factory, config: TrainConfig) -> float:
@@ -110,6 +142,71 @@ def summarise_classes(per_class: list[dict]) -> dict[str, dict[str, float]]:
     return summary
 
 
+def class_rows(summary: dict) -> list[str]:
+    """The class-forgetting table (mean over classes, worst gap to retrain)."""
+    lines = ["| method | forget acc | retained test acc | MIA | worst forget gap | worst test drop "
+             "| seconds | epochs of cost | time / retrain | cached request (s) | cache speed-up |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in ROWS:
+        r = summary[name]
+        cached = r.get("mean_cached_request_seconds", math.nan)
+        speedup = r.get("cache_speedup", math.nan)
+        lines.append(
+            f"| {LABELS.get(name, name)} | {r['mean_forget_acc']:.3f} | {r['mean_test_acc']:.3f} | "
+            f"{r['mean_mia']:.3f} | {r['worst_forget_gap']:+.3f} | {r['worst_test_drop']:+.3f} | "
+            f"{r['mean_seconds']:.2f} | {r['mean_epochs']:.2f} | {r['mean_time_vs_retrain']:.3f} | "
+            + ("— | — |" if math.isnan(cached) else f"{cached:.3f} | {speedup:.1f}x |"))
+    return lines
+
+
+def ulira_rows(results: dict) -> list[str]:
+    """The U-LiRA table of the random requests."""
+    lines = ["| model | " + " | ".join(f"{results['descriptions'][sc]}" for sc in ("random", "random100"))
+             + " | cost (s), " + results["descriptions"]["random"] + " |",
+             "|---|---|---|---|"]
+    for m in ("original", *[r for r in ROWS if r != "ssd-train-d"]):
+        cells = []
+        for scen in ("random", "random100"):
+            r = results[scen][m]
+            cells.append(f"{r['ulira_auc']:.3f} ± {r.get('ulira_auc_std', math.nan):.3f} / "
+                         f"{r['ulira_tpr_at_1fpr']:.3f} / {r['ulira_tpr_at_5fpr']:.3f}")
+        cost = results["random"][m]["ulira_seconds"]
+        cells.append("—" if m == "original" else f"{cost:.1f}")
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def scenario_rows(results: dict, scenarios: tuple[str, ...]) -> list[str]:
+    """One row per scenario: forget acc / retained test acc / MIA of every method."""
+    lines = ["| scenario | " + " | ".join(LABELS.get(m, m) for m in ROWS) + " | entropy attack "
+             "power (AUC) |",
+             "|---|" + "---|" * (len(ROWS) + 1)]
+    for scen in scenarios:
+        row = results[scen]
+        cells = []
+        for m in ROWS:
+            text = f"{row[m]['forget_acc']:.2f} / {row[m]['test_acc']:.2f} / {row[m]['mia']:.2f}"
+            if scen == "corrective":
+                text += f" / ASR {row[m]['attack_success']:.2f}"
+            cells.append(text)
+        power = row["original"]
+        cells.append(f"{power['mia_auc']:.2f}" + ("" if power["mia_informative"] else " (cannot tell)"))
+        lines.append(f"| {results['descriptions'][scen]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+ULIRA_CAPTION = ("U-LiRA (Hayes et al. 2024), {shadows} shadow models, each trained with the "
+                 "benchmark's recipe on half of the training and test splits (complementary pairs); "
+                 "the candidates are the request's samples plus as many random test samples, and "
+                 "every shadow holds and unlearns exactly half of them (a request of the same size "
+                 "in every model). As Hayes et al., the models under attack are trained exactly as "
+                 "the shadows: each shadow in turn is attacked with the pooled-variance statistics "
+                 "of the other {others}. AUC 0.5 = indistinguishable from never having seen the "
+                 "samples; \"original\" is the attack's power before unlearning. Cells: AUC mean ± "
+                 "std over the targets / TPR at 1% FPR / TPR at 5% FPR (means); cost = seconds to "
+                 "apply the method to all shadows.")
+
+
 def markdown(results: dict) -> str:
     """The README tables."""
     s = results["class_summary"]
@@ -122,19 +219,8 @@ def markdown(results: dict) -> str:
         "reference builds it (retain then forget, re-batched); \"ssd, D = training split\" takes "
         "the training split in its own order, as this table's ssd row did before.",
         "",
-        "| method | forget acc | retained test acc | MIA | worst forget gap | worst test drop "
-        "| seconds | epochs of cost | time / retrain | cached request (s) | cache speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *class_rows(s),
     ]
-    for name in ROWS:
-        r = s[name]
-        cached = r.get("mean_cached_request_seconds", math.nan)
-        speedup = r.get("cache_speedup", math.nan)
-        lines.append(
-            f"| {LABELS.get(name, name)} | {r['mean_forget_acc']:.3f} | {r['mean_test_acc']:.3f} | "
-            f"{r['mean_mia']:.3f} | {r['worst_forget_gap']:+.3f} | {r['worst_test_drop']:+.3f} | "
-            f"{r['mean_seconds']:.2f} | {r['mean_epochs']:.2f} | {r['mean_time_vs_retrain']:.3f} | "
-            + ("— | — |" if math.isnan(cached) else f"{cached:.3f} | {speedup:.1f}x |"))
     lines += ["", f"The entropy attack's own power on the original model (cross-validated AUC at "
               f"telling retain-train from held-out samples): mean {original['mean_mia_auc']:.2f}; "
               f"informative (AUC >= 0.6) for {original['informative_classes']:.0f} of 10 classes.",
@@ -150,46 +236,122 @@ def markdown(results: dict) -> str:
         cells.append(f"{auto.get('alpha', math.nan):.1f}, {auto.get('lam', math.nan):g}, "
                      + ("yes" if auto.get("repaired") else "no"))
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
-    scenarios = ("random", "random100", "subclass", "corrective")
     lines += ["", "Other scenarios (forget acc / retained test acc / MIA; corrective adds the "
               "attack success rate on triggered test images):", "",
-              "| scenario | " + " | ".join(LABELS.get(m, m) for m in ROWS) + " | entropy attack "
-              "power (AUC) |",
-              "|---|" + "---|" * (len(ROWS) + 1)]
-    for scen in scenarios:
-        row = results[scen]
-        cells = []
-        for m in ROWS:
-            text = f"{row[m]['forget_acc']:.2f} / {row[m]['test_acc']:.2f} / {row[m]['mia']:.2f}"
-            if scen == "corrective":
-                text += f" / ASR {row[m]['attack_success']:.2f}"
-            cells.append(text)
-        power = row["original"]
-        cells.append(f"{power['mia_auc']:.2f}" + ("" if power["mia_informative"] else " (cannot tell)"))
-        lines.append(f"| {results['descriptions'][scen]} | " + " | ".join(cells) + " |")
-    lines += ["", f"U-LiRA (Hayes et al. 2024), {results['shadows']} shadow models, each trained with the "
-              "benchmark's recipe on half of the training and test splits (complementary pairs); the "
-              "candidates are the request's samples plus as many random test samples, and every shadow "
-              "holds and unlearns exactly half of them (a request of the same size in every model). "
-              "As Hayes et al., the models under attack are trained exactly as the shadows: each shadow "
-              "in turn is attacked with the pooled-variance statistics of the other "
-              f"{results['shadows'] - 1}. AUC 0.5 = indistinguishable from never having seen the "
-              "samples; \"original\" is the attack's power before unlearning. Cells: AUC mean ± std "
-              "over the targets / TPR at 1% FPR / TPR at 5% FPR (means); cost = seconds to apply the "
-              "method to all shadows.", "",
-              "| model | " + " | ".join(f"{results['descriptions'][sc]}" for sc in ("random", "random100"))
-              + " | cost (s), " + results["descriptions"]["random"] + " |",
-              "|---|---|---|---|"]
-    for m in ("original", *[r for r in ROWS if r != "ssd-train-d"]):
-        cells = []
-        for scen in ("random", "random100"):
-            r = results[scen][m]
-            cells.append(f"{r['ulira_auc']:.3f} ± {r.get('ulira_auc_std', math.nan):.3f} / "
-                         f"{r['ulira_tpr_at_1fpr']:.3f} / {r['ulira_tpr_at_5fpr']:.3f}")
-        cost = results["random"][m]["ulira_seconds"]
-        cells.append("—" if m == "original" else f"{cost:.1f}")
-        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+              *scenario_rows(results, ("random", "random100", "subclass", "corrective"))]
+    lines += ["", ULIRA_CAPTION.format(shadows=results["shadows"], others=results["shadows"] - 1), "",
+              *ulira_rows(results)]
     return "\n".join(lines)
+
+
+def fashion_part(setup: FashionSetup, *, shadows: int, seed: int = 0) -> dict:
+    """One Fashion-MNIST setup: the original model (its training accuracy: membership is
+    only visible once the model fits its training set), class requests, and with
+    ``setup.random`` the random 10% and 100-sample requests judged by U-LiRA."""
+    start = time.perf_counter()
+    data = load_data("fashion-mnist", seed=seed).stratified_subset(train=setup.train, test=setup.test,
+                                                                     seed=seed)
+    config = TrainConfig(epochs=setup.epochs, seed=seed)
+
+    def factory():
+        return build_architecture(setup.arch, data.input_shape, data.num_classes)
+
+    model, train_seconds = trained_model(data, factory, config)
+    epoch = train_seconds / config.epochs
+    results: dict = {"setup": asdict(setup), "config": config.to_dict(), "epoch_seconds": epoch,
+                     "train_size": len(data.train), "test_size": len(data.test),
+                     "parameters": sum(p.numel() for p in model.parameters()),
+                     "original_train_acc": accuracy(model, loader(data.train, batch_size=256)),
+                     "original_test_acc": accuracy(model, loader(data.test, batch_size=256)),
+                     "classes": [], "descriptions": {}, "shadows": shadows}
+    for cls in setup.classes:
+        print(f"fashion-mnist {setup.arch}: class {cls}", flush=True)
+        results["classes"].append(run_scenario(full_class(data, cls), config, factory, epoch))
+    results["class_summary"] = summarise_classes(results["classes"])
+    if setup.random:
+        for name, scenario in (("random", random_samples(data, fraction=0.1, seed=seed)),
+                               ("random100", random_samples(data, count=100, seed=seed + 1))):
+            print(f"fashion-mnist {setup.arch}: {name}", flush=True)
+            results[name] = run_scenario(scenario, config, factory, epoch, shadows=shadows)
+            results["descriptions"][name] = scenario.description
+    results["wall_seconds"] = time.perf_counter() - start
+    return results
+
+
+def within(value: float, limit: float, what: str) -> str:
+    """``what`` and whether ``value`` met ``limit`` (smaller is better), as words."""
+    return f"{what} {value:.3f} ({'met' if value <= limit else 'missed'}: target <= {limit:.3f})"
+
+
+def fashion_verdicts(part: dict) -> list[str]:
+    """The issue's targets for ssd-auto, each met or missed, in words."""
+    s = part["class_summary"]
+    auto, retrain = s["ssd-auto"], s["retrain"]
+    lines = [f"Class requests ({len(part['classes'])}): ssd-auto's " + "; ".join([
+        within(abs(auto["mean_forget_acc"] - retrain["mean_forget_acc"]), 0.02,
+               "mean forget accuracy off retrain's by"),
+        within(retrain["mean_test_acc"] - auto["mean_test_acc"], 0.01,
+               "mean retained test accuracy below retrain's by"),
+        within(auto["worst_forget_gap"], 0.05, "worst class's forget gap"),
+        within(auto["worst_test_drop"], 0.02, "worst class's test drop"),
+        within(auto["mean_time_vs_retrain"], 0.1, "time / retrain")]) + "."]
+    if "random" in part:
+        for scen in ("random", "random100"):
+            r = part[scen]
+            a, rt, o = r["ssd-auto"], r["retrain"], r["original"]
+            visible = o["ulira_auc"] >= 0.6
+            lines.append(
+                f"{part['descriptions'][scen].capitalize()}: the original's U-LiRA AUC is "
+                f"{o['ulira_auc']:.3f} (membership {'visible' if visible else 'NOT visible: below 0.6'}); "
+                "ssd-auto's " + "; ".join([
+                    within(a["ulira_auc"] - rt["ulira_auc"], 0.02, "AUC above retrain's by"),
+                    within(a["ulira_tpr_at_1fpr"] / max(rt["ulira_tpr_at_1fpr"], 1e-9), 1.5,
+                           "TPR at 1% FPR / retrain's"),
+                    within(abs(a["test_acc"] - rt["test_acc"]), 0.01,
+                           "test accuracy off retrain's by")]) + ".")
+            lines[-1] += " Methods within 0.02 of retrain's AUC with test accuracy within 1 point: "
+            close = [m for m in ROWS if m not in ("retrain", "ssd-train-d")
+                     and r[m]["ulira_auc"] <= rt["ulira_auc"] + 0.02
+                     and abs(r[m]["test_acc"] - rt["test_acc"]) <= 0.01]
+            lines[-1] += (", ".join(close) if close else "none") + "."
+    return lines
+
+
+def fashion_markdown(results: dict) -> str:
+    """The README tables of the Fashion-MNIST part."""
+    lines: list[str] = []
+    for arch, part in results["setups"].items():
+        setup = part["setup"]
+        test = f"{part['test_size']:,} test images" + (" (a stratified subset)" if setup["test"] else "")
+        lines += [f"**Fashion-MNIST, {arch}** ({part['parameters']:,} parameters): a stratified "
+                  f"{part['train_size']:,}-image training subset (seed 0) and {test}; Adam lr 1e-3, "
+                  f"batch 64, {setup['epochs']} epoch{'s' if setup['epochs'] > 1 else ''}, no "
+                  f"augmentation: training accuracy "
+                  f"{part['original_train_acc']:.3f}, test accuracy {part['original_test_acc']:.3f}; "
+                  f"one epoch = {part['epoch_seconds']:.2f} s, this part's wall time "
+                  f"{part['wall_seconds'] / 60:.1f} min on one core of a 2-core machine. Class "
+                  f"forgetting, mean over classes {', '.join(map(str, setup['classes']))}:", "",
+                  *class_rows(part["class_summary"]), ""]
+        if "random" in part:
+            lines += ["Random requests (forget acc / retained test acc / entropy-attack MIA):", "",
+                      *scenario_rows(part, ("random", "random100")), "",
+                      ULIRA_CAPTION.format(shadows=part["shadows"], others=part["shadows"] - 1), "",
+                      *ulira_rows(part), ""]
+        lines += [f"Targets ({arch}):", "", *[f"- {v}" for v in fashion_verdicts(part)], ""]
+    return "\n".join(lines).rstrip()
+
+
+def run_fashion(setups: tuple[FashionSetup, ...], *, shadows: int, json_path: Path | None,
+                readme: bool) -> None:
+    """The Fashion-MNIST part: every setup, written to ``json_path`` (or published)."""
+    results = {"torch": torch.__version__, "machine": platform.platform(),
+               "threads": torch.get_num_threads(),
+               "setups": {s.arch: fashion_part(s, shadows=shadows) for s in setups}}
+    if json_path is not None:
+        write_json(json_path, results)
+        print(fashion_markdown(results))
+    else:
+        publish("forget-fashion", fashion_markdown(results), results=results, readme=readme)
 
 
 def main() -> None:
@@ -199,11 +361,24 @@ def main() -> None:
     parser.add_argument("--shadows", type=int, default=SHADOWS, help="U-LiRA shadow models")
     parser.add_argument("--from-json", action="store_true",
                         help="only re-render the tables from benchmarks/results/forget.json")
+    parser.add_argument("--part", choices=("all", "digits", "fashion"), default="all")
+    parser.add_argument("--quick", action="store_true",
+                        help="a two-minute Fashion-MNIST run at toy sizes (needs --json)")
+    parser.add_argument("--json", type=Path, help="write the Fashion-MNIST results here, not to "
+                        "benchmarks/results, and leave the README alone")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.quick and args.json is None:
+        parser.error("--quick writes only to --json PATH")
     if args.from_json:
         republish("forget", markdown)
+        republish("forget-fashion", fashion_markdown)
         return
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
+    if args.quick or args.part == "fashion":
+        run_fashion(QUICK if args.quick else FASHION, json_path=args.json,
+                    shadows=QUICK_SHADOWS if args.quick else args.shadows, readme=not args.no_readme)
+        return
     config = TrainConfig()
     data = digits()
 
@@ -235,6 +410,8 @@ def main() -> None:
         results["descriptions"][name] = scenario.description
     publish("forget", markdown(results), results=results,
             readme=not args.no_readme and len(args.classes) == 10)
+    if args.part == "all":
+        run_fashion(FASHION, json_path=args.json, shadows=args.shadows, readme=not args.no_readme)
 
 
 if __name__ == "__main__":

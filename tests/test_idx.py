@@ -99,3 +99,20 @@ def test_the_real_fashion_mnist_files(monkeypatch):
     counts = np.bincount(split.test.tensors[1].numpy(), minlength=10)
     assert counts.tolist() == [1000] * 10  # the official test set is balanced
     assert float(split.train.tensors[0].max()) == 1.0 and float(split.train.tensors[0].min()) == 0.0
+
+
+def test_a_stratified_subset_keeps_class_shares_and_file_rows(tmp_path):
+    write_set(tmp_path / "set", train=240, test=60, seed=4)
+    split = load_data(f"fashion-mnist:{tmp_path / 'set'}", seed=0)
+    part = split.stratified_subset(train=110, val=None, test=30, seed=1)
+    assert (len(part.train), len(part.val), len(part.test)) == (110, len(split.val), 30)
+    full = np.bincount(split.train.tensors[1].numpy(), minlength=10) / len(split.train)
+    sub = np.bincount(part.train.tensors[1].numpy(), minlength=10) / len(part.train)
+    assert np.abs(full - sub).max() <= 1 / 110 + 1e-9  # each class within one sample of its share
+    for kept, row in zip(part.train.tensors[0], part.rows["train"].tolist(), strict=True):
+        where = split.locate(row)
+        assert where is not None and where[0] == "train"
+        assert torch.equal(split.train.tensors[0][where[1]], kept)  # the row map still names the file row
+    assert torch.equal(part.train.tensors[0], split.stratified_subset(train=110, seed=1).train.tensors[0])
+    with pytest.raises(NeuroplasticError, match="train subset must hold between 10 and"):
+        split.stratified_subset(train=5)

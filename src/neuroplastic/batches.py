@@ -147,3 +147,17 @@ def eval_mode(model: nn.Module, *, training: bool = False) -> Iterator[nn.Module
 def train_mode(model: nn.Module) -> AbstractContextManager[nn.Module]:
     """Put ``model`` in train mode for the body and restore each module's mode after."""
     return eval_mode(model, training=True)
+
+
+@contextmanager
+def seeded_rng(seed: int, device: torch.device | str | None = None) -> Iterator[None]:
+    """Run the block with torch's global RNG seeded to ``seed`` (CPU, and ``device``'s own
+    generator when it is a CUDA device), and restore the caller's RNG state after: what a
+    model draws while training (dropout, random regrowth without a generator) is then the
+    same on every call, whatever ran before."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield

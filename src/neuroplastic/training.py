@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from neuroplastic import loop
+from neuroplastic.batches import model_device, seeded_rng
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.loop import BatchLoss, ProgressFn, StopWhen
 from neuroplastic.types import Data, LossFn
@@ -78,10 +79,12 @@ def reinitialize_(model: nn.Module, *, seed: int = 0) -> nn.Module:
 
 def fit(model: nn.Module, dataset: torch.utils.data.Dataset, config: TrainConfig, *,
         progress: ProgressFn | None = None) -> nn.Module:
-    """Train ``model`` on ``dataset`` with the reference recipe (seeded shuffling)."""
+    """Train ``model`` on ``dataset`` with the reference recipe: seeded shuffling, and the
+    global RNG seeded with ``config.seed`` (dropout draws the same masks on every call)."""
     from neuroplastic.data.splits import loader
 
     data = loader(dataset, batch_size=config.batch_size, shuffle=True, seed=config.seed)
-    train_epochs(model, data, epochs=config.epochs, lr=config.lr,
-                 weight_decay=config.weight_decay, progress=progress)
+    with seeded_rng(config.seed, model_device(model)):
+        train_epochs(model, data, epochs=config.epochs, lr=config.lr,
+                     weight_decay=config.weight_decay, progress=progress)
     return model

@@ -48,6 +48,32 @@ class DataSplit:
                 return part, int(hits[0])
         return None
 
+    def stratified_subset(self, *, train: int | None = None, val: int | None = None,
+                          test: int | None = None, seed: int = 0) -> DataSplit:
+        """A copy with ``train`` training, ``val`` validation and ``test`` test samples drawn
+        class-stratified (seeded; None keeps a split whole), the row maps kept.
+
+        Raises:
+            NeuroplasticError: if a size is not between the class count and the split's size.
+        """
+        parts: dict[str, object] = {}
+        for part, size in (("train", train), ("val", val), ("test", test)):
+            dataset: TensorDataset = getattr(self, part)
+            if size is None or size == len(dataset):
+                continue
+            if not self.num_classes <= size <= len(dataset):
+                raise NeuroplasticError(f"a {part} subset must hold between {self.num_classes} and "
+                                        f"{len(dataset)} samples, got {size}")
+            labels = dataset.tensors[1].numpy()
+            keep, _ = train_test_split(np.arange(len(labels)), train_size=size, stratify=labels,
+                                       random_state=seed)
+            keep = np.sort(keep)
+            parts[part] = subset(dataset, keep)
+            if part in self.rows:
+                parts.setdefault("rows", dict(self.rows))
+                parts["rows"][part] = self.rows[part][torch.as_tensor(keep)]  # type: ignore[index]
+        return self.same_rows(**parts)
+
     def same_rows(self, **changes: object) -> DataSplit:
         """A copy with ``changes`` (e.g. relabelled splits) that keeps the row maps."""
         from dataclasses import replace

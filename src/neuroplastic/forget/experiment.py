@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from neuroplastic import registry, select
-from neuroplastic.batches import Rebatched, model_device
+from neuroplastic.batches import Rebatched, model_device, seeded_rng
 from neuroplastic.data.scenarios import ForgetScenario
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.errors import NeuroplasticError
@@ -169,7 +169,8 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     say(f"unlearning with {method}")
     unlearned = copy.deepcopy(model)
     full = options.full_for(method, train_loader)
-    result = unlearner.unlearn(unlearned, forget, retain, full=full, holdout=holdout)
+    with seeded_rng(config.seed, model_device(model)):
+        result = unlearner.unlearn(unlearned, forget, retain, full=full, holdout=holdout)
     unlearned_eval = evaluate(unlearned)
     metrics.update(flat("unlearned", unlearned_eval))
     metrics.update(flat("unlearned", {k: v for k, v in result.metrics.items()
@@ -188,7 +189,8 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
         retrained = copy.deepcopy(model)
         retrainer = Retrain(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                             seed=config.seed, factory=factory)
-        retrain_result = retrainer.unlearn(retrained, forget, retain)
+        with seeded_rng(config.seed, model_device(model)):
+            retrain_result = retrainer.unlearn(retrained, forget, retain)
         retrain_eval = evaluate(retrained)
         metrics.update(flat("retrain", retrain_eval))
         metrics["retrain.seconds"] = retrain_result.metrics["seconds"]
@@ -272,7 +274,8 @@ def compare_method(name: str, model: nn.Module, scenario: ForgetScenario, *, ful
     holdout = loader(scenario.data.val, batch_size=256)
     copied = copy.deepcopy(model)
     method = cold_method(name, scenario, {})
-    result = method.unlearn(copied, forget, retain, full=full, holdout=holdout)
+    with seeded_rng(config.seed, model_device(model)):
+        result = method.unlearn(copied, forget, retain, full=full, holdout=holdout)
     evaluated = evaluate_forgetting(copied, scenario, nonmembers=options.nonmembers)
     metrics = flat(label, {**evaluated, "seconds": result.metrics["seconds"]})
     if isinstance(method, SSD):
@@ -343,6 +346,11 @@ def shadow_unlearner(method: str | None, scenario: ForgetScenario, *, config: Tr
                 trained: TensorDataset) -> None:
         if method is None:
             return
+        with seeded_rng(config.seed, model_device(model)):
+            apply(model, forget, retain, trained)
+
+    def apply(model: nn.Module, forget: TensorDataset, retain: TensorDataset,
+              trained: TensorDataset) -> None:
         forget_data = loader(forget, batch_size=config.batch_size)
         retain_data = loader(retain, batch_size=config.batch_size, shuffle=True, seed=config.seed)
         if method == "retrain":
@@ -361,7 +369,8 @@ def cached_request_seconds(unlearner: Unlearner, model: nn.Module, forget: Any, 
     """Seconds of the same request again on a fresh copy (full-data importance now cached),
     without any repair step (reported separately)."""
     say(f"repeating the {unlearner.name} request with the full-data importance cached")
-    again = unlearner.unlearn(copy.deepcopy(model), forget, retain, full=full, holdout=holdout)
+    with seeded_rng(0, model_device(model)):
+        again = unlearner.unlearn(copy.deepcopy(model), forget, retain, full=full, holdout=holdout)
     return again.metrics["seconds"] - again.metrics.get("repair_seconds", 0.0)
 
 

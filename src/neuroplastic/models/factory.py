@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from neuroplastic.batches import seeded_rng
 from neuroplastic.errors import NeuroplasticError, first_line
 
 if TYPE_CHECKING:
@@ -24,8 +25,7 @@ ModelFactory = Callable[[], nn.Module]
 
 def seeded_model(factory: ModelFactory, seed: int, device: str | torch.device) -> nn.Module:
     """``factory()`` under ``torch.manual_seed(seed)`` (global RNG state restored after)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_rng(seed):
         return factory().to(device)
 
 

@@ -83,9 +83,11 @@ def export_metrics(model: nn.Module, data: DataSplit, *, batch: int = 64
 def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
                device: str = "cpu", dense_baseline: bool = False,
                checkpoint: Path | None = None, resume: bool = False,
-               progress: ProgressFn | None = None, initial: nn.Module | None = None) -> SparseRun:
+               progress: ProgressFn | None = None, initial: nn.Module | None = None,
+               export: bool = True) -> SparseRun:
     """Train ``factory()`` (or fine-tune ``initial``) under ``recipe``; evaluate on the test
-    split only at the end (nothing is selected on it)."""
+    split only at the end (nothing is selected on it); with ``export``, time the fastest
+    export of the sparse model too."""
     model = initial if initial is not None else seeded_model(factory, recipe.seed, device)
     sample = data.train.tensors[0][:1].to(device)
     result: SparseFitResult = sparse_fit(model, data, recipe, checkpoint=checkpoint,
@@ -125,7 +127,7 @@ def run_sparse(data: DataSplit, recipe: SparseRecipe, factory: ModelFactory, *,
         metrics["step_overhead"] = result.step_seconds / dense.metrics["step_seconds"]
         metrics["mean_step_overhead"] = result.mean_step_seconds / dense.metrics["step_seconds"]
         run.dense_history = dense.history
-    if sparsifier is not None:
-        export, run.latencies, run.layout = export_metrics(run.model, data)
-        metrics.update(export)
+    if sparsifier is not None and export:
+        exported, run.latencies, run.layout = export_metrics(run.model, data)
+        metrics.update(exported)
     return run

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from neuroplastic import loop, registry
+from neuroplastic.batches import model_device, seeded_rng
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.outputs import accuracy
@@ -168,7 +169,6 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
         if sparsifier is not None:
             sparsifier.load_state_dict(groups["sparsifier"])
             sparsifier.log = SparsityLog(**info["log"])
-        torch.set_rng_state(groups["rng"]["torch"])
         train.generator.set_state(groups["rng"]["loader"])  # type: ignore[union-attr]
         start_epoch, history = info["epoch"], info["history"]
     epochs_log = EpochLog(val=val, history=history, sparsifier=sparsifier, stop_after=stop_after_epoch)
@@ -177,8 +177,11 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
     if path is not None:
         plugins.append(EpochCheckpoint(path, optimizer=optimizer, sparsifier=sparsifier, loader=train,
                                        history=history, recipe=recipe, signature=signature))
-    result = loop.fit(model, train, optimizer=optimizer, epochs=recipe.epochs, plugins=plugins,
-                      progress=progress, start_epoch=start_epoch, time_steps=True)
+    with seeded_rng(recipe.seed, model_device(model)):  # dropout: the same run on every call
+        if resuming:
+            torch.set_rng_state(groups["rng"]["torch"])
+        result = loop.fit(model, train, optimizer=optimizer, epochs=recipe.epochs, plugins=plugins,
+                          progress=progress, start_epoch=start_epoch, time_steps=True)
     first_step = start_epoch * len(train)
     updates = set(sparsifier.log.update_steps) if sparsifier is not None else set()
     update_times = [t for i, t in enumerate(result.step_seconds, start=first_step + 1) if i in updates]

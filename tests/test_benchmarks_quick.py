@@ -1,0 +1,71 @@
+"""The Fashion-MNIST benchmarks' two-minute ``--quick`` runs: they run end to end on the real
+files, write only the JSON they are given (never the README or benchmarks/results), and
+their figures obey what must hold whatever the method's quality: a retrained model never
+predicts a class it never saw, masks hold the target sparsity, attack AUCs are AUCs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from neuroplastic.data.idx import DEBIAN_FOLDERS
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(not Path(DEBIAN_FOLDERS["fashion-mnist"]).is_dir(),
+                                reason="Fashion-MNIST is not installed (make data, or apt-get install "
+                                       "dataset-fashion-mnist)")
+
+
+def tree_digest() -> str:
+    paths = [ROOT / "README.md", *sorted((ROOT / "benchmarks" / "results").glob("*"))]
+    return hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in paths)).hexdigest()
+
+
+def run_quick(script: str, tmp_path: Path) -> dict:
+    before = tree_digest()
+    out = tmp_path / f"{script}.json"
+    env = {**os.environ, "NEUROPLASTIC_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("NEUROPLASTIC_DATA_DIR", None)
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--quick",
+                           "--json", str(out), "--threads", "1"],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert tree_digest() == before  # the README and the stored results are untouched
+    assert "Targets" in done.stdout
+    return json.loads(out.read_text())
+
+
+def test_quick_forget_benchmark(tmp_path):
+    results = run_quick("forget", tmp_path)
+    mlp, cnn = results["setups"]["mlp"], results["setups"]["cnn"]
+    for part in (mlp, cnn):
+        retrain = part["classes"][0]["retrain"]
+        assert retrain["forget_acc"] == 0.0  # never saw the class: never predicts it
+        assert 0.0 <= part["original_train_acc"] <= 1.0 and part["wall_seconds"] > 0
+    assert mlp["parameters"] == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
+    for scenario in ("random", "random100"):
+        for row in mlp[scenario].values():
+            assert 0.0 <= row["ulira_auc"] <= 1.0
+            assert 0.0 <= row["ulira_tpr_at_1fpr"] <= row["ulira_tpr_at_5fpr"] <= 1.0
+        # the attack sees a model retrained without the request differently from the original
+        assert mlp[scenario]["original"]["ulira_auc"] != mlp[scenario]["retrain"]["ulira_auc"]
+    assert "random" not in cnn
+
+
+def test_quick_sparse_benchmark(tmp_path):
+    results = run_quick("sparse", tmp_path)
+    cnn = results["cnn"]
+    for method in ("granet", "rigl", "set", "gmp", "snip", "magnitude"):
+        assert abs(cnn[method]["0.9"]["actual_sparsity"][0] - 0.9) < 1e-3, method
+        assert 0.0 < cnn[method]["0.9"]["inference_flops_ratio"][0] < 1.0
+    assert cnn["export"]["export_max_abs_diff"] < 1e-4  # the export computes the same function
+    resnet = results["resnet18"]
+    assert resnet["parameters"] == 11_172_810  # torchvision's resnet18 with a 1-channel 3x3 stem
+    for method in ("granet", "rigl"):
+        assert abs(resnet[method]["actual_sparsity"] - 0.9) < 1e-3
