@@ -3,7 +3,7 @@ two-moons, digits and MNIST-1D (3 seeds), and robustness on digits for biprop, h
 HAN against backprop and FGSM adversarial training.
 
 Each rule runs through ``neuroplastic.local.runner.learn`` with its CLI defaults (see
-``DEFAULTS`` there) except on the 2-D toy sets, where the dis-inhibitory network is 2-32-32-2
+each method's ``defaults``) except on the 2-D toy sets, where the dis-inhibitory network is 2-32-32-2
 (the demo's, shared/LOCAL.md) trained 100 epochs and the bidirectional ones 300: with 700
 training points an epoch is only seven batches, and the demo's 20 epochs left backprop itself
 at 90-97% on circles. Nothing is tuned on the test
@@ -28,7 +28,7 @@ from neuroplastic import loop
 from neuroplastic.data import load_data, loader
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.evaluate.robustness import fgsm_training_loss, robustness
-from neuroplastic.local.runner import DEFAULTS, build_network, input_bounds, learn
+from neuroplastic.local.runner import build_network, defaults_of, input_bounds, learn
 from neuroplastic.models.factory import seeded_model
 from readme_table import mean_std, publish, republish
 
@@ -58,7 +58,7 @@ def job(task: tuple[str, str, int]) -> tuple[str, str, int, dict[str, float]]:
 
 def adversarial_training(split: Any, seed: int) -> dict[str, float]:
     """Backprop on the biprop architecture with FGSM adversarial training (eps 0.2)."""
-    base = DEFAULTS["biprop"]
+    base = defaults_of("biprop")
     model = seeded_model(lambda: build_network("biprop", split, base.hidden), seed, "cpu")
     begin = time.perf_counter()
     loop.fit(model, loader(split.train, batch_size=base.batch_size, shuffle=True, seed=seed),

@@ -32,12 +32,11 @@ def test_cli_choice_lists_equal_the_library_lists():
     assert set(SCENARIOS) == set(LIBRARY_SCENARIOS)
     assert set(DEMO_SKILLS) == set(SKILLS)
     assert DemoRecipe.steps == DEMO_STEPS
-    from neuroplastic.adapt.homeostasis import SHIFT_METHODS as LIBRARY_SHIFT
-    from neuroplastic.local.runner import RULES
+    from neuroplastic.local.runner import rules
 
-    assert set(LEARN_RULES) == set(RULES)
+    assert set(LEARN_RULES) == set(rules())
     assert set(ADAPT_METHODS) == {entry.name for entry in npl.available("adapt")}
-    assert set(SHIFT_METHODS) == set(LIBRARY_SHIFT)
+    assert set(SHIFT_METHODS) == {entry.name for entry in npl.available("shift")}
     from neuroplastic.cli.names import ARCHITECTURES
     from neuroplastic.models import ARCHITECTURES as LIBRARY_ARCHITECTURES
 

@@ -81,6 +81,7 @@ def register(name: str, *, kind: str, baseline: bool = False,
 
 BUILTIN_MODULES = (
     "neuroplastic.adapt.nhl", "neuroplastic.adapt.norm", "neuroplastic.adapt.rates",
+    "neuroplastic.adapt.source",
     "neuroplastic.continual", "neuroplastic.forget", "neuroplastic.skills.key_space",
     "neuroplastic.skills.lm_baselines", "neuroplastic.skills.neuron_adjust",
     "neuroplastic.local.backprop", "neuroplastic.local.bidirectional",
@@ -150,9 +151,18 @@ def get(name: str, *, kind: str) -> type:
     Raises:
         NeuroplasticError: naming the registered choices if ``name`` is unknown.
     """
+    return entry(name, kind=kind).cls
+
+
+def entry(name: str, *, kind: str) -> Entry:
+    """The record of ``name`` for ``kind`` (class, summary, baseline flag, needs).
+
+    Raises:
+        NeuroplasticError: naming the registered choices if ``name`` is unknown.
+    """
     _load_builtin()
     try:
-        return _ENTRIES[(kind, name)].cls
+        return _ENTRIES[(kind, name)]
     except KeyError:
         choices = ", ".join(e.name for e in available(kind))
         raise NeuroplasticError(

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from neuroplastic.checks import require_choice
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.intervene.atomic import restore_tensors_, snapshot_tensors
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 OTHER_NORMS = (nn.LayerNorm, nn.GroupNorm)
@@ -43,6 +44,9 @@ class Adapter(ABC):
             BatchNorm1d model, or one value per channel) does: ``error`` (default) or
             ``source`` (predict with the stored statistics, adapt nothing).
     """
+
+    #: False for the unadapted baseline (its time is the plain forward pass's).
+    adapts: bool = True
 
     def __init__(self, *, episodic: bool = False, small_batch: str = "error") -> None:
         self.episodic = episodic
@@ -99,9 +103,7 @@ class Adapter(ABC):
         """Put every adapted tensor back as it was before the first batch."""
         if self.model is None:
             return
-        with torch.no_grad():
-            for name, tensor in self.adapted_tensors(self.model).items():
-                tensor.copy_(self._saved[name])
+        restore_tensors_(self.adapted_tensors(self.model), self._saved)
         self.reset_state()
 
     def bind(self, model: nn.Module) -> None:
@@ -114,7 +116,7 @@ class Adapter(ABC):
             self.setup(model)
             self.model = model
             self._norms = list(batch_norms(model).values())
-            self._saved = {k: v.detach().clone() for k, v in self.adapted_tensors(model).items()}
+            self._saved = snapshot_tensors(self.adapted_tensors(model))
         elif self.model is not model:
             raise NeuroplasticError("this adapter is bound to another model: make one adapter per model")
 

@@ -42,6 +42,7 @@ from neuroplastic.errors import NeuroplasticError
 from neuroplastic.loop import Plugin, ProgressFn
 
 SHIFT_METHODS = ("homeostatic", "constant", "random-lr")
+"""The built-in shift rules in the order tables show them (each is registered, kind ``shift``)."""
 
 
 class ConceptShiftStream:
@@ -127,14 +128,16 @@ class ShiftResult:
 
 
 def shift_warnings(results: dict[str, ShiftResult], method: str) -> list[str]:
-    """A sentence when the homeostatic rate recovered more slowly after swaps than the constant
-    one run beside it."""
+    """A sentence when a rule that claims faster recovery (``claims_recovery``, the homeostatic
+    rate) recovered more slowly after swaps than the baseline (constant) rate run beside it."""
     notes = []
-    if method == "homeostatic" and "constant" in results:
-        mine, base = results[method].recovery(), results["constant"].recovery()
+    baselines = [e.name for e in registry.available("shift") if e.baseline and e.name in results]
+    if registry.get(method, kind="shift").claims_recovery and baselines:
+        mine, base = results[method].recovery(), results[baselines[0]].recovery()
         if mine < base:  # NaN (no swaps) compares False
-            notes.append(f"the homeostatic learning rate recovered more slowly after swaps than a constant "
-                         f"one (accuracy over the batches after each swap {mine:.3f} vs {base:.3f})")
+            notes.append(f"the {method} learning rate recovered more slowly after swaps than a "
+                         f"{baselines[0]} one (accuracy over the batches after each swap {mine:.3f} vs "
+                         f"{base:.3f})")
     return notes
 
 
@@ -223,7 +226,7 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
     """
     import time
 
-    require_choice("method", method, SHIFT_METHODS)
+    require_choice("method", method, tuple(e.name for e in registry.available("shift")))
     rule = registry.create(method, kind="shift")
     eta0 = require_positive("lr", lr)
     optimizer = torch.optim.SGD(model.parameters(), lr=eta0)  # w <- w - eta g, the reference's step

@@ -30,7 +30,7 @@ from neuroplastic.checks import require_in, require_positive
 from neuroplastic.registry import register
 
 
-@register("norm", kind="adapt")
+@register("norm", kind="adapt", baseline=True)
 class Norm(Adapter):
     """Test-time BatchNorm (Schneider et al., NeurIPS 2020): normalise every test batch with
     its own statistics, or with a mix of the source's and the batch's.

@@ -38,7 +38,12 @@ class RateContext:
 
 
 class LearningRateRule(ABC):
-    """A rule that sets the learning rate of each mini-batch (kind ``shift``)."""
+    """A rule that sets the learning rate of each mini-batch (kind ``shift``).
+
+    ``claims_recovery``: the rule exists to recover faster after a shift than the baseline's
+    constant rate (a run that does not is warned about)."""
+
+    claims_recovery: bool = False
 
     @abstractmethod
     def next_rate(self, ctx: RateContext) -> float:
@@ -51,6 +56,8 @@ class Homeostatic(LearningRateRule):
     20 of an epoch, simulate a step at the rate the predicted label implies (+-eta0/10) and at
     the current one; if the change scores better on the 20 samples before, move the rate by
     the true label."""
+
+    claims_recovery = True
 
     def next_rate(self, ctx: RateContext) -> float:
         if ctx.index_in_epoch <= ctx.memory:  # lrh.py: i > nMemo

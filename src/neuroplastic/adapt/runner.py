@@ -112,8 +112,11 @@ def run_corruptions(model: nn.Module, x: Tensor, y: Tensor, specs: list[tuple[st
         result = CorruptionResult(method=method)
         with torch.no_grad():
             result.clean_acc = 1 - _error(lambda b: model(b.to(device)).cpu(), x, y, batch_size)
-        methods = ["source", "norm"] + ([method] if method not in ("source", "norm") else [])
-        for name in reversed(methods[1:]):  # a model the method cannot adapt fails here, named by it
+        # the registered baselines (the unadapted source first), then the method
+        baselines = sorted((e.name for e in registry.available("adapt") if e.baseline),
+                           key=lambda name: registry.get(name, kind="adapt").adapts)
+        methods = baselines + ([method] if method not in baselines else [])
+        for name in reversed(methods):  # a model the method cannot adapt fails here, named by it
             make(name).setup(model)
         for name in methods:
             result.errors[name] = {}
@@ -126,13 +129,13 @@ def run_corruptions(model: nn.Module, x: Tensor, y: Tensor, specs: list[tuple[st
                 (corrupt(x, corruption, severity, seed=seed, bounds=bounds), y)
             sets[(corruption, severity)] = (xc, yc)
             for name in methods:
+                adapter = make(name)
                 begin = time.perf_counter()
-                if name == "source":
+                if not adapter.adapts:
                     with torch.no_grad():
                         error = _error(lambda b: model(b.to(device)).cpu(), xc, yc, batch_size)
                     forward_seconds += time.perf_counter() - begin
                 else:
-                    adapter = make(name)
                     adapter.bind(model)  # set-up (optimizer, saved state) once, not per batch
                     begin = time.perf_counter()
                     error = _error(lambda b, a=adapter: a.adapt(model, b.to(device)).cpu(), xc, yc,

@@ -24,7 +24,6 @@ from neuroplastic.cli.common import (
     options_of,
     write_run,
 )
-from neuroplastic.cli.names import ADAPT_METHODS, SHIFT_METHODS
 from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_bar, progress_tasks
 from neuroplastic.cli.threads import fit_threads
@@ -67,8 +66,11 @@ def adapt(
     """Adapt a trained classifier at test time, without labels, to corrupted inputs."""
     if ctx.invoked_subcommand is not None:
         return
-    if method not in ADAPT_METHODS:
-        raise NeuroplasticError(f"--method must be one of {', '.join(ADAPT_METHODS)}, got {method!r}")
+    from neuroplastic import registry
+
+    registered = [entry.name for entry in registry.available("adapt")]
+    if method not in registered:
+        raise NeuroplasticError(f"--method must be one of {', '.join(registered)}, got {method!r}")
     check_training_options(epochs=epochs, batch_size=batch_size, device=device)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
@@ -231,8 +233,11 @@ def shift(
     """Learn a stream whose labels keep swapping, with a homeostatic learning rate."""
     if ctx.invoked_subcommand is not None:
         return
-    if method not in SHIFT_METHODS:
-        raise NeuroplasticError(f"--method must be one of {', '.join(SHIFT_METHODS)}, got {method!r}")
+    from neuroplastic import registry
+
+    registered = [entry.name for entry in registry.available("shift")]
+    if method not in registered:
+        raise NeuroplasticError(f"--method must be one of {', '.join(registered)}, got {method!r}")
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     if swaps < 0:
         raise NeuroplasticError(f"--swaps must be >= 0, got {swaps}")
@@ -245,7 +250,7 @@ def shift(
     from neuroplastic.adapt.homeostasis import ConceptShiftStream, shift_mlp, shift_warnings, train_shift
     from neuroplastic.models import seeded_model
 
-    methods = [method, *(m for m in SHIFT_METHODS if m != method)] if compare else [method]
+    methods = [method, *(m for m in registered if m != method)] if compare else [method]
     results, nets = {}, {}
     with progress_tasks() as start:
         for name in methods:

@@ -293,8 +293,12 @@ def forget(
     options = options_of(ctx.params)
     method_kwargs: dict[str, Any] = {}
     if alpha is not None:
-        if method == "ssd-auto":
-            raise NeuroplasticError("ssd-auto chooses alpha itself; use --method ssd to fix alpha")
+        from neuroplastic import registry
+        from neuroplastic.params import keyword_parameters
+
+        if "alpha" not in keyword_parameters(registry.get(method, kind="forget")):
+            raise NeuroplasticError(f"{method} takes no alpha (ssd-auto chooses alpha itself); use "
+                                    "--method ssd to fix alpha")
         require_positive("--alpha", alpha)
         method_kwargs["alpha"] = alpha
     if lam is not None:
@@ -341,13 +345,15 @@ def forget(
         raise NeuroplasticError(f"--compare {method} is the --method itself: compare other methods")
     if len(set(compare)) < len(compare):
         raise NeuroplasticError("--compare names a method twice")
-    if retrain and "retrain" in compare:
-        raise NeuroplasticError("--compare retrain: retraining always runs beside the method "
+    from neuroplastic import registry
+
+    baselines = [name for name in compare if registry.entry(name, kind="forget").baseline]
+    if retrain and baselines:
+        raise NeuroplasticError(f"--compare {baselines[0]}: retraining always runs beside the method "
                                 "(--no-retrain turns it off)")
     folder = run_dir("forget", out)
     check_arch(model_arch, model_factory)
     check_factory(model_factory)
-    from neuroplastic import registry
 
     for name in [method, *compare]:
         registry.get(name, kind="forget")

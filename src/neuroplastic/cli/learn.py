@@ -28,11 +28,7 @@ from neuroplastic.cli.output import console, warn
 from neuroplastic.cli.progress import progress_tasks
 from neuroplastic.cli.threads import fit_threads
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.params import keyword_parameters
 from neuroplastic.runs import run_dir  # light: no torch
-
-SOFTHEBB_RUNNER_OPTIONS = ("seed", "plugins", "progress", "readout_epochs", "readout_lr", "model", "data")
-"""Options of ``train_softhebb`` the command sets itself (``--seed``, ``--epochs``, ``--lr``)."""
 
 if TYPE_CHECKING:
     from neuroplastic.evaluate.report import Report
@@ -47,8 +43,8 @@ LEARN_DATA_HELP = ("digits, mnist1d, circles, moons (generated), a .npz/.csv fil
 @learn_app.callback(invoke_without_command=True)
 def learn(
     ctx: typer.Context,
-    rule: str = typer.Option("disinhibitory", help="disinhibitory, softhebb, biprop, halfbiprop, han "
-                             "or backprop."),
+    rule: str = typer.Option("disinhibitory", help=f"{', '.join(LEARN_RULES)}, or a method a "
+                             "plug-in registers (neuroplastic list learn)."),
     data: str = typer.Option("digits", help=LEARN_DATA_HELP),
     hidden: str | None = typer.Option(None, help="Hidden widths, comma separated (default: the rule's: "
                                       "64,64 disinhibitory and backprop, 32 softhebb, 16 biprop/han)."),
@@ -70,31 +66,24 @@ def learn(
     """Train a network with a local learning rule and compare it with backprop."""
     if ctx.invoked_subcommand is not None:
         return
-    if rule not in LEARN_RULES:
-        raise NeuroplasticError(f"--rule must be one of {', '.join(LEARN_RULES)}, got {rule!r}")
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     widths = parse_hidden(hidden)
-    if (model_factory is not None or model_arch is not None) and rule in ("disinhibitory", "softhebb"):
-        option = "--model-factory" if model_factory is not None else "--model-arch"
-        raise NeuroplasticError(f"{option}: {rule} trains its own network type (E/I pairs, "
-                                "Hebbian blocks); it applies to biprop, halfbiprop, han and backprop")
+    from neuroplastic import registry
+
+    registered = [entry.name for entry in registry.available("learn")]
+    if rule not in registered:
+        raise NeuroplasticError(f"--rule must be one of {', '.join(registered)}, got {rule!r}")
     folder = run_dir("learn", out)
     check_arch(model_arch, model_factory)
     check_factory(model_factory)
-    from neuroplastic import registry
 
-    params: dict[str, Any] = {}
-    if rule == "backprop":
-        if param:
-            raise NeuroplasticError("--param: backprop takes no hyperparameter (use --lr, --epochs, ...)")
-    else:
-        extra = None
-        if rule == "softhebb":
-            from neuroplastic.local.softhebb import train_softhebb as extra
-        params = registry.parse_params(rule, kind="learn", items=param, extra=extra,
-                                       exclude=SOFTHEBB_RUNNER_OPTIONS)
-        registry.create(rule, kind="learn", **{k: v for k, v in params.items()
-                                               if k in keyword_parameters(registry.get(rule, kind="learn"))})
+    method_class = registry.get(rule, kind="learn")
+    if (model_factory is not None or model_arch is not None) and method_class.own_network:
+        option = "--model-factory" if model_factory is not None else "--model-arch"
+        raise NeuroplasticError(f"{option}: {rule} trains its own network type (E/I pairs, "
+                                "Hebbian blocks); it applies to methods that train any network")
+    params: dict[str, Any] = registry.parse_params(rule, kind="learn", items=param)
+    method = registry.create(rule, kind="learn", **params)  # every range checked before any data
     from neuroplastic.local.runner import learn as run_learn
 
     split = load_split(data, seed=seed, standardize=standardize)
@@ -104,9 +93,7 @@ def learn(
 
         factory = resolve_factory(model_factory, split, arch=model_arch)
     else:
-        from neuroplastic.local.runner import DEFAULTS, build_network
-
-        fit_threads(build_network(rule, split, widths or DEFAULTS[rule].hidden))
+        fit_threads(method.network(split, widths or method.defaults.hidden))
     with progress_tasks() as start:
         result = run_learn(rule, split, hidden=widths, epochs=epochs, lr=lr, batch_size=batch_size,
                            seed=seed, params=params, compare=compare, device=device, factory=factory,
@@ -155,14 +142,14 @@ def learn_verdict(result: LearnResult, chance: float) -> str:
     rule = result.rule
     mine = result.runs[rule].metrics["test_acc"]
     text = f"{rule} reached test accuracy {mine:.3f} (chance {chance:.3f})"
-    if "backprop" in result.runs and rule != "backprop":
-        bp = result.runs["backprop"].metrics["test_acc"]
+    if result.baseline is not None:
+        bp = result.runs[result.baseline].metrics["test_acc"]
         gap = (mine - bp) * 100
         versus = "level with" if abs(gap) <= 1 else "below" if gap < 0 else "above"
-        text += f", {versus} backprop of the same network on the same batches ({bp:.3f}, {gap:+.1f} points)"
-    if "random_features" in result.runs:
-        rf = result.runs["random_features"].metrics["test_acc"]
-        text += f"; random features of the same width: {rf:.3f}"
+        text += (f", {versus} {result.baseline} of the same network on the same batches ({bp:.3f}, "
+                 f"{gap:+.1f} points)")
+    for name in result.controls:
+        text += f"; {name.replace('_', ' ')} of the same width: {result.runs[name].metrics['test_acc']:.3f}"
     return text + "."
 
 
@@ -192,7 +179,7 @@ def learn_report(result: LearnResult, title: str, *, chance: float, params: dict
             curves[f"{name} test"] = (epochs, [t for _, _, t in run.curve])
             curves[f"{name} train"] = (epochs, [t for _, t, _ in run.curve])
     if curves:
-        title = "Accuracy after every epoch" + (" (readout epochs)" if result.rule == "softhebb" else "")
+        title = "Accuracy after every epoch" + (f" ({result.curve_note})" if result.curve_note else "")
         report.figure(title,
                       line_plot(curves, xlabel="epoch", ylabel="accuracy"))
     axes = (("fgsm", "FGSM eps (L-inf)"), ("pgd", "PGD eps (L-inf)"), ("noise", "Gaussian noise sigma"))

@@ -40,25 +40,31 @@ def method_options(method: str, *, percent: float | None, h: float | None,
     from neuroplastic import registry
     from neuroplastic.skills.neuron_adjust import check_percent
 
-    registry.get(method, kind="skill")
+    from neuroplastic.params import keyword_parameters
+
+    takes = set(keyword_parameters(registry.get(method, kind="skill")))
+
+    def applies(key: str, option: str) -> None:
+        """Refuse ``option`` for a method without hyperparameter ``key``, naming those with it."""
+        if key not in takes:
+            owners = [e.name for e in registry.available("skill") if key in keyword_parameters(e.cls)]
+            raise NeuroplasticError(f"{option} applies to {' and '.join(owners)}, not {method}")
+
     given: dict[str, Any] = {}
     if percent is not None:
         check_percent(percent)
-        if method not in ("na", "na-ksd"):
-            raise NeuroplasticError(f"--percent applies to na and na-ksd, not {method}")
+        applies("percent", "--percent")
         given["percent"] = percent
     if h is not None:
-        if method != "ksd":
-            raise NeuroplasticError(f"--h applies to ksd, not {method}")
+        applies("h", "--h")
         if not h > 0:
             raise NeuroplasticError(f"--h must be > 0, got {h}")
         given["h"] = h
     if false_abstain is not None:
-        if method not in ("ksd-calibrated", "na-ksd"):
-            raise NeuroplasticError(f"--false-abstain applies to ksd-calibrated and na-ksd, not {method}")
+        applies("false_abstain", "--false-abstain")
         require_fraction("--false-abstain", false_abstain)
         given["false_abstain"] = false_abstain
-    if method in ("na", "ksd-calibrated", "na-ksd"):
+    if "seed" in takes:
         given["seed"] = seed
     return given
 

@@ -150,8 +150,14 @@ def train(
     check_sparsity(sparsity)
     if density_init not in ("erk", "uniform"):
         raise NeuroplasticError(f"--density-init must be erk or uniform, got {density_init!r}")
-    if method == "magnitude":
-        raise NeuroplasticError("magnitude pruning prunes a trained model: use `sparse prune`")
+    from neuroplastic import registry
+
+    entry = registry.entry(method, kind="sparse")
+    if entry.cls.prunes_trained:
+        raise NeuroplasticError(f"{method} pruning prunes a trained model: use `sparse prune`")
+    if not entry.cls.sparsifies:
+        raise NeuroplasticError(f"{method} is the baseline, not a sparse method: add --dense-baseline to "
+                                "a sparse run to train it beside")
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     if update_frequency is not None and update_frequency < 1:
         raise NeuroplasticError(f"--update-frequency must be >= 1, got {update_frequency}")
@@ -165,9 +171,6 @@ def train(
         folder = run_dir("sparse-train", out)
     check_arch(model_arch, model_factory)
     check_factory(model_factory)
-    from neuroplastic import registry
-
-    registry.get(method, kind="sparse")
     from neuroplastic.sparse.base import Sparsifier
     from neuroplastic.sparse.experiment import run_sparse
     from neuroplastic.sparse.fit import SparseRecipe
@@ -176,8 +179,11 @@ def train(
                                   exclude=SPARSE_RUNNER_OPTIONS)
     split = load_split(data, seed=seed, standardize=standardize)
     factory = resolve_factory(model_factory, split, arch=model_arch)
+    from neuroplastic.data import loader
+
+    needed = {"data": loader(split.train, batch_size=batch_size)} if "full" in entry.needs else {}
     registry.create(method, kind="sparse", model=factory(), sparsity=sparsity, total_steps=1,
-                    **typed)  # ranges, on a throwaway model, before any training
+                    **needed, **typed)  # ranges, on a throwaway model, before any training
     method_kwargs = {**typed, **({"dense_layers": list(dense_layer)} if dense_layer else {})}
     recipe = SparseRecipe(method=method, sparsity=sparsity, epochs=epochs, lr=lr,
                           batch_size=batch_size, seed=seed, distribution=density_init,

@@ -38,6 +38,10 @@ class Unlearner(ABC):
     buffer of the model is restored bit for bit.
     """
 
+    #: True when, without ``full``, the method builds D from the request as its paper's
+    #: code does (SSD); the experiment then passes ``full`` only if asked to.
+    builds_published_d: bool = False
+
     name: str = "unlearner"
 
     def unlearn(self, model: nn.Module, forget: Data, retain: Data | None = None, *,

@@ -113,9 +113,11 @@ class ForgetOptions:
                                     f"{self.ulira_variance!r}")
 
     def full_for(self, name: str, train: Any) -> Any:
-        """The ``full`` data to give method ``name``: the training loader, or None (the
-        method builds the published D itself)."""
-        return train if name == "ssd-auto" or self.ssd_full == "train" else None
+        """The ``full`` data to give method ``name``: the training loader, or None when the
+        method builds the published D itself (``builds_published_d``, ssd and lfssd) and
+        ``ssd_full`` asks for it."""
+        builds = registry.get(name, kind="forget").builds_published_d
+        return None if builds and self.ssd_full == "published" else train
 
 
 def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
@@ -353,7 +355,7 @@ def shadow_unlearner(method: str | None, scenario: ForgetScenario, *, config: Tr
               trained: TensorDataset) -> None:
         forget_data = loader(forget, batch_size=config.batch_size)
         retain_data = loader(retain, batch_size=config.batch_size, shuffle=True, seed=config.seed)
-        if method == "retrain":
+        if registry.get(method, kind="forget") is Retrain:  # trained as the job's recipe says
             Retrain(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                     seed=config.seed, factory=factory).unlearn(model, forget_data, retain_data)
             return

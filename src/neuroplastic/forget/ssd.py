@@ -52,6 +52,8 @@ class SSD(Unlearner):
             method (which the cache cannot tell apart and refuses).
     """
 
+    builds_published_d = True
+
     def __init__(self, *, alpha: float = 10.0, lam: float = 1.0,
                  estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
                  cache: ImportanceCache | None = None, loss_fn: LossFn | None = None,

@@ -91,6 +91,8 @@ class SSDAuto(SSD):
         estimator, targets, cache: as in :class:`SSD`.
     """
 
+    builds_published_d = False  # always the training split: its cached importance is the speed
+
     def __init__(self, *, alpha_range: tuple[float, float] = (1.0, 100.0), steps: int = 8,
                  lams: tuple[float, ...] = (1.0, 0.1, 0.01), target_forget_acc: float | None = None,
                  forget_tol: float = 0.01, retain_tol: float = 0.01, retain_sample: int = 512,

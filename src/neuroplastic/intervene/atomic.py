@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 
 import torch
 from torch import nn
 
 
-def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of every parameter and buffer."""
-    return {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+def snapshot_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached copy of each named tensor (the one undo record: models, adapters,
+    interventions)."""
+    return {k: v.detach().clone() for k, v in tensors.items()}
 
 
 @torch.no_grad()
+def restore_tensors_(tensors: Mapping[str, torch.Tensor], saved: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``saved`` back into the named tensors it holds, in place (their identity kept)."""
+    for key, tensor in tensors.items():
+        if key in saved:
+            tensor.copy_(saved[key])
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of every parameter and buffer."""
+    return snapshot_tensors(model.state_dict(keep_vars=True))
+
+
 def restore_(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
     """Copy ``saved`` (all or some of the state-dict entries) back into the model's own
     tensors, keeping their identity."""
-    for key, tensor in model.state_dict(keep_vars=True).items():
-        if key in saved:
-            tensor.copy_(saved[key])
+    restore_tensors_(model.state_dict(keep_vars=True), saved)
 
 
 @contextmanager

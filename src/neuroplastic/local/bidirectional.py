@@ -31,6 +31,7 @@ from neuroplastic import loop
 from neuroplastic.batches import model_device
 from neuroplastic.checks import require_choice, require_positive
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.local.protocol import LearnContext, LearnDefaults, LearnMethod, LearnOutcome
 from neuroplastic.loop import FitResult, Plugin, ProgressFn
 from neuroplastic.registry import register
 from neuroplastic.types import Data
@@ -187,11 +188,13 @@ class GeneratorSteps(Plugin):
         return g_loss
 
 
-class Bidirectional:
+class Bidirectional(LearnMethod):
     """Shared-weight classifier and generator trained in alternation (see module docstring).
 
+    Class attributes: ``adversarial`` (HAN: the generator trains against a discriminator,
+    Adam betas (0.5, 0.999)) and ``half`` (half biprop: the generator stops half-way).
+
     Args:
-        mode: ``biprop``, ``halfbiprop`` or ``han``.
         generator_lr: the generator's Adam learning rate (default: the classifier's for
             biprop, as the reference's single 0.003; 1e-3 for HAN).
         reconstruction: ``bce`` (sigmoid cross-entropy; inputs in [0, 1], the reference's),
@@ -199,7 +202,10 @@ class Bidirectional:
         disc_hidden: width of HAN's discriminator (an MLP on flattened inputs).
     """
 
-    mode = "biprop"
+    adversarial = False
+    half = False
+    # the reference: 784-16-10, Adam 0.003, batch 100
+    defaults = LearnDefaults((16,), 100, 3e-3, 100)
 
     def __init__(self, *, generator_lr: float | None = None, reconstruction: str = "auto",
                  disc_hidden: int = 128, disc_lr: float = 2e-4) -> None:
@@ -229,13 +235,13 @@ class Bidirectional:
         kind = self.reconstruction
         if kind == "auto":
             kind = "bce" if float(x0.min()) >= 0 and float(x0.max()) <= 1 else "mse"
-        han = self.mode == "han"
+        han = self.adversarial
         betas = (0.5, 0.999) if han else (0.9, 0.999)
         gen_lr = self.generator_lr or (1e-3 if han else lr)
         gen_opt = torch.optim.Adam([*self.generator.shared_weights(), *self.generator.parameters()],
                                    lr=gen_lr, betas=betas)
         steps = GeneratorSteps(self.generator, gen_opt, kind, num_classes)
-        if self.mode == "halfbiprop":
+        if self.half:
             per_epoch = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
             if per_epoch is None:
                 raise NeuroplasticError("halfbiprop needs data with a length (to find the half-way step)")
@@ -252,26 +258,31 @@ class Bidirectional:
         return loop.fit(model, data, optimizer=optimizer, epochs=epochs, plugins=[*plugins, steps],
                         progress=progress)
 
+    def train(self, model: nn.Module, ctx: LearnContext) -> LearnOutcome:
+        """:meth:`fit` on the run's batches (``ctx.example`` fixes the generator's shapes, so
+        the batch order matches the backprop twin's)."""
+        self.fit(model, ctx.batches(ctx.batch_size), num_classes=ctx.split.num_classes, epochs=ctx.epochs,
+                 lr=ctx.lr, progress=ctx.progress, plugins=tuple(ctx.plugins), example=ctx.example)
+        return LearnOutcome()
 
-@register("biprop", kind="learn")
+
+@register("biprop", kind="learn", needs=("labels", "lr"))
 class Biprop(Bidirectional):
     """Bidirectional propagation (Pontes-Filho & Liwicki, IJCNN 2019): a shared-weight
     generator reconstructs each input from its label, alternating with the classifier."""
 
-    mode = "biprop"
 
-
-@register("halfbiprop", kind="learn")
+@register("halfbiprop", kind="learn", needs=("labels", "lr"))
 class HalfBiprop(Bidirectional):
     """Half biprop (Pontes-Filho & Liwicki, IJCNN 2019): biprop for the first half of
     training, backprop alone for the second."""
 
-    mode = "halfbiprop"
+    half = True
 
 
-@register("han", kind="learn")
+@register("han", kind="learn", needs=("labels", "lr"))
 class HAN(Bidirectional):
     """Hybrid adversarial networks (Pontes-Filho & Liwicki, IJCNN 2019): the shared-weight
     generator is trained adversarially against a discriminator."""
 
-    mode = "han"
+    adversarial = True

@@ -29,9 +29,10 @@ from torch.utils.data import TensorDataset
 from neuroplastic import loop
 from neuroplastic.batches import eval_mode, iter_batches, model_device, train_mode
 from neuroplastic.checks import require_positive
-from neuroplastic.data.splits import loader
+from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.local.base import LocalRule, LocalUpdates, add_grad_
+from neuroplastic.local.protocol import Control, LearnContext, LearnDefaults, LearnMethod, LearnOutcome
 from neuroplastic.loop import FitResult, ProgressFn
 from neuroplastic.registry import register
 from neuroplastic.types import Data
@@ -75,7 +76,6 @@ def _weighted_inputs(layer: nn.Module, post: Tensor) -> Tensor:
     return u if layer.bias is None else u - layer.bias
 
 
-@register("softhebb", kind="learn")
 class SoftHebb(LocalRule):
     """SoftHebb (Journé et al., ICLR 2023): soft winner-take-all Hebbian plasticity with
     anti-Hebbian non-winners and a norm-dependent learning rate; unsupervised.
@@ -255,6 +255,62 @@ def train_softhebb(model: SoftHebbNet, data: Data, *, hebbian_epochs: float = 5,
              progress=progress)
     model.eval()
     return {"hebbian_seconds": middle - begin, "readout_seconds": time.perf_counter() - middle}
+
+
+@register("softhebb", kind="learn", needs=("own_network",))
+class SoftHebbLearning(LearnMethod):
+    """SoftHebb (Journé et al., ICLR 2023): soft winner-take-all Hebbian plasticity with
+    anti-Hebbian non-winners and a norm-dependent learning rate, unsupervised; then a linear
+    readout trained by Adam on the frozen features.
+
+    Args:
+        t_invert: inverse temperature of the softmax competition.
+        anti_hebbian: negate the non-winners' activations (the reference's default).
+        lr_power: exponent of the per-unit learning-rate factor ``|‖w_k‖ - 1|``.
+        hebbian_epochs: epochs of the unsupervised phase (the run's ``epochs`` are the
+            readout's).
+        readout_batch_size: the readout's batch size (the reference's 64; the run's batch
+            size is the Hebbian phase's).
+    """
+
+    # epochs = readout epochs (the Hebbian phase has its own, 5); batch = Hebbian batch (10)
+    defaults = LearnDefaults((32,), 50, 1e-3, 10)
+    own_network = True
+    twin_batch_size = 64
+    curve_note = "readout epochs"
+
+    def __init__(self, *, t_invert: float = 1.0, anti_hebbian: bool = True, lr_power: float = 0.5,
+                 hebbian_epochs: float = 5, readout_batch_size: int = 64) -> None:
+        self.t_invert = require_positive("t_invert", t_invert)
+        self.anti_hebbian, self.lr_power = anti_hebbian, lr_power
+        self.hebbian_epochs = require_positive("hebbian_epochs", hebbian_epochs)
+        self.readout_batch_size = int(require_positive("readout_batch_size", readout_batch_size))
+
+    def network(self, split: DataSplit, hidden: tuple[int, ...]) -> nn.Module:
+        """:func:`softhebb_mlp` of the one width in ``hidden``."""
+        if len(hidden) != 1:
+            raise NeuroplasticError("softhebb's default network has one Hebbian layer: "
+                                    "give one --hidden width")
+        return softhebb_mlp(math.prod(split.input_shape), split.num_classes, width=hidden[0],
+                            t_invert=self.t_invert)
+
+    def train(self, model: nn.Module, ctx: LearnContext, *, hebbian: bool = True) -> LearnOutcome:
+        """:func:`train_softhebb`; ``hebbian=False`` trains only the readout (the
+        random-features control)."""
+        phases = train_softhebb(model, ctx.batches(ctx.batch_size), hebbian=hebbian,  # type: ignore[arg-type]
+                                hebbian_epochs=self.hebbian_epochs, anti_hebbian=self.anti_hebbian,
+                                lr_power=self.lr_power, readout_epochs=ctx.epochs, readout_lr=ctx.lr,
+                                readout_batch_size=self.readout_batch_size, seed=ctx.seed,
+                                plugins=ctx.plugins, progress=ctx.progress)
+        if not hebbian:
+            return LearnOutcome()
+        norms = weight_norms(model)  # type: ignore[arg-type]
+        return LearnOutcome(metrics={**phases, "weight_norm.mean": float(norms.mean()),
+                                     "weight_norm.max_deviation": float((norms - 1).abs().max())})
+
+    def controls(self) -> dict[str, Control]:
+        """Random features: the same network with its Hebbian layer left at initialisation."""
+        return {"random_features": lambda model, ctx: self.train(model, ctx, hebbian=False)}
 
 
 def weight_norms(model: SoftHebbNet) -> Tensor:

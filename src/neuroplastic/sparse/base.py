@@ -107,6 +107,8 @@ class Sparsifier(ABC):
 
     name = "sparsifier"
     uses_dense_gradient = False
+    sparsifies = True  # False only for the dense baseline
+    prunes_trained = False  # True: prunes a trained model once (``sparse prune``), no training
 
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int,
                  distribution: str = "erk", dense_layers: tuple[str, ...] = (),

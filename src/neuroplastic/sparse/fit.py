@@ -140,7 +140,8 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
         stop_after_epoch: stop early after this epoch (an interruption, for tests).
         progress: ``progress(done, total)`` after every step.
     """
-    if recipe.method != "dense":
+    method = registry.entry(recipe.method, kind="sparse")
+    if method.cls.sparsifies:
         check_sparsity(recipe.sparsity)
     signature = model_signature(model)
     path = Path(checkpoint) if checkpoint is not None else None
@@ -151,9 +152,9 @@ def sparse_fit(model: nn.Module, data: DataSplit, recipe: SparseRecipe, *,
     val = loader(data.val, batch_size=256)
     total_steps = max(1, recipe.epochs * len(train))
     sparsifier: Sparsifier | None = None
-    if recipe.method != "dense":
+    if method.cls.sparsifies:
         kwargs = dict(recipe.method_kwargs)
-        if recipe.method == "snip":
+        if "full" in method.needs:  # a one-shot criterion on training batches (SNIP)
             kwargs["data"] = loader(data.train, batch_size=recipe.batch_size)
         sparsifier = registry.create(
             recipe.method, kind="sparse", model=model, sparsity=recipe.sparsity,

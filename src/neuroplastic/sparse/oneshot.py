@@ -20,7 +20,7 @@ class OneShot(Sparsifier):
         return False
 
 
-@register("snip", kind="sparse")
+@register("snip", kind="sparse", needs=("full",))
 class SNIP(OneShot):
     """SNIP (Lee et al., ICLR 2019): at initialisation, keep the global top-k connections by
     saliency |g * w| on one batch of ``data``; the masks never change afterwards."""
@@ -49,6 +49,8 @@ class MagnitudePruning(OneShot):
     threshold (``scope="global"``) or the same sparsity in every layer (``scope="layer"``);
     fine-tune afterwards with the masks fixed."""
 
+    prunes_trained = True
+
     def __init__(self, model: nn.Module, *, sparsity: float, total_steps: int = 1,
                  scope: str = "global", **kwargs: object) -> None:
         self.scope = require_choice("scope", scope, ("global", "layer"))
@@ -59,3 +61,11 @@ class MagnitudePruning(OneShot):
         if self.scope == "global":
             return self.global_top(weights, 1 - self.sparsity)
         return magnitude_masks(weights, counts=self.layer_counts(1 - self.sparsity))
+
+
+@register("dense", kind="sparse", baseline=True)
+class Dense:
+    """No sparsity at all (baseline: the dense network every sparse run is compared with);
+    ``sparse_fit`` trains it without a sparsifier."""
+
+    sparsifies = False
