@@ -62,19 +62,6 @@ def top_k(scores: Scores, *, k: int, per_tensor: bool = False) -> Masks:
     return masks
 
 
-def percentile(scores: Scores, *, percent: float, per_tensor: bool = False) -> Masks:
-    """The top ``percent`` % of entries by score (rounded down), globally or per tensor."""
-    if not 0 <= percent <= 100:
-        raise NeuroplasticError(f"percent must be in [0, 100], got {percent}")
-    if per_tensor:
-        return {
-            name: top_k_mask(value, int(value.numel() * percent / 100))
-            for name, value in scores.items()
-        }
-    total = sum(v.numel() for v in scores.values())
-    return top_k(scores, k=int(total * percent / 100))
-
-
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask of the ``k`` largest entries of one tensor (same shape)."""
     mask = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)

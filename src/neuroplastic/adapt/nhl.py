@@ -43,7 +43,7 @@ def first_layer(model: nn.Module) -> tuple[str, nn.Module]:
     raise NeuroplasticError("nhl adapts the first Linear or Conv2d layer, and this model has none")
 
 
-@register("nhl", kind="adapt")
+@register("nhl", kind="adapt", needs=('lr',))
 class NHL(Adapter):
     """Neuro-modulated Hebbian test-time adaptation (Tang et al., CVPR 2023; no official code,
     rebuilt: SoftHebb update of the first layer, entropy-tuned per-channel modulator).

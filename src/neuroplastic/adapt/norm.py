@@ -68,7 +68,7 @@ class Norm(Adapter):
             return model(x)
 
 
-@register("tent", kind="adapt")
+@register("tent", kind="adapt", needs=('lr',))
 class Tent(Adapter):
     """TENT (Wang et al., ICLR 2021): test-time entropy minimisation over the normalisation
     layers' affine parameters, with batch statistics.

@@ -50,7 +50,7 @@ class LearningRateRule(ABC):
         """The rate of this batch's step."""
 
 
-@register("homeostatic", kind="shift")
+@register("homeostatic", kind="shift", needs=('labels', 'lr'))
 class Homeostatic(LearningRateRule):
     """Homeostatic learning rate (Man, Damasio & Neven 2022, ``lrh.py``): from the sample i >
     20 of an epoch, simulate a step at the rate the predicted label implies (+-eta0/10) and at
@@ -68,7 +68,7 @@ class Homeostatic(LearningRateRule):
         return ctx.eta
 
 
-@register("random-lr", kind="shift")
+@register("random-lr", kind="shift", needs=('labels', 'lr'))
 class RandomRate(LearningRateRule):
     """Random learning rate (the reference's control, ``lrr.py``): at every batch but an
     epoch's first, with probability 1/2 move the rate by the true label (+-eta0/10)."""
@@ -81,7 +81,7 @@ class RandomRate(LearningRateRule):
         return ctx.eta
 
 
-@register("constant", kind="shift")
+@register("constant", kind="shift", needs=('labels', 'lr'))
 class ConstantRate(LearningRateRule):
     """Constant learning rate: plain SGD at eta0 (the baseline of the shift comparison)."""
 

@@ -38,9 +38,8 @@ def method_options(method: str, *, percent: float | None, h: float | None,
                    false_abstain: float | None, seed: int) -> dict[str, Any]:
     """Keyword hyperparameters of ``method`` from the command's options (unset ones keep defaults)."""
     from neuroplastic import registry
-    from neuroplastic.skills.neuron_adjust import check_percent
-
     from neuroplastic.params import keyword_parameters
+    from neuroplastic.skills.neuron_adjust import check_percent
 
     takes = set(keyword_parameters(registry.get(method, kind="skill")))
 

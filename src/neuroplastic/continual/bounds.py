@@ -10,14 +10,14 @@ from neuroplastic.data.streams import Stream
 from neuroplastic.registry import register
 
 
-@register("finetune", kind="continual")
+@register("finetune", kind="continual", needs=('labels',))
 class Finetune(ContinualMethod):
     """Finetune: train each task in turn with nothing to protect the old ones (lower bound)."""
 
     baseline = True
 
 
-@register("joint", kind="continual")
+@register("joint", kind="continual", needs=('labels',))
 class Joint(ContinualMethod):
     """Joint: train task t on the data of tasks 0..t together (upper bound; not continual)."""
 

@@ -12,7 +12,7 @@ from neuroplastic.intervene.gradients import GradientTransform
 from neuroplastic.registry import register
 
 
-@register("classp", kind="continual")
+@register("classp", kind="continual", needs=('labels', 'lr'))
 class CLASSP(GradientTransform, ContinualMethod):
     """CLASSP as the paper states it (Ludwig 2024, its equation and ``CLASSP.py``'s
     pseudo-code): a weight moves only if g^2 > ``threshold`` (an element-wise gate), by

@@ -44,7 +44,7 @@ def linear_chain(model: nn.Module) -> list[tuple[str, nn.Linear]]:
     return layers
 
 
-@register("clnp", kind="continual")
+@register("clnp", kind="continual", needs=('labels',))
 class CLNP(ContinualMethod):
     """CLNP (Golkar et al. 2019): L1 while training a task, then prune low-activity ReLU units
     of the hidden Linear layers under a validation-accuracy margin, freeze the survivors and

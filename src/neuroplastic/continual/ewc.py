@@ -16,7 +16,7 @@ from neuroplastic.registry import register
 from neuroplastic.types import Scores
 
 
-@register("ewc", kind="continual")
+@register("ewc", kind="continual", needs=('labels', 'lr'))
 class EWC(ContinualMethod):
     """EWC (Kirkpatrick et al., PNAS 2017): after each task, the diagonal Fisher F and the
     weights theta* are kept; later tasks minimise L + (lambda/2) sum_k sum_i F_k,i

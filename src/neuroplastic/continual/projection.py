@@ -135,7 +135,7 @@ def _merge(old: Tensor | None, new: Tensor) -> Tensor:
     return torch.linalg.qr(merged.double())[0].to(new.dtype)
 
 
-@register("gpm", kind="continual")
+@register("gpm", kind="continual", needs=('labels',))
 class GPM(_Projected):
     """Gradient projection memory (Saha, Garg & Roy, ICLR 2021): after each task, the inputs
     of every layer on (up to ``max_samples``) task samples, with the old basis projected out,
@@ -200,7 +200,7 @@ class GPM(_Projected):
         return below if first else min(below + 1, len(singular))
 
 
-@register("hlop", kind="continual")
+@register("hlop", kind="continual", needs=('labels',))
 class HLOP(_Projected):
     """Hebbian learning based orthogonal projection (Xiao et al., ICLR 2024, arXiv 2402.11984),
     on ordinary (non-spiking) networks: during each task, every Linear/Conv2d layer learns

@@ -14,7 +14,7 @@ from neuroplastic.registry import register
 from neuroplastic.types import Scores
 
 
-@register("si", kind="continual")
+@register("si", kind="continual", needs=('labels', 'lr'))
 class SI(ContinualMethod):
     """SI (Zenke et al. 2017): along training, every weight accumulates its contribution to
     the drop of the loss, omega += -g * delta (g the gradient of the UNREGULARISED loss, as

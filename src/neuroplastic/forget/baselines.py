@@ -23,7 +23,7 @@ def _check_positive(**values: float) -> None:
             raise NeuroplasticError(f"{key} must be > 0, got {value}")
 
 
-@register("retrain", kind="forget")
+@register("retrain", kind="forget", needs=('retain', 'labels'))
 class Retrain(Unlearner):
     """Retrain from scratch on the retain data: fresh initialisation, same recipe.
 
@@ -63,7 +63,7 @@ class Retrain(Unlearner):
         return result
 
 
-@register("finetune", kind="forget")
+@register("finetune", kind="forget", needs=('retain', 'labels'))
 class Finetune(Unlearner):
     """Continue training on the retain data only, letting the forget set fade
     (catastrophic forgetting as an unlearning baseline)."""
@@ -109,7 +109,7 @@ class _PairedUnlearner(Unlearner):
         return result
 
 
-@register("neggrad+", kind="forget")
+@register("neggrad+", kind="forget", needs=('retain', 'labels'))
 class NegGradPlus(_PairedUnlearner):
     """NegGrad+ (Kurmanji et al., NeurIPS 2023): minimise beta * L_retain - (1 - beta) * L_forget.
 
@@ -130,7 +130,7 @@ class NegGradPlus(_PairedUnlearner):
                 - (1 - self.beta) * cross_entropy(model(forget[0]), forget[1]))
 
 
-@register("random-labels", kind="forget")
+@register("random-labels", kind="forget", needs=('retain', 'labels'))
 class RandomLabels(_PairedUnlearner):
     """Random relabelling (Golatkar et al. 2020; Graves et al. 2021): finetune on the forget
     samples with random wrong labels, mixed with retain batches."""

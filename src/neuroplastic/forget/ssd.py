@@ -19,7 +19,7 @@ from neuroplastic.targets import Targets
 from neuroplastic.types import Data, LossFn, Scores
 
 
-@register("ssd", kind="forget")
+@register("ssd", kind="forget", needs=('full', 'labels'))
 class SSD(Unlearner):
     """Selective Synaptic Dampening (Foster, Schoepf & Brintrup, AAAI 2024, arXiv 2308.07707).
 
@@ -101,7 +101,7 @@ class SSD(Unlearner):
         return result
 
 
-@register("lfssd", kind="forget")
+@register("lfssd", kind="forget", needs=('full',))
 class LFSSD(SSD):
     """Loss-free SSD (Foster et al., ICLR 2024 Tiny Paper): SSD with the label-free
     importance mean |grad of ||f(x)||_2^2| (:class:`~neuroplastic.importance.LossFree`)."""

@@ -41,7 +41,7 @@ def random_sample(data: Data, *, size: int, seed: int) -> TensorDataset:
     return TensorDataset(kept[1], kept[2])
 
 
-@register("ssd-auto", kind="forget")
+@register("ssd-auto", kind="forget", needs=('full', 'retain', 'labels'))
 class SSDAuto(SSD):
     """SSD that picks alpha and lambda per request and repairs with a short retain finetune if needed.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from torch import Tensor, nn
 
 from neuroplastic.batches import logits_of
@@ -44,4 +46,9 @@ class Magnitude(ImportanceEstimator):
     def estimate(
         self, model: nn.Module, data: Data | None = None, *, loss_fn: LossFn | None = None
     ) -> Scores:
-        return {n: p.detach().float().abs() for n, p in self.targets.named_parameters(model)}
+        return self.of(dict(self.targets.named_parameters(model)))
+
+    @staticmethod
+    def of(tensors: Mapping[str, Tensor]) -> Scores:
+        """|t| of each named tensor, detached, in float32 or wider (magnitude pruning's scores)."""
+        return {n: t.detach().float().abs() for n, t in tensors.items()}

@@ -230,7 +230,7 @@ class KeySpaceDetection(SkillUnlearner):
         intervention.details.update(detector=detector, key_site=site)
 
 
-@register("ksd-calibrated", kind="skill")
+@register("ksd-calibrated", kind="skill", needs=('retain',))
 class CalibratedKeySpaceDetection(SkillUnlearner):
     """Key-space abstention calibrated on retained skills (the default skill method).
 
@@ -261,7 +261,7 @@ class CalibratedKeySpaceDetection(SkillUnlearner):
         intervention.details.update(detector=detector, key_site=site)
 
 
-@register("na-ksd", kind="skill")
+@register("na-ksd", kind="skill", needs=('retain',))
 class NeuronAdjustWithAbstention(SkillUnlearner):
     """Neuron Adjust, then the calibrated key-space guard fitted on the adjusted model.
 

@@ -18,7 +18,7 @@ from neuroplastic.skills.skill_base import Intervention, SkillUnlearner
 from neuroplastic.training import train_epochs
 
 
-@register("ga", kind="skill")
+@register("ga", kind="skill", needs=('retain', 'lr'))
 class GradientAscent(SkillUnlearner):
     """Gradient ascent on the forget skill's answers (teacher-forced token cross-entropy).
 
@@ -59,7 +59,7 @@ class GradientAscent(SkillUnlearner):
         intervention.metrics.update(lr=self.lr, steps=float(steps), final_forget_loss=last["loss"])
 
 
-@register("ssd", kind="skill")
+@register("ssd", kind="skill", needs=('retain',))
 class SkillSSD(SkillUnlearner):
     """Selective Synaptic Dampening on a language model, with token-level cross-entropy
     on the answers as the loss of its Fisher importances (see :class:`~neuroplastic.forget.ssd.SSD`).

@@ -60,7 +60,7 @@ def adjust(values: Tensor, *, forget_mean: Tensor, forget_std: Tensor, retain_me
     return torch.where(take, mapped, values)
 
 
-@register("na", kind="skill")
+@register("na", kind="skill", needs=('retain',))
 class NeuronAdjust(SkillUnlearner):
     """Neuron Adjust: remaps the MLP neurons most more active on the forget skill at inference.
 

@@ -12,9 +12,10 @@ from torch import Tensor, nn
 
 from neuroplastic.checks import require_choice
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.select import top_k, top_k_mask
+from neuroplastic.importance.simple import Magnitude
+from neuroplastic.select import fraction_selected, top_k, top_k_mask
 from neuroplastic.sparse.density import erk_counts, uniform_counts
-from neuroplastic.sparse.masks import SparseMasks, density
+from neuroplastic.sparse.masks import SparseMasks
 from neuroplastic.sparse.parametrized_masks import ParametrizedMasks
 from neuroplastic.targets import Targets
 from neuroplastic.types import Masks
@@ -51,10 +52,12 @@ def random_masks(weights: dict[str, Tensor], counts: dict[str, int],
 
 def magnitude_masks(weights: dict[str, Tensor], *, active: int | None = None,
                     counts: dict[str, int] | None = None) -> Masks:
-    """Keep the largest |w|: ``active`` entries globally, or ``counts[name]`` per tensor."""
+    """Keep the largest |w| (:meth:`~neuroplastic.importance.Magnitude.of`): ``active``
+    entries globally, or ``counts[name]`` per tensor."""
+    scores = Magnitude.of(weights)
     if counts is not None:
-        return {n: top_k_mask(w.detach().abs(), counts[n]) for n, w in weights.items()}
-    return top_k({n: w.detach().abs() for n, w in weights.items()}, k=int(active or 0))
+        return {n: top_k_mask(score, counts[n]) for n, score in scores.items()}
+    return top_k(scores, k=int(active or 0))
 
 
 def drop_and_grow(weight: Tensor, mask: Tensor, grow_scores: Tensor, n: int) -> Tensor:
@@ -197,12 +200,12 @@ class Sparsifier(ABC):
     def _record(self) -> None:
         masks = self.masks.masks
         self.log.steps.append(self.step_count)
-        self.log.densities.append(density(masks))
+        self.log.densities.append(fraction_selected(masks))
         self.log.layer_counts.append({n: int(m.sum()) for n, m in masks.items()})
 
     @property
     def current_sparsity(self) -> float:
-        return 1.0 - density(self.masks.masks)
+        return 1.0 - fraction_selected(self.masks.masks)
 
     def export(self) -> nn.Module:
         """Bake the masks in and return the plain model (the sparsifier is then done)."""

@@ -3,9 +3,10 @@
 Modelled on ``torch.ao.pruning.BaseSparsifier`` (prepare / step / squash, tensors addressed
 by name), but the masks are kept in place instead of as ``torch.nn.utils.parametrize``
 parametrizations, as the GraNet and RigL reference PyTorch code does: an inactive weight is
-stored as an exact zero, a gradient hook zeroes its gradient, and at the first optimizer step
-after a mask change the optimizer's state is zeroed at inactive positions. A weight that is
-exactly zero, with zero gradient and zero optimizer state, stays zero under every
+stored as an exact zero, a gradient hook zeroes its gradient (a
+:class:`~neuroplastic.intervene.gradients.GradientMask` reading the masks in place), and at
+the first optimizer step after a mask change the optimizer's state is zeroed at inactive
+positions. A weight that is exactly zero, with zero gradient and zero optimizer state, stays zero under every
 ``torch.optim`` update rule (momentum and weight decay included), so no copy of the weight
 is needed. A parametrization computes ``original * mask`` at every forward and keeps that
 copy of every weight alive until backward: measured 1.27x a dense training step on the
@@ -25,6 +26,7 @@ from torch.optim.optimizer import Optimizer, register_optimizer_step_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.intervene.gradients import GradientMask
 from neuroplastic.types import Masks
 
 
@@ -72,6 +74,7 @@ class SparseMasks:
         self._weights = weights
         self._keep = {name: mask.to(weights[name].device, weights[name].dtype, copy=True)
                       for name, mask in masks.items()}
+        self._gradient_mask = GradientMask.sharing(self._keep)
         with torch.no_grad():
             for name, weight in weights.items():
                 weight.mul_(self._keep[name])
@@ -92,7 +95,8 @@ class SparseMasks:
         def hook(grad: Tensor) -> Tensor:
             if self._capturing:  # the gradient of the loss w.r.t. the weight: dense
                 self._dense_grads[name] = grad.detach()
-            return grad * self._mask_on(name, grad.device)
+            self._mask_on(name, grad.device)
+            return self._gradient_mask.transform(name, grad)
         return hook
 
     def _mask_on(self, name: str, device: torch.device) -> Tensor:
@@ -189,8 +193,3 @@ class SparseMasks:
             raise NeuroplasticError("saved masks are for other parameters than this model's")
         self._set(state, regrow_at_zero=False)
 
-
-def density(masks: Masks) -> float:
-    """Fraction of active entries over all masks."""
-    total = sum(m.numel() for m in masks.values())
-    return sum(int(m.sum()) for m in masks.values()) / max(total, 1)
