@@ -24,6 +24,14 @@ def forward_hooks(model: nn.Module, hooks: Mapping[str, Hook]) -> Iterator[None]
     missing = [name for name in hooks if name not in modules]
     if missing:
         raise NeuroplasticError(f"no module named {missing[0]!r} in {type(model).__name__}")
+    with hooks_on({name: modules[name] for name in hooks}, hooks):
+        yield
+
+
+@contextmanager
+def hooks_on(modules: Mapping[str, nn.Module], hooks: Mapping[str, Hook]) -> Iterator[None]:
+    """Register ``hooks[name]`` as a forward hook of ``modules[name]`` for the ``with`` body
+    only (the one place forward hooks are registered; removed in ``finally``)."""
     handles = []
     try:
         for name, hook in hooks.items():

@@ -1,6 +1,7 @@
 """Read layer activations in forward hooks, for any model and plain ``(x, y)`` data.
 
-Hooks only read (detached copies of the inputs and outputs); whoever uses them writes
+Hooks only read (detached copies of the inputs and outputs), registered through
+:func:`neuroplastic.hooks.hooks_on` like every other reading hook; whoever uses them writes
 weights afterwards. The hooks are removed on :meth:`LayerRecorder.remove` or when the
 ``with`` block ends, also on error. Used by GPM/HLOP (layer inputs), CLNP (unit activity)
 and meant for local learning rules (pre- and post-synaptic activity of each layer).
@@ -8,9 +9,12 @@ and meant for local learning rules (pre- and post-synaptic activity of each laye
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any
 
 from torch import Tensor, nn
+
+from neuroplastic.hooks import hooks_on
 
 
 class LayerRecorder:
@@ -25,8 +29,9 @@ class LayerRecorder:
         self.layers = layers
         self.inputs: dict[str, Tensor] = {}
         self.outputs: dict[str, Tensor] = {}
-        self.handles = [module.register_forward_hook(self._keep(name, inputs, outputs))
-                        for name, module in layers.items()]
+        self._hooks = ExitStack()
+        self._hooks.enter_context(hooks_on(layers, {name: self._keep(name, inputs, outputs)
+                                                    for name in layers}))
 
     def _keep(self, name: str, inputs: bool, outputs: bool):  # type: ignore[no-untyped-def]
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -37,9 +42,8 @@ class LayerRecorder:
         return hook
 
     def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.handles = []
+        """Remove the hooks (safe to call twice)."""
+        self._hooks.close()
 
     def __enter__(self) -> LayerRecorder:
         return self
