@@ -22,6 +22,7 @@ from neuroplastic.cli.common import (
     check_training_options,
     load_split,
     options_of,
+    registered_names,
     write_run,
 )
 from neuroplastic.cli.output import console, warn
@@ -66,11 +67,7 @@ def adapt(
     """Adapt a trained classifier at test time, without labels, to corrupted inputs."""
     if ctx.invoked_subcommand is not None:
         return
-    from neuroplastic import registry
-
-    registered = [entry.name for entry in registry.available("adapt")]
-    if method not in registered:
-        raise NeuroplasticError(f"--method must be one of {', '.join(registered)}, got {method!r}")
+    registered_names("adapt", option="--method", value=method)
     check_training_options(epochs=epochs, batch_size=batch_size, device=device)
     if model is not None and not model.is_file():
         raise NeuroplasticError(f"checkpoint not found: {model}")
@@ -233,11 +230,7 @@ def shift(
     """Learn a stream whose labels keep swapping, with a homeostatic learning rate."""
     if ctx.invoked_subcommand is not None:
         return
-    from neuroplastic import registry
-
-    registered = [entry.name for entry in registry.available("shift")]
-    if method not in registered:
-        raise NeuroplasticError(f"--method must be one of {', '.join(registered)}, got {method!r}")
+    registered = registered_names("shift", option="--method", value=method)
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     if swaps < 0:
         raise NeuroplasticError(f"--swaps must be >= 0, got {swaps}")

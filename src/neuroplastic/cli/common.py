@@ -42,6 +42,21 @@ def require_fraction(option: str, value: float | None, *, closed: bool = False) 
         raise NeuroplasticError(f"{option} must lie in {interval}, got {value}")
 
 
+def registered_names(kind: str, *, option: str, value: str) -> list[str]:
+    """Every registered method of ``kind``; ``value`` must be one of them (a plug-in's
+    methods count: nothing here lists names by hand).
+
+    Raises:
+        NeuroplasticError: ``<option> must be one of ...`` if ``value`` is not registered.
+    """
+    from neuroplastic import registry
+
+    names = [entry.name for entry in registry.available(kind)]
+    if value not in names:
+        raise NeuroplasticError(f"{option} must be one of {', '.join(names)}, got {value!r}")
+    return names
+
+
 def check_device(device: str) -> str:
     """A torch device this build of torch can use; one line naming the problem otherwise."""
     import torch

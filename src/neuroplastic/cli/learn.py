@@ -21,6 +21,7 @@ from neuroplastic.cli.common import (
     load_split,
     options_of,
     parse_hidden,
+    registered_names,
     write_run,
 )
 from neuroplastic.cli.names import LEARN_RULES
@@ -68,11 +69,9 @@ def learn(
         return
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     widths = parse_hidden(hidden)
+    registered_names("learn", option="--rule", value=rule)
     from neuroplastic import registry
 
-    registered = [entry.name for entry in registry.available("learn")]
-    if rule not in registered:
-        raise NeuroplasticError(f"--rule must be one of {', '.join(registered)}, got {rule!r}")
     folder = run_dir("learn", out)
     check_arch(model_arch, model_factory)
     check_factory(model_factory)
