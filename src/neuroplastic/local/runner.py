@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from neuroplastic import loop, registry
+from neuroplastic.batches import seeded_rng
 from neuroplastic.checks import require_choice
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.errors import NeuroplasticError
@@ -144,7 +145,8 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
                            example=example, progress=bar(name.replace("_", " ")), loss_fn=loss_fn,
                            plugins=[AccuracyCurve(model, train_eval, test_eval, run.curve)])
         begin = time.perf_counter()
-        outcome = trainer(model, ctx)
+        with seeded_rng(seed, device):  # dropout (SoftHebb's readout): the same on every call
+            outcome = trainer(model, ctx)
         seconds = time.perf_counter() - begin
         run.metrics.update(outcome.metrics)
         run.alignment = outcome.alignment
