@@ -21,7 +21,8 @@ from tests.faults import InjectedFailure, forward_seam
 
 CLI_KIND = {"continual": ["continual", "--scenario", "split-digits", "--epochs", "1", "--hidden", "16"],
             "adapt": ["adapt", "--corruption", "contrast:3", "--epochs", "1"],
-            "learn": ["learn", "--epochs", "1", "--no-compare"]}
+            "learn": ["learn", "--epochs", "1", "--no-compare"],
+            "shift": ["shift", "--epochs", "1", "--swaps", "1", "--no-compare"]}
 
 
 def tiny_stream():

@@ -213,7 +213,7 @@ class _ShiftRates(Plugin):
 
 def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "homeostatic",
                 lr: float = 1e-3, test: TensorDataset | None = None, memory: int = 20,
-                evaluate_every: int = 0, seed: int = 0,
+                evaluate_every: int = 0, seed: int = 0, params: dict[str, object] | None = None,
                 progress: ProgressFn | None = None) -> ShiftResult:
     """Train ``model`` online on ``stream`` by SGD with the learning rate of ``method`` (a
     registered ``shift`` rule, see the module docstring), on :func:`neuroplastic.loop.fit`;
@@ -223,11 +223,12 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
         test: scored under the stream's current label map every ``evaluate_every`` batches
             (0: once per epoch) and at the end.
         memory: how many recent samples score the homeostatic simulations (the reference's 20).
+        params: the rule's own hyperparameters (the built-in rules have none).
     """
     import time
 
     require_choice("method", method, tuple(e.name for e in registry.available("shift")))
-    rule = registry.create(method, kind="shift")
+    rule = registry.create(method, kind="shift", **(params or {}))
     eta0 = require_positive("lr", lr)
     optimizer = torch.optim.SGD(model.parameters(), lr=eta0)  # w <- w - eta g, the reference's step
     rates = _ShiftRates(stream, rule, optimizer, eta0=eta0, memory=memory, test=test,

@@ -216,6 +216,8 @@ def shift(
     method: str = typer.Option("homeostatic", help="homeostatic, constant or random-lr."),
     swaps: int = typer.Option(5, help="Label swaps per epoch (two random classes trade labels)."),
     compare: bool = typer.Option(True, help="Also run the other two learning-rate rules."),
+    param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable "
+                                    "(the built-in rules have none; a plug-in's may)."),
     data: str = typer.Option("digits", help=DATA_HELP),
     epochs: int = typer.Option(10, help="Epochs of the stream."),
     lr: float = typer.Option(SHIFT_LR, help="Starting learning rate eta0 (moves are eta0 / 10). lrh.py's "
@@ -231,6 +233,10 @@ def shift(
     if ctx.invoked_subcommand is not None:
         return
     registered = registered_names("shift", option="--method", value=method)
+    from neuroplastic import registry
+
+    params = registry.parse_params(method, kind="shift", items=param)
+    registry.create(method, kind="shift", **params)  # bad hyperparameters fail before any work
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
     if swaps < 0:
         raise NeuroplasticError(f"--swaps must be >= 0, got {swaps}")
@@ -253,7 +259,7 @@ def shift(
                                device)
             fit_threads(net)
             results[name] = train_shift(net, stream, method=name, lr=lr, test=split.test, seed=seed,
-                                        progress=start(name))
+                                        params=params if name == method else None, progress=start(name))
             nets[name] = net
     metrics: dict[str, Any] = {"method": method, "data": split.name, "swaps_per_epoch": float(swaps),
                                **merge_runs(method, {name: r.metrics() for name, r in results.items()})}
@@ -268,7 +274,8 @@ def shift(
     chance = 1 / split.num_classes
     health = health_warnings(models=nets, accuracies={
         f"{name} (online)": (r.metrics()["online_acc"], chance) for name, r in results.items()})
-    write_run(folder, command="shift", config={"options": options_of(ctx.params)}, metrics=metrics,
+    write_run(folder, command="shift", config={"options": options_of(ctx.params), "params": params},
+              metrics=metrics,
               report=shift_report(results, f"neuroplastic shift: {method}, {swaps} swaps per epoch", notes,
                                   verdict=verdict),
               model=None, json_out=json_out, health=health, notes=notes)
