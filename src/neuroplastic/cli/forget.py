@@ -230,6 +230,27 @@ def forget_report(run: ForgetRun, columns: list[str], class_names: list[str],
     return report
 
 
+def check_request_options(*, forget_class: int | None, target_class: int | None, fraction: float,
+                          poison_fraction: float, identified: float, mia: str, shadows: int | None,
+                          ulira_variance: str | None, mia_nonmembers: str) -> None:
+    """One ``error:`` line for a request or attack option out of range, before any work."""
+    for option, value in (("--forget-class", forget_class), ("--target-class", target_class)):
+        if value is not None and value < 0:
+            raise NeuroplasticError(f"{option} must be >= 0, got {value}")
+    require_fraction("--fraction", fraction)
+    require_fraction("--poison-fraction", poison_fraction)
+    if not 0 < identified <= 1:
+        raise NeuroplasticError(f"--identified must lie in (0, 1], got {identified}")
+    if mia not in ("basic", "ulira"):
+        raise NeuroplasticError(f"--mia must be basic or ulira, got {mia!r}")
+    if shadows is not None and mia != "ulira":
+        raise NeuroplasticError("--shadows applies with --mia ulira")
+    if ulira_variance is not None and mia != "ulira":
+        raise NeuroplasticError("--ulira-variance applies with --mia ulira")
+    if mia_nonmembers not in ("test-retain", "validation"):
+        raise NeuroplasticError(f"--mia-nonmembers must be test-retain or validation, got {mia_nonmembers!r}")
+
+
 @forget_app.callback(invoke_without_command=True)
 @forget_app.command("class")
 def forget(
@@ -317,22 +338,10 @@ def forget(
     ids = read_lines(forget_ids, "ids") if forget_ids is not None else None
     if ids is not None and not ids:
         raise NeuroplasticError(f"{forget_ids} names no id")
-    for option, value in (("--forget-class", forget_class), ("--target-class", target_class)):
-        if value is not None and value < 0:
-            raise NeuroplasticError(f"{option} must be >= 0, got {value}")
-    require_fraction("--fraction", fraction)
-    require_fraction("--poison-fraction", poison_fraction)
-    if not 0 < identified <= 1:
-        raise NeuroplasticError(f"--identified must lie in (0, 1], got {identified}")
+    check_request_options(forget_class=forget_class, target_class=target_class, fraction=fraction,
+                          poison_fraction=poison_fraction, identified=identified, mia=mia,
+                          shadows=shadows, ulira_variance=ulira_variance, mia_nonmembers=mia_nonmembers)
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
-    if mia not in ("basic", "ulira"):
-        raise NeuroplasticError(f"--mia must be basic or ulira, got {mia!r}")
-    if shadows is not None and mia != "ulira":
-        raise NeuroplasticError("--shadows applies with --mia ulira")
-    if ulira_variance is not None and mia != "ulira":
-        raise NeuroplasticError("--ulira-variance applies with --mia ulira")
-    if mia_nonmembers not in ("test-retain", "validation"):
-        raise NeuroplasticError(f"--mia-nonmembers must be test-retain or validation, got {mia_nonmembers!r}")
     from neuroplastic.forget.experiment import ForgetOptions
 
     shadow_count = 16 if shadows is None else shadows

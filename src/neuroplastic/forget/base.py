@@ -13,6 +13,7 @@ from torch import nn
 from neuroplastic.batches import eval_mode, iter_batches, model_device, require_reiterable
 from neuroplastic.errors import NeuroplasticError, first_line
 from neuroplastic.intervene.atomic import atomic
+from neuroplastic.loop import ProgressFn
 from neuroplastic.types import Data
 
 
@@ -41,6 +42,10 @@ class Unlearner(ABC):
     #: True when, without ``full``, the method builds D from the request as its paper's
     #: code does (SSD); the experiment then passes ``full`` only if asked to.
     builds_published_d: bool = False
+
+    #: ``progress(done, total)`` after every training step of a method that trains for
+    #: long (retraining); set by whoever shows it, not a hyperparameter.
+    progress: ProgressFn | None = None
 
     name: str = "unlearner"
 

@@ -59,7 +59,7 @@ class Retrain(Unlearner):
                     fresh = self.factory().to(model_device(model))
                 model.load_state_dict(fresh.state_dict())
             train_epochs(model, retain, epochs=self.epochs, lr=self.lr,
-                         weight_decay=self.weight_decay)
+                         weight_decay=self.weight_decay, progress=self.progress)
         return result
 
 

@@ -191,6 +191,8 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
         retrained = copy.deepcopy(model)
         retrainer = Retrain(epochs=config.epochs, lr=config.lr, weight_decay=config.weight_decay,
                             seed=config.seed, factory=factory)
+        retrainer.progress = lambda done, total: say(
+            f"retraining from scratch on the retain set: step {done}/{total or '?'}")
         with seeded_rng(config.seed, model_device(model)):
             retrain_result = retrainer.unlearn(retrained, forget, retain)
         retrain_eval = evaluate(retrained)
