@@ -38,6 +38,7 @@ from neuroplastic.data import (
     random_samples,
     sub_class,
 )
+from neuroplastic.data.idx import is_installed
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.forget.experiment import ForgetOptions, compare_method, run_forget, trained_model
 from neuroplastic.io import write_json
@@ -411,7 +412,10 @@ def main() -> None:
     publish("forget", markdown(results), results=results,
             readme=not args.no_readme and len(args.classes) == 10)
     if args.part == "all":
-        run_fashion(FASHION, json_path=args.json, shadows=args.shadows, readme=not args.no_readme)
+        if is_installed("fashion-mnist"):
+            run_fashion(FASHION, json_path=args.json, shadows=args.shadows, readme=not args.no_readme)
+        else:
+            print("Fashion-MNIST part skipped: the files are not installed (make data)", flush=True)
 
 
 if __name__ == "__main__":

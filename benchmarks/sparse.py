@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from neuroplastic.data import digits, load_data, loader, mnist1d
+from neuroplastic.data.idx import is_installed
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.io import write_json
 from neuroplastic.models import MLP, build_architecture, default_model, seeded_model
@@ -423,7 +424,10 @@ def main() -> None:
         write_json(path, results)
     publish("sparse", markdown(results))
     if args.part == "all" and not (args.from_json or args.timing_only):
-        run_fashion(FASHION, json_path=args.json)
+        if is_installed("fashion-mnist"):
+            run_fashion(FASHION, json_path=args.json)
+        else:
+            print("Fashion-MNIST part skipped: the files are not installed (make data)", flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from neuroplastic.data import load_data
-from neuroplastic.data.idx import DEBIAN_FOLDERS, FILES, load_idx, read_idx
+from neuroplastic.data.idx import DEBIAN_FOLDERS, FILES, is_installed, load_idx, read_idx
 from neuroplastic.errors import NeuroplasticError
 
 
@@ -81,7 +81,9 @@ def test_malformed_and_missing_files_are_one_line_naming_them(tmp_path):
 
 def test_without_a_folder_the_search_order_and_the_hint(tmp_path, monkeypatch):
     monkeypatch.setenv("NEUROPLASTIC_DATA_DIR", str(tmp_path))
+    assert not is_installed("kmnist")
     write_set(tmp_path / "KMNIST" / "raw", train=120, test=10, seed=1)  # torchvision's layout
+    assert is_installed("kmnist") and not is_installed("mnist")
     assert len(load_data("kmnist").test) == 10
     write_set(tmp_path / "kmnist", train=120, test=12, seed=2)  # $NEUROPLASTIC_DATA_DIR/<name> first
     assert len(load_data("kmnist").test) == 12

@@ -108,6 +108,15 @@ def idx_folder(name: str) -> Path:
     raise NeuroplasticError(f"{name} not found (looked in {looked}): {how}")
 
 
+def is_installed(name: str) -> bool:
+    """True when :func:`idx_folder` finds the four files of ``name``."""
+    try:
+        idx_folder(name)
+    except NeuroplasticError:
+        return False
+    return True
+
+
 def load_idx(name: str, folder: str | Path | None = None, *, seed: int = 0) -> DataSplit:
     """The IDX data set ``name`` (``fashion-mnist``, ``mnist``, ``kmnist``) from ``folder``
     (default: :func:`idx_folder`): the official train / test split, 1/12 of the training
