@@ -44,7 +44,7 @@ from neuroplastic.forget.experiment import ForgetOptions, compare_method, run_fo
 from neuroplastic.io import write_json
 from neuroplastic.models import build_architecture, default_model
 from neuroplastic.training import TrainConfig, train_epochs
-from readme_table import publish, republish
+from readme_table import parse_with_parts, publish, republish
 
 METHODS = ("ssd", "lfssd", "ssd-auto", "finetune", "neggrad+", "random-labels")
 ROWS = ("retrain", "ssd-auto", "ssd", "ssd-train-d", "lfssd", "finetune", "neggrad+", "random-labels")
@@ -362,15 +362,7 @@ def main() -> None:
     parser.add_argument("--shadows", type=int, default=SHADOWS, help="U-LiRA shadow models")
     parser.add_argument("--from-json", action="store_true",
                         help="only re-render the tables from benchmarks/results/forget.json")
-    parser.add_argument("--part", choices=("all", "digits", "fashion"), default="all")
-    parser.add_argument("--quick", action="store_true",
-                        help="a two-minute Fashion-MNIST run at toy sizes (needs --json)")
-    parser.add_argument("--json", type=Path, help="write the Fashion-MNIST results here, not to "
-                        "benchmarks/results, and leave the README alone")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    if args.quick and args.json is None:
-        parser.error("--quick writes only to --json PATH")
+    args = parse_with_parts(parser)
     if args.from_json:
         republish("forget", markdown)
         republish("forget-fashion", fashion_markdown)

@@ -3,6 +3,7 @@ benchmark's results beside it (``benchmarks/results/<name>.json`` and ``.md``)."
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
 import statistics
@@ -47,6 +48,21 @@ def stored_results(name: str) -> dict[str, Any]:
 def republish(name: str, render: Callable[[dict[str, Any]], str]) -> None:
     """Re-render a benchmark's tables from its stored results (``--from-json``)."""
     publish(name, render(stored_results(name)), echo=False)
+
+
+def parse_with_parts(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Add the options of a benchmark with a digits and a Fashion-MNIST part (``--part``,
+    ``--quick``, ``--json``, ``--threads``) and parse; ``--quick`` needs ``--json``."""
+    parser.add_argument("--part", choices=("all", "digits", "fashion"), default="all")
+    parser.add_argument("--quick", action="store_true",
+                        help="a one-minute Fashion-MNIST run at toy sizes (needs --json)")
+    parser.add_argument("--json", type=Path, help="write the Fashion-MNIST results here, not to "
+                        "benchmarks/results, and leave the README alone")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if args.quick and args.json is None:
+        parser.error("--quick writes only to --json PATH")
+    return args
 
 
 def mean_std(values: list[float], *, scale: float = 1.0, decimals: int = 3) -> str:

@@ -35,7 +35,7 @@ from neuroplastic.sparse.experiment import run_sparse
 from neuroplastic.sparse.fit import SparseRecipe, adam
 from neuroplastic.sparse.inference import CSRLinear, to_csr
 from neuroplastic.sparse.latency import latencies
-from readme_table import publish, republish, stored_results
+from readme_table import parse_with_parts, publish, republish, stored_results
 
 ROOT = Path(__file__).resolve().parent
 METHODS = ("granet", "rigl", "set", "gmp", "snip", "magnitude")
@@ -154,6 +154,21 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
+def method_rows(res: dict, sparsities: tuple[float, ...] | list[float]) -> list[str]:
+    """The table of every method: test accuracy per sparsity, FLOPs and sparsity at 90%."""
+    lines = ["| method | " + " | ".join(f"{s:.0%} test acc" for s in sparsities)
+             + " | train FLOPs at 90% | inference FLOPs at 90% | actual sparsity at 90% |",
+             "|---|" + "---|" * (len(sparsities) + 3)]
+    for method in METHODS:
+        cells = [mean_std(res[method][str(s)]["test_acc"]) for s in sparsities]
+        at90 = res[method]["0.9"]
+        cells += [f"{statistics.fmean(at90['train_flops_ratio']):.3f}",
+                  f"{statistics.fmean(at90['inference_flops_ratio']):.3f}",
+                  f"{statistics.fmean(at90['actual_sparsity']):.4f}"]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown(results: dict) -> str:
     lines = [f"{EPOCHS} epochs of Adam (lr 1e-3, batch 64), masks updated once per epoch, ERK "
              f"layer densities; magnitude = one-shot pruning of the trained dense model + "
@@ -163,16 +178,7 @@ def markdown(results: dict) -> str:
         res = results["datasets"][name]
         dense = mean_std(res["dense"]["test_acc"])
         lines += [f"**{name}** ({res['model']}; dense: {dense})", "",
-                  "| method | " + " | ".join(f"{s:.0%} test acc" for s in SPARSITIES)
-                  + " | train FLOPs at 90% | inference FLOPs at 90% | actual sparsity at 90% |",
-                  "|---|" + "---|" * (len(SPARSITIES) + 3)]
-        for method in METHODS:
-            cells = [mean_std(res[method][str(s)]["test_acc"]) for s in SPARSITIES]
-            at90 = res[method]["0.9"]
-            cells += [f"{statistics.fmean(at90['train_flops_ratio']):.3f}",
-                      f"{statistics.fmean(at90['inference_flops_ratio']):.3f}",
-                      f"{statistics.fmean(at90['actual_sparsity']):.4f}"]
-            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+                  *method_rows(res, SPARSITIES)]
         oh = res["overhead"]
         lines += ["", f"Masked training step (GraNet, 90%) vs dense, with the fused Adam of the "
                   f"built-in fit: {oh['step_overhead']:.2f}x without a mask update "
@@ -296,7 +302,7 @@ def fashion_markdown(results: dict) -> str:
     """The README tables of the Fashion-MNIST part, and the issue's targets in words."""
     plan, cnn, resnet = results["plan"], results["cnn"], results["resnet18"]
     sparsities = plan["sparsities"]
-    subset = (f"stratified subsets (seed 0): {cnn['train_size']:,} training, {cnn['val_size']:,} "
+    subset = (f"Stratified subsets (seed 0): {cnn['train_size']:,} training, {cnn['val_size']:,} "
               f"validation, {cnn['test_size']:,} test images")
     dense = mean_std(cnn["dense"]["test_acc"])
     lines = [f"**Fashion-MNIST, CNN of PyTorch's MNIST example** (1.2M parameters; dense: {dense}). "
@@ -306,16 +312,7 @@ def fashion_markdown(results: dict) -> str:
              "Test accuracy, "
              f"mean ± std over seeds {plan['seeds']}. Wall time {results['cnn_seconds'] / 60:.0f} min on "
              "one core of a 2-core machine.", "",
-             "| method | " + " | ".join(f"{s:.0%} test acc" for s in sparsities)
-             + " | train FLOPs at 90% | inference FLOPs at 90% | actual sparsity at 90% |",
-             "|---|" + "---|" * (len(sparsities) + 3)]
-    for method in METHODS:
-        cells = [mean_std(cnn[method][str(s)]["test_acc"]) for s in sparsities]
-        at90 = cnn[method]["0.9"]
-        cells += [f"{statistics.fmean(at90['train_flops_ratio']):.3f}",
-                  f"{statistics.fmean(at90['inference_flops_ratio']):.3f}",
-                  f"{statistics.fmean(at90['actual_sparsity']):.4f}"]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+             *method_rows(cnn, sparsities)]
     lines += ["", f"**Fashion-MNIST, ResNet-18 (CIFAR stem)** ({resnet['parameters']:,} parameters), "
               f"one seed, a stratified {resnet['train_size']:,}-image training subset, "
               f"{epochs_text(plan['resnet_epochs'])}, masks updated every {plan['resnet_update_frequency']} "
@@ -373,15 +370,7 @@ def main() -> None:
     parser.add_argument("--timing-only", action="store_true",
                         help="re-measure only the step overhead and the export speed-up; keep "
                              "the accuracy results")
-    parser.add_argument("--part", choices=("all", "digits", "fashion"), default="all")
-    parser.add_argument("--quick", action="store_true",
-                        help="a two-minute Fashion-MNIST run at toy sizes (needs --json)")
-    parser.add_argument("--json", type=Path, help="write the Fashion-MNIST results here, not to "
-                        "benchmarks/results, and leave the README alone")
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    if args.quick and args.json is None:
-        parser.error("--quick writes only to --json PATH")
+    args = parse_with_parts(parser)
     path = ROOT / "results" / "sparse.json"
     if args.quick or args.part == "fashion":
         torch.set_num_threads(args.threads)
