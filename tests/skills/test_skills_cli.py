@@ -32,13 +32,14 @@ def jsonl(tmp_path):
     return paths
 
 
-@pytest.mark.parametrize("method", ["na", "ga"])
-def test_forget_skill_on_files_writes_a_run_folder(tmp_path, capsys, model_dir, jsonl, method):
+@pytest.mark.parametrize(("method", "param"), [("na", "percent=2.5"), ("ga", "max_epochs=3")])
+def test_forget_skill_on_files_writes_a_run_folder(tmp_path, capsys, model_dir, jsonl, method, param):
     out = tmp_path / "run"
     weights_before = snapshot(load_causal_lm(model_dir)[0])
     code = main(["forget", "skill", "--model", str(model_dir), "--forget", str(jsonl["addition"]),
                  "--retain", str(jsonl["reversal"]), "--eval", str(jsonl["addition"]),
-                 "--eval", str(jsonl["sorting"]), "--method", method, "--out", str(out), "--json"])
+                 "--eval", str(jsonl["sorting"]), "--method", method, "--param", param,
+                 "--out", str(out), "--json"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert json.loads(capsys.readouterr().out) == metrics
@@ -51,6 +52,9 @@ def test_forget_skill_on_files_writes_a_run_folder(tmp_path, capsys, model_dir, 
     assert "data:image/png;base64," in (out / "report.html").read_text()
     config = json.loads((out / "config.json").read_text())
     assert config["options"]["method"] == method
+    key, value = param.split("=")
+    assert config["method_kwargs"][key] == float(value)  # typed as the signature says, recorded
+    assert isinstance(config["method_kwargs"][key], float)
     # weight edits are saved; hook methods leave the model folder's weights as they were
     assert (out / "model.safetensors").exists() == (method == "ga")
     assert all(torch.equal(weights_before[k], v) for k, v in snapshot(load_causal_lm(model_dir)[0]).items())

@@ -151,6 +151,8 @@ def forget_skill(
     false_abstain: float | None = typer.Option(None, help="Calibrated KSD: target abstain rate "
                                                "on retained skills."),
     seed: int = typer.Option(0, help="Seed of NA's draws and of the detector's split."),
+    param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable "
+                                    "(--percent, --h and --false-abstain are aliases)."),
     device: Device = "cpu",
     out: RunFolder = None,
     json_out: JsonOut = False,
@@ -174,12 +176,18 @@ def forget_skill(
     folder = run_dir("forget-skill", out)
     check_device(device)
     kwargs = method_options(method, percent=percent, h=h, false_abstain=false_abstain, seed=seed)
+    from neuroplastic import registry
+
+    typed = registry.parse_params(method, kind="skill", items=param, exclude=("seed",))
+    for key in set(typed) & set(kwargs):
+        raise NeuroplasticError(f"{key} is given twice: as --{key.replace('_', '-')} and as --param {key}")
+    kwargs.update(typed)
+    registry.create(method, kind="skill", **kwargs)  # ranges checked before the model loads
     from neuroplastic.skills.lm import require_transformers
 
     require_transformers()
     from transformers.utils import logging as hf_logging
 
-    from neuroplastic import registry
     from neuroplastic.skills.demo import load_demo
     from neuroplastic.skills.experiment import demo_request, run_skill_forget
     from neuroplastic.skills.lm import load_causal_lm
