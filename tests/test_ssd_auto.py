@@ -129,5 +129,5 @@ def test_below_alpha_range_only_when_nothing_inside_meets_the_target():
     assert choice == (1.0, 0.01)  # the most aggressive candidate tried, as before
     # a goal met inside the range: exactly the same candidates with and without the floor
     assert search_trace(SSDAuto(), threshold=5.0) == search_trace(SSDAuto(alpha_floor=1.0), threshold=5.0)
-    with pytest.raises(NeuroplasticError, match="alpha_floor must satisfy"):
-        SSDAuto(alpha_floor=2.0)
+    with pytest.raises(NeuroplasticError, match="alpha_floor must be > 0"):
+        SSDAuto(alpha_floor=0.0)
