@@ -10,9 +10,9 @@ Digits writes benchmarks/results/forget.json and the README table between the
 ``make data``) writes benchmarks/results/forget-fashion.json and the tables between the
 ``forget-fashion-benchmark`` markers: the MLP on a 5,000-image training subset for all ten
 classes and the random requests with U-LiRA, and the CNN of PyTorch's MNIST example on
-another 5,000-image subset for three classes (about 55 minutes on one core of this 2-core
+another 5,000-image subset for three classes (63 minutes measured on one core of this 2-core
 machine). Run: ``.venv/bin/python benchmarks/forget.py [--part digits|fashion]``;
-``--quick --json PATH`` is a two-minute Fashion-MNIST run at toy sizes (tested; no README).
+``--quick --json PATH`` is a one-minute Fashion-MNIST run at toy sizes (tested; no README).
 """
 
 from __future__ import annotations

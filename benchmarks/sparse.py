@@ -8,8 +8,9 @@ README tables between the ``sparse-benchmark`` and ``sparse-fashion-benchmark`` 
 Nothing is selected on the test split (no checkpoint selection at all: the last epoch is
 reported). Run: ``.venv/bin/python benchmarks/sparse.py [--part digits|fashion]`` (digits
 about 4 minutes on 2 CPU cores, ``--timing-only`` re-measures only its timings;
-Fashion-MNIST, which needs ``make data``, about 55 minutes on one core); ``--quick --json
-PATH`` is a two-minute Fashion-MNIST run at toy sizes (tested; no README).
+Fashion-MNIST, which needs ``make data``, 69 minutes measured on one core beside other work, plus
+about 8 for the longer dense / GraNet pair); ``--quick --json
+PATH`` is a one-minute Fashion-MNIST run at toy sizes (tested; no README).
 """
 
 from __future__ import annotations
