@@ -110,7 +110,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         progress: ``progress(label)`` returns a ``progress(done, total)`` callback or None.
     """
     require_choice("rule", rule, tuple(rules()))
-    entry = next(e for e in registry.available("learn") if e.name == rule)
+    entry = registry.entry(rule, kind="learn")
     method: LearnMethod = registry.create(rule, kind="learn", **(params or {}))
     base = method.defaults
     hidden = hidden or base.hidden
