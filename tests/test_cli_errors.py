@@ -187,6 +187,7 @@ CASES = [
     (["forget", "skill", "--percent", "3"], "--percent applies to na and na-ksd"),
     (["forget", "skill", "--method", "na", "--percent", "0"], "percent must be in (0, 100]"),
     (["forget", "skill", "--h", "2"], "--h applies to ksd"),
+    (["sparse", "train", "--method", "dense"], "dense is the baseline, not a sparse method"),
     (["forget", "skill", "--param", "nope=1"], "skill method 'ksd-calibrated' has no hyperparameter 'nope'"),
     (["forget", "skill", "--method", "na", "--percent", "3", "--param", "percent=2"],
      "percent is given twice"),

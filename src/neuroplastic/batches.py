@@ -159,5 +159,9 @@ def seeded_rng(seed: int, device: torch.device | str | None = None) -> Iterator[
     cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
+        # only the generators fork_rng restores (torch.manual_seed would reseed every GPU's)
+        torch.default_generator.manual_seed(seed)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
         yield

@@ -97,3 +97,15 @@ def test_cifar10c_files_are_read_per_severity(tmp_path) -> None:
     torch.testing.assert_close(x, torch.from_numpy(data[8:12]).permute(0, 3, 1, 2).float() / 255)
     with pytest.raises(NeuroplasticError, match=r"snow\.npy not found"):
         load_cifar10c(tmp_path, "snow", 1)
+
+
+def test_an_adapter_worse_than_the_source_is_named_once_even_when_it_is_norm():
+    from neuroplastic.adapt.runner import CorruptionResult
+
+    result = CorruptionResult(method="norm")
+    result.errors = {"source": {("noise", 1): 0.2}, "norm": {("noise", 1): 0.3}}
+    result.clean_acc_batch_stats = result.clean_acc_after = 0.9
+    assert result.warnings == ["norm has a higher mean error than the unadapted model (0.300 vs 0.200)"]
+    result.method = "tent"
+    result.errors["tent"] = {("noise", 1): 0.25}
+    assert [w.split()[0] for w in result.warnings] == ["norm", "tent"]

@@ -49,7 +49,7 @@ class CorruptionResult:
         """Sentences for an adapter that did worse than the unadapted model, and for clean
         accuracy that fell more than 2 points after the online pass."""
         notes = []
-        for name in ("norm", self.method):
+        for name in dict.fromkeys(("norm", self.method)):  # once each, also when norm is the method
             if self.mean_error(name) > self.mean_error("source"):
                 notes.append(f"{name} has a higher mean error than the unadapted model "
                              f"({self.mean_error(name):.3f} vs {self.mean_error('source'):.3f})")

@@ -69,3 +69,4 @@ class Dense:
     ``sparse_fit`` trains it without a sparsifier."""
 
     sparsifies = False
+    prunes_trained = False
