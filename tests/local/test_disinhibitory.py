@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from neuroplastic import loop
@@ -116,6 +117,63 @@ def test_euler_at_the_default_step_settles_where_rk4_does() -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize(("hidden", "error"),
+                         [((16,), "softmax"), ((12, 16, 8), "softmax"), ((16, 8), "linear")])
+def test_root_solver_finds_the_state_where_the_ode_settles(hidden, error) -> None:
+    """The reference: RK4 integration to a residual of 1e-10 (double). The root solve, with
+    its stopping rule tightened the same way, must land on the same state within 1e-6
+    relative (every E, I, readout and integral entry), in a handful of evaluations."""
+    torch.manual_seed(8)
+    model = DisinhibitoryMLP(10, 4, hidden=hidden).double()
+    with torch.no_grad():  # a trained-looking network: weights large enough for real control
+        for layer in [*model.hidden, model.readout]:
+            layer.weight.mul_(2.0)
+    x, y = torch.rand(12, 10, dtype=torch.double), torch.randint(0, 4, (12,))
+    tight = {"rtol": 1e-10, "atol": 1e-13, "error": error}
+    ode = DisinhibitoryControl(solver="rk4", dt=1e-3, horizon=20.0, **tight)
+    root = DisinhibitoryControl(solver="root", **tight)
+    with torch.no_grad():
+        target = ode.targets(y, 4)
+        feedback = ode.feedback_weights(model, model.open_loop(x).exc)
+        start = start_at_open_loop(model, x)
+        settled, ode_residual, ode_steps = ode.closed_loop(model, x, target, feedback, start)
+        found, residual, evaluations = root.closed_loop(model, x, target, feedback, start)
+    assert ode_residual <= 1.0 and residual <= 1.0 and root.stats.fallbacks == 0
+    assert evaluations <= 12 < ode_steps
+    for a, b in zip(found.tensors(), settled.tensors(), strict=True):
+        assert float((a - b).abs().max() / b.abs().max()) < 1e-6
+    # and the control really moved the state away from the open loop
+    assert float((found.out - model.open_loop(x).out.detach()).abs().max()) > 1e-2
+
+
+def test_a_failed_root_solve_is_integrated_instead_and_counted() -> None:
+    torch.manual_seed(9)
+    model = DisinhibitoryMLP(6, 3, hidden=(8,))
+    x, y = torch.rand(5, 6), torch.tensor([0, 1, 2, 0, 1])
+    one_step = DisinhibitoryControl(root_iterations=1, rtol=1e-9, atol=1e-12, horizon=0.1)
+    ode = DisinhibitoryControl(solver="euler", rtol=1e-9, atol=1e-12, horizon=0.1)
+    grads, _ = one_step.updates(model, x, y)
+    reference, _ = ode.updates(model, x, y)
+    assert one_step.stats.fallbacks == 1
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, reference[name])
+
+
+def test_root_solver_trains_as_the_integrator_does() -> None:
+    """Default settings (float32, the reference's stopping rule): updates of the two solvers
+    agree closely on a batch, and the root solve takes a few evaluations, not hundreds."""
+    torch.manual_seed(10)
+    model = DisinhibitoryMLP(20, 5, hidden=(32, 32))
+    x, y = torch.rand(50, 20), torch.randint(0, 5, (50,))
+    root, euler = DisinhibitoryControl(), DisinhibitoryControl(solver="euler")
+    found, _ = root.updates(model, x, y)
+    integrated, _ = euler.updates(model, x, y)
+    for name in found:
+        cosine = F.cosine_similarity(found[name].flatten(), integrated[name].flatten(), dim=0)
+        assert cosine > 0.999, (name, float(cosine))
+    assert root.stats.steps <= 6 and euler.stats.steps > 50 and root.stats.fallbacks == 0
+
+
 def test_lin_thresh_equals_exact_at_its_linearisation_point() -> None:
     """With one sample the mean inhibitory rate is that sample's, so the Taylor expansion of
     phi_I^-1 is evaluated at its own point: lin-thresh must then give exact's errors."""
@@ -166,7 +224,7 @@ def test_training_through_the_loop_lowers_the_loss() -> None:
 def test_a_horizon_too_short_for_steady_state_is_counted_with_its_residual() -> None:
     torch.manual_seed(7)
     model = DisinhibitoryMLP(4, 3, hidden=(8,))
-    rule = DisinhibitoryControl(horizon=0.01)
+    rule = DisinhibitoryControl(solver="euler", horizon=0.01)
     rule.updates(model, torch.rand(5, 4), torch.tensor([0, 1, 2, 0, 1]))
     assert rule.stats.unconverged == 1 and rule.stats.worst_residual > 1.0
 
@@ -174,6 +232,8 @@ def test_a_horizon_too_short_for_steady_state_is_counted_with_its_residual() -> 
 def test_bad_settings_and_models_are_refused() -> None:
     with pytest.raises(NeuroplasticError, match="variant"):
         DisinhibitoryControl(variant="approximate")
+    with pytest.raises(NeuroplasticError, match="root_iterations"):
+        DisinhibitoryControl(root_iterations=0)
     with pytest.raises(NeuroplasticError, match="solver"):
         DisinhibitoryControl(solver="dopri5")
     with pytest.raises(NeuroplasticError, match="must not exceed the horizon"):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +45,7 @@ from neuroplastic.checks import require_choice, require_in, require_positive
 from neuroplastic.data.splits import DataSplit, loader
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.local.base import add_grad_, alignment
+from neuroplastic.local.broyden import RootResult, broyden
 from neuroplastic.local.protocol import LearnContext, LearnDefaults, LearnMethod, LearnOutcome
 from neuroplastic.registry import register
 from neuroplastic.types import LossFn
@@ -71,6 +73,38 @@ class Activation:
         return softplus_inverse(r) if self.kind == "softplus" else r
 
 
+class UnitRest(NamedTuple):
+    """Where :func:`solve_units` stopped: ``u_E``, its rate ``phi_E(u_E)`` and the residual
+    ``u_E + phi_I(phi_E(u_E) - t) - drive`` there."""
+
+    exc: Tensor
+    rate: Tensor
+    residual: Tensor
+
+
+def solve_units(drive: Tensor, top_down: Tensor, phi: Activation, *, start: Tensor | None = None,
+                iterations: int = 50, tol: float = 1e-7) -> UnitRest:
+    """Per unit, the E state ``u`` at which the E and I equations both rest for a fixed
+    top-down input ``t``: ``u + phi_I(phi_E(u) - t) = drive`` (then ``u_I = phi_E(u) - t``).
+
+    The left side is increasing and convex in ``u`` (slope >= 1), so Newton's method
+    converges from any start: from the right monotonically, from the left after one step.
+    ``drive`` itself lies right of the root. Stops when every residual is below ``tol`` or
+    below the rounding floor of the dtype (16 ulp of the largest drive), no gradient.
+    """
+    with torch.no_grad():
+        u = (drive if start is None else start).clone()
+        floor = max(tol, 16 * torch.finfo(drive.dtype).eps * float(drive.abs().max()))
+        for step in range(iterations + 1):
+            rate = phi(u)
+            inh = rate - top_down
+            residual = u + phi(inh) - drive
+            if step == iterations or float(residual.abs().max()) <= floor:
+                break
+            u = u - residual / (1 + phi.deriv(inh) * phi.deriv(u))
+    return UnitRest(u, rate, residual)
+
+
 class DisinhibitoryMLP(nn.Module):
     """The E/I network at its open-loop steady state: hidden ``Linear`` layers (with bias)
     whose units each pair an E cell with an I interneuron, and a bias-free readout.
@@ -93,33 +127,26 @@ class DisinhibitoryMLP(nn.Module):
                 if layer.bias is not None:
                     layer.bias.zero_()
 
-    def excitatory_state(self, drive: Tensor, *, iterations: int = 50, tol: float = 1e-7) -> Tensor:
-        """``u`` solving ``u + phi_I(phi_E(u)) = drive`` (Newton from ``u = drive``, which
-        lies above the root; the map is convex, so the iterates fall monotonically onto it),
-        differentiable in ``drive`` through the implicit-function gradient."""
+    def excitatory_state(self, drive: Tensor) -> Tensor:
+        """``u`` solving ``u + phi_I(phi_E(u)) = drive`` (:func:`solve_units` without
+        top-down input), differentiable in ``drive`` through the implicit-function gradient."""
         phi = self.phi
-        with torch.no_grad():
-            u = drive.detach().clone()
-            for _ in range(iterations):
-                r = phi(u)
-                residual = u + phi(r) - drive.detach()
-                u = u - residual / (1 + phi.deriv(r) * phi.deriv(u))
-                if float(residual.abs().max()) < tol:
-                    break
-        r = phi(u)
-        slope = 1 + phi.deriv(r) * phi.deriv(u)
+        rest = solve_units(drive.detach(), torch.zeros((), dtype=drive.dtype, device=drive.device), phi)
+        slope = 1 + phi.deriv(rest.rate) * phi.deriv(rest.exc)
         # value u; gradient d u / d drive = 1 / slope (u itself carries no graph)
-        return u + (drive - (u + phi(r))) / slope
+        return rest.exc + (drive - drive.detach() - rest.residual) / slope
 
     def open_loop(self, x: Tensor) -> OpenLoop:
         """Drives, E and I states of every hidden layer and the readout, at the open-loop
         steady state (``u_I = phi_E(u_E)``)."""
         phi = self.phi
         h = x.flatten(1)
-        state = OpenLoop(inputs=[], exc=[], out=h)
+        state = OpenLoop(inputs=[], drives=[], exc=[], out=h)
         for layer in self.hidden:
             state.inputs.append(h)
-            u = self.excitatory_state(layer(h))
+            drive = layer(h)
+            state.drives.append(drive)
+            u = self.excitatory_state(drive)
             state.exc.append(u)
             h = phi(u)
         state.inputs.append(h)
@@ -133,9 +160,11 @@ class DisinhibitoryMLP(nn.Module):
 @dataclass
 class OpenLoop:
     """A steady state of :class:`DisinhibitoryMLP`: ``inputs[l]`` feeds layer l (the last
-    feeds the readout), ``exc[l]`` is hidden layer l's ``u_E``, ``out`` the readout."""
+    feeds the readout), ``drives[l]`` is layer l's ``W h + b``, ``exc[l]`` its ``u_E``,
+    ``out`` the readout."""
 
     inputs: list[Tensor]
+    drives: list[Tensor]
     exc: list[Tensor]
     out: Tensor
 
@@ -161,16 +190,22 @@ class CircuitState:
 
 @dataclass
 class SolveStats:
-    """How the closed-loop solves went over training."""
+    """How the closed-loop solves went over training: ``steps`` counts root evaluations
+    (``root``) or integration steps (``euler``/``rk4``); ``fallbacks`` the root solves that
+    failed and were integrated instead."""
 
     solves: int = 0
     steps: int = 0
     unconverged: int = 0
     worst_residual: float = 0.0
+    fallbacks: int = 0
 
     def to_metrics(self) -> dict[str, float]:
-        return {"ode.solves": float(self.solves), "ode.mean_steps": self.steps / max(self.solves, 1),
-                "ode.unconverged": float(self.unconverged), "ode.worst_residual": self.worst_residual}
+        return {"closed_loop.solves": float(self.solves),
+                "closed_loop.mean_steps": self.steps / max(self.solves, 1),
+                "closed_loop.unconverged": float(self.unconverged),
+                "closed_loop.worst_residual": self.worst_residual,
+                "closed_loop.ode_fallbacks": float(self.fallbacks)}
 
 
 @register("disinhibitory", kind="learn", needs=("labels", "lr", "own_network"))
@@ -181,9 +216,14 @@ class DisinhibitoryControl(LearnMethod):
 
     Args (defaults of the reference's ``conf/``, times in seconds):
         variant: ``exact`` (ExactTrainer) or ``lin-thresh`` (AvgInhTaylorApproxTrainer).
-        solver: ``euler`` or ``rk4`` (fixed step ``dt``), stopping at steady state, i.e.
-            when every sample's RMS time derivative is below ``atol + rtol * RMS state``,
-            checked every ``check_every`` steps, or at ``horizon``.
+        solver: how the closed loop reaches its steady state. ``root`` (default) finds it
+            as the root it is (:meth:`root_loop`: Broyden's method on the control signal,
+            a few forward passes per batch); ``euler`` or ``rk4`` integrate the ODE with
+            fixed step ``dt`` (as the reference does with its adaptive Tsit5), checked every
+            ``check_every`` steps, up to ``horizon``; a root solve that fails is integrated
+            with Euler instead (counted). Every solver stops at steady state, i.e. when
+            every sample's RMS time derivative is below ``atol + rtol * RMS state``.
+        root_iterations: the most Broyden steps per batch (50).
         tau_exc, tau_inh, tau_ctrl: time constants (20 ms, 5 ms, 100 ms).
         k_p, k_i, leak: the leaky PI controller (0.2, 0.4, 1).
         soft_target: the target probability of the true class (0.99).
@@ -196,13 +236,15 @@ class DisinhibitoryControl(LearnMethod):
     defaults = LearnDefaults((64, 64), 30, 5e-3, 100)
     own_network = True
 
-    def __init__(self, *, variant: str = "exact", solver: str = "euler", dt: float = 2e-3,
+    def __init__(self, *, variant: str = "exact", solver: str = "root", dt: float = 2e-3,
                  horizon: float = 2.0, rtol: float = 1e-3, atol: float = 1e-6, check_every: int = 10,
                  tau_exc: float = 20e-3, tau_inh: float = 5e-3, tau_ctrl: float = 100e-3,
                  k_p: float = 0.2, k_i: float = 0.4, leak: float = 1.0, soft_target: float = 0.99,
-                 error: str = "softmax", avg_inh_lambda: float = 1.0, avg_inh_init: float = 0.8) -> None:
+                 error: str = "softmax", avg_inh_lambda: float = 1.0, avg_inh_init: float = 0.8,
+                 root_iterations: int = 50) -> None:
         self.variant = require_choice("variant", variant, ("exact", "lin-thresh"))
-        self.solver = require_choice("solver", solver, ("euler", "rk4"))
+        self.solver = require_choice("solver", solver, ("root", "euler", "rk4"))
+        self.root_iterations = int(require_positive("root_iterations", root_iterations))
         self.error = require_choice("error", error, ("softmax", "linear"))
         for name, value in (("dt", dt), ("horizon", horizon), ("tau_exc", tau_exc),
                             ("tau_inh", tau_inh), ("tau_ctrl", tau_ctrl)):
@@ -301,8 +343,94 @@ class DisinhibitoryControl(LearnMethod):
         return CircuitState(d_exc, d_inh, d_out, d_int), control
 
     def closed_loop(self, model: DisinhibitoryMLP, x: Tensor, target: Tensor, feedback: list[Tensor],
-                    start: CircuitState) -> tuple[CircuitState, float, int]:
-        """Integrate from ``start`` to steady state or the horizon.
+                    start: CircuitState, *, first_drive: Tensor | None = None
+                    ) -> tuple[CircuitState, float, int]:
+        """The closed-loop steady state from ``start`` (the open-loop state) with the
+        configured solver; a failed root solve falls back to Euler integration.
+
+        Args:
+            first_drive: the first hidden layer's ``W x + b`` if already computed.
+
+        Returns:
+            The final state, its largest per-sample residual ``RMS(ds/dt) / (atol + rtol *
+            RMS(s))`` (<= 1 means converged) and the number of steps (root evaluations or
+            integration steps) taken.
+        """
+        if self.solver != "root":
+            return self.integrate(model, x, target, feedback, start, solver=self.solver)
+        drive = model.hidden[0](x) if first_drive is None else first_drive
+        root = self.root_loop(model, x, target, feedback, start, drive)
+        if root.converged:
+            state, residual = root.aux
+            return state, residual, root.evaluations
+        self.stats.fallbacks += 1
+        state, residual, steps = self.integrate(model, x, target, feedback, start, solver="euler")
+        return state, residual, steps + root.evaluations
+
+    def root_loop(self, model: DisinhibitoryMLP, x: Tensor, target: Tensor, feedback: list[Tensor],
+                  start: CircuitState, first_drive: Tensor) -> RootResult[tuple[CircuitState, float]]:
+        """The steady state as a root in the control ``c`` alone (K numbers per sample).
+
+        At rest the controller gives ``c = kappa e`` with ``kappa = k_i / leak + k_p`` and
+        ``e`` the output error; for a given ``c`` every hidden unit rests where
+        ``u_E + phi_I(phi_E(u_E) - (cQ)_j) = W h + b`` (:func:`solve_units`, layer by layer)
+        and the readout at ``W_o h + c``. So the steady state is the root of
+        ``F(c) = leak c - (k_i + leak k_p) e(c)`` (``c - k_p e(c)`` without an integrator),
+        found by Broyden's method from the open loop (``c = 0``), with the first inverse
+        Jacobian from the last hidden layer's direct response to ``c`` (exact with one
+        hidden layer; the earlier layers' share is learnt by the secant updates). It stops
+        by the integrators' own rule, at the same residual.
+        """
+        phi = model.phi
+        integrating = self.k_i > 0
+        a, b = (self.leak, self.k_i + self.leak * self.k_p) if integrating else (1.0, self.k_p)
+
+        def evaluate(c: Tensor, previous: tuple[CircuitState, float] | None
+                     ) -> tuple[Tensor, tuple[CircuitState, float]]:
+            warm = (start if previous is None else previous[0]).exc
+            exc, inh, unit_residuals, h = [], [], [], x
+            for index, (layer, q) in enumerate(zip(model.hidden, feedback, strict=True)):
+                drive = first_drive if index == 0 else layer(h)
+                top_down = torch.bmm(c.unsqueeze(1), q).squeeze(1)
+                # the units' share of the stopping rule, a tenth of it
+                tol = 0.1 * self.tau_exc * (self.atol + self.rtol * float(drive.square().mean().sqrt()))
+                rest = solve_units(drive, top_down, phi, start=warm[index], tol=tol)
+                exc.append(rest.exc)
+                inh.append(rest.rate - top_down)
+                unit_residuals.append(rest.residual / -self.tau_exc)
+                h = rest.rate
+            out = model.readout(h) + c
+            error = self.output_error(out, target)
+            if integrating:  # the integral that makes the controller's output exactly c
+                integral = (c - self.k_p * error) / self.k_i
+            else:
+                integral = error / self.leak if self.leak > 0 else torch.zeros_like(error)
+            control = self.k_i * integral + self.k_p * error
+            state = CircuitState(exc, inh, out, integral)
+            # ds/dt there: the I cells rest by construction, so only these parts move
+            moving = [*unit_residuals, (control - c) / self.tau_exc,
+                      (error - self.leak * integral) / self.tau_ctrl]
+            return a * c - b * error, (state, self.residual(state, moving))
+
+        # first inverse Jacobian: dF/dc = a I + b S (I + W_o diag(phi'(u_E) phi'(u_I) / slope) Q^T)
+        u_e, u_i = start.exc[-1], start.inh[-1]
+        gain = phi.deriv(u_e) * phi.deriv(u_i) / (1 + phi.deriv(u_i) * phi.deriv(u_e))
+        response = (model.readout.weight.unsqueeze(0) * gain.unsqueeze(1)) @ feedback[-1].transpose(1, 2)
+        eye = torch.eye(response.shape[-1], dtype=response.dtype, device=response.device)
+        response = response + eye
+        if self.error == "softmax":
+            p = torch.softmax(start.out, dim=-1)
+            response = (torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)) @ response
+        inverse = torch.linalg.inv(a * eye + b * response)
+        # at c = 0 the units rest at the open loop, so F(0) = -b e(open loop); the controller
+        # is not at rest there unless the error is exactly 0, which the Broyden step then keeps
+        start_error = self.output_error(start.out, target)
+        return broyden(evaluate, torch.zeros_like(start.out), inverse, residual0=-b * start_error,
+                       converged=lambda _, aux: aux[1] <= 1.0, iterations=self.root_iterations)
+
+    def integrate(self, model: DisinhibitoryMLP, x: Tensor, target: Tensor, feedback: list[Tensor],
+                  start: CircuitState, *, solver: str) -> tuple[CircuitState, float, int]:
+        """Integrate the ODE (``euler`` or ``rk4``) from ``start`` to steady state or the horizon.
 
         Returns:
             The final state, its largest per-sample residual ``RMS(ds/dt) / (atol + rtol *
@@ -320,7 +448,7 @@ class DisinhibitoryControl(LearnMethod):
                 residual = self.residual(state, k1)  # at the state before this step
                 if residual <= 1.0:
                     return state, residual, step - 1
-            if self.solver == "euler":
+            if solver == "euler":
                 state = state.combine(k1, dt)
             else:
                 k2 = f(state.combine(k1, dt / 2))
@@ -331,12 +459,17 @@ class DisinhibitoryControl(LearnMethod):
         residual = self.residual(state, f(state))
         return state, residual, limit
 
-    def residual(self, state: CircuitState, slope: CircuitState) -> float:
-        """Largest per-sample ``RMS(slope) / (atol + rtol * RMS(state))``."""
-        flat_s = torch.cat([t.flatten(1) for t in state.tensors()], dim=1)
-        flat_d = torch.cat([t.flatten(1) for t in slope.tensors()], dim=1)
-        rms = lambda t: t.pow(2).mean(dim=1).sqrt()  # noqa: E731
-        return float((rms(flat_d) / (self.atol + self.rtol * rms(flat_s))).max())
+    def residual(self, state: CircuitState, slope: CircuitState | list[Tensor]) -> float:
+        """Largest per-sample ``RMS(slope) / (atol + rtol * RMS(state))``; ``slope`` may be
+        given as a list of its parts that are not zero."""
+        parts = state.tensors()
+        size = sum(t[0].numel() for t in parts)
+
+        def rms(tensors: list[Tensor]) -> Tensor:
+            return (sum(t.flatten(1).square().sum(dim=1) for t in tensors) / size).sqrt()
+
+        moving = slope.tensors() if isinstance(slope, CircuitState) else slope
+        return float((rms(moving) / (self.atol + self.rtol * rms(parts))).max())
 
     # ----- learning -----
     def local_errors(self, model: DisinhibitoryMLP, state: CircuitState,
@@ -372,7 +505,8 @@ class DisinhibitoryControl(LearnMethod):
             open_inh = [model.phi(u) for u in open_state.exc]
             start = CircuitState([u.clone() for u in open_state.exc], [u.clone() for u in open_inh],
                                  open_state.out.clone(), torch.zeros_like(open_state.out))
-            state, residual, steps = self.closed_loop(model, x, target, feedback, start)
+            state, residual, steps = self.closed_loop(model, x, target, feedback, start,
+                                                      first_drive=open_state.drives[0])
             self.stats.solves += 1
             self.stats.steps += steps
             if residual > 1.0:
