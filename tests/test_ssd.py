@@ -109,6 +109,23 @@ def test_dampen_rejects_bad_input_without_touching_weights(tiny_model):
         assert torch.equal(value, before[key])
 
 
+def test_scores_checked_once_are_checked_again_after_an_in_place_change(tiny_model):
+    """The finiteness check remembers tensors it passed (a search selects and dampens many
+    times with the same scores); a NaN written into such a tensor afterwards must still be
+    caught, by select.ratio and by dampen_, before any weight changes."""
+    before = copy.deepcopy(tiny_model.state_dict())
+    scores = Fisher().estimate(tiny_model, tiny_batches())
+    forget = {k: v.clone() for k, v in scores.items()}
+    mask = select.ratio(forget, scores, alpha=0.5)  # checked and remembered
+    forget["fc.weight"][0, 0] = float("nan")
+    with pytest.raises(NeuroplasticError, match="NaN"):
+        select.ratio(forget, scores, alpha=0.5)
+    with pytest.raises(NeuroplasticError, match="NaN"):
+        dampen_(tiny_model, forget, scores, mask=mask)
+    for key, value in tiny_model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
 def test_alpha_must_be_positive():
     for alpha in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(NeuroplasticError, match="alpha"):

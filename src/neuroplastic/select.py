@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
+from torch import Tensor
 
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.types import Masks, Scores
+
+# tensors already found finite, with the version they had then: a search that selects and
+# dampens many times with the same scores checks them once (an in-place change bumps the
+# version, so a changed tensor is checked again)
+_FINITE: dict[int, tuple[weakref.ref[Tensor], int]] = {}
 
 
 def check_finite(scores: Scores, what: str) -> None:
     """Raise if any score is NaN or infinite."""
     for name, value in scores.items():
+        known = _FINITE.get(id(value))
+        if known is not None and known[0]() is value and known[1] == value._version:
+            continue
         if not torch.isfinite(value).all():
             raise NeuroplasticError(f"{what} importance of {name!r} contains NaN or inf")
+        key = id(value)
+        _FINITE[key] = (weakref.ref(value, lambda _, key=key: _FINITE.pop(key, None)), value._version)
 
 
 def check_aligned(first: Scores, second: Scores) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from torch.optim.optimizer import _global_optimizer_pre_hooks
+from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimizer_pre_hooks
 
 from neuroplastic import NeuroplasticError
 from neuroplastic.sparse import ParametrizedMasks, SparseMasks
@@ -53,6 +53,7 @@ def global_hooks() -> int:
 def assert_plain(model: nn.Module, global_hooks_before: int) -> None:
     assert_clean(model)
     assert len(_global_optimizer_pre_hooks) == global_hooks_before == 0
+    assert len(_global_optimizer_post_hooks) == 0
 
 
 OPTIMIZERS = {
@@ -123,6 +124,55 @@ def test_regrown_weight_starts_from_zero_weight_and_zero_momentum(kind):
     torch.testing.assert_close(effective(model, "0.weight")[new], -0.1 * grad[new])
     assert torch.all(effective(model, "0.weight")[old] == 0)
     assert torch.all(grad[old] == 0)
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_on_a_regrown_weight_takes_a_fresh_first_step(amsgrad):
+    """An inactive weight's second moment is held at a positive fill while it is inactive
+    (torch's CPU sqrt is slow on zeros); a regrown weight must still start as a fresh Adam
+    entry. Oracle: from zero moments, Adam's step t moves w by -lr m_hat / (sqrt(v_hat) + eps)
+    with m_hat = (1 - b1) g / (1 - b1^t), v_hat = (1 - b2) g^2 / (1 - b2^t) (t is the
+    tensor's step count, 5 here)."""
+    model, masks, sparse = attached(SparseMasks)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, amsgrad=amsgrad)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    old = masks["0.weight"]
+    new = ~old
+    for step in range(5):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        grad = sparse.weight("0.weight").grad.clone()
+        optimizer.step()
+        if step < 3:  # the inactive entries' second moments hold the fill, not zero
+            state = optimizer.state[sparse.weight("0.weight")]
+            assert torch.all(state["exp_avg_sq"][~old] > 0) and torch.all(state["exp_avg"][~old] == 0)
+        if step == 3:
+            sparse.update({"0.weight": new})
+    g = grad[new].double()
+    m_hat, v_hat = 0.1 * g / (1 - 0.9 ** 5), 0.001 * g * g / (1 - 0.999 ** 5)
+    expected = (-0.1 * m_hat / (v_hat.sqrt() + 1e-8)).float()
+    torch.testing.assert_close(effective(model, "0.weight")[new], expected)
+    assert torch.all(effective(model, "0.weight")[old] == 0)
+
+
+def test_squash_leaves_the_optimizer_state_the_masks_implied():
+    """After squash, an inactive weight's Adam state is zero, as if nothing had been filled:
+    training on densely from there treats it as a fresh entry."""
+    model, masks, sparse = attached(SparseMasks)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    x, y = torch.randn(16, 6), torch.randint(0, 3, (16,))
+    for _ in range(3):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+    weight = sparse.weight("0.weight")
+    state = optimizer.state[weight]
+    inactive = ~masks["0.weight"]
+    assert torch.all(state["exp_avg_sq"][inactive] > 0)  # the fill, while masked
+    active_before = state["exp_avg_sq"][~inactive].clone()
+    sparse.squash()
+    assert torch.all(state["exp_avg_sq"][inactive] == 0)
+    assert torch.equal(state["exp_avg_sq"][~inactive], active_before)
 
 
 def test_only_parametrized_masks_survive_writes_into_the_stored_weights():

@@ -49,6 +49,10 @@ class BatchGradientEstimator(ImportanceEstimator):
     def transform(self, grad: Tensor, param: Tensor) -> Tensor:
         """Per-entry score of one batch gradient."""
 
+    def accumulate_(self, total: Tensor, grad: Tensor, param: Tensor) -> None:
+        """``total += transform(grad, param)``; subclasses may do it without a temporary."""
+        total.add_(self.transform(grad.float(), param.detach().float()))
+
     def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
         named = self.targets.named_parameters(model)
         params = [p for _, p in named]
@@ -58,10 +62,12 @@ class BatchGradientEstimator(ImportanceEstimator):
         with eval_mode(model):
             for x, y in iter_batches(data, device=device, name="importance"):
                 loss = self.objective(model(x), y, loss_fn)
-                grads = torch.autograd.grad(loss, params, allow_unused=True)
-                for (name, param), grad in zip(named, grads, strict=True):
+                grads = list(torch.autograd.grad(loss, params, allow_unused=True))
+                for index, (name, param) in enumerate(named):
+                    grad, grads[index] = grads[index], None  # freed as soon as it is summed
                     if grad is not None:
-                        sums[name].add_(self.transform(grad.float(), param.detach().float()))
+                        self.accumulate_(sums[name], grad, param)
+                    del grad
                 batches += 1
         batches = all_reduce_sums_(sums, batches)
         if batches == 0:

@@ -48,10 +48,12 @@ def dampen_(model: nn.Module, forget: Scores, full: Scores, *, mask: Masks,
             raise NeuroplasticError(f"mask of {name!r} selects entries with zero forget importance")
     dampened = 0
     for name, selected in mask.items():
-        if not bool(selected.any()):
+        count = int(selected.sum())
+        if not count:
             continue
         param = params[name]
-        beta = (lam * full[name][selected] / forget[name][selected]).clamp_(max=1.0)
-        param[selected] = param[selected] * beta.to(param.dtype)
-        dampened += int(selected.sum())
+        # dense: beta = 1 (an exact no-op) where not selected, so no gather/scatter is needed
+        beta = torch.where(selected, (lam * full[name] / forget[name]).clamp_(max=1.0), 1.0)
+        param.mul_(beta.to(param.dtype))
+        dampened += count
     return dampened
