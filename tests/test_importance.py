@@ -8,6 +8,7 @@ from torch import nn
 
 from neuroplastic import NeuroplasticError, Targets
 from neuroplastic.importance import Fisher, Gradient, LossFree, Magnitude, Taylor
+from neuroplastic.importance.per_sample import covered_layers
 from tests.conftest import tiny_batches
 
 
@@ -44,6 +45,49 @@ def test_per_sample_fisher_equals_batch_size_one_loop(tiny_model):
     # and it is a different quantity from the batch-mean form
     batch_sq = Fisher(mode="batch_sq").estimate(tiny_model, batches)
     assert not torch.allclose(batch_sq["fc.weight"], got["fc.weight"])
+
+
+class Mixed(nn.Module):
+    """Every kind of layer the per-sample fast path handles, and some it hands to vmap:
+    strided, padded Conv2d; eval BatchNorm before an in-place ReLU; a Linear on a sequence
+    (several rows per sample); LayerNorm; a free parameter; a tied weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 4, 3, stride=2, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.relu = nn.ReLU(inplace=True)
+        self.seq = nn.Linear(4, 6)
+        self.norm = nn.LayerNorm(6)
+        self.scale = nn.Parameter(torch.tensor(1.3))
+        self.head = nn.Linear(6, 6, bias=False)
+        self.out = nn.Linear(6, 6)
+        self.out.weight = self.head.weight  # tied
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.relu(self.bn(self.conv(x)))  # (B, 4, 3, 3)
+        h = self.norm(self.seq(h.flatten(2).transpose(1, 2)))  # (B, 9, 6): a sequence
+        return self.out(self.head(h.mean(1) * self.scale))
+
+
+def test_per_sample_fast_path_equals_the_batch_size_one_loop_on_every_layer_kind():
+    torch.manual_seed(3)
+    model = Mixed()
+    with torch.no_grad():  # running statistics that are not the identity
+        model.bn.running_mean.uniform_(-0.5, 0.5)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    x, y = torch.randn(10, 2, 6, 6), torch.randint(0, 6, (10,))
+    batches = [(x[:7], y[:7]), (x[7:], y[7:])]
+    singles = [(x[i:i + 1], y[i:i + 1]) for i in range(10)]
+    grads = slow_batch_grads(model, singles, nn.functional.cross_entropy)
+    expected = {n: sum(g[n] ** 2 for g in grads) / 10 for n in grads[0]}
+    got = Fisher(mode="per_sample").estimate(model, batches)
+    assert got.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-10)
+    # the fast path took the layers it can; the free and the tied parameters went to vmap
+    named = {n for n, _ in model.named_parameters()}
+    assert set(covered_layers(model.eval(), named)) == {"conv", "bn", "seq", "norm"}
 
 
 def test_loss_free_importance_is_mean_abs_gradient_of_squared_logit_norm(tiny_model):

@@ -13,6 +13,7 @@ from neuroplastic.batches import eval_mode, iter_batches, logits_of, model_devic
 from neuroplastic.distributed import all_reduce_sums_
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.base import BatchGradientEstimator, cross_entropy
+from neuroplastic.importance.per_sample import squared_grad_sums
 from neuroplastic.targets import Targets
 from neuroplastic.types import Data, LossFn, Scores
 
@@ -29,9 +30,11 @@ class Fisher(BatchGradientEstimator):
     It depends on the batch size and grouping of the data.
 
     ``mode="per_sample"``: the empirical Fisher, the mean over samples of the
-    squared gradient of each sample's loss, computed with ``torch.func``
-    (vmap over grad). Needs a model that ``functional_call`` can run on one
-    sample (no batch-dependent layers in eval mode).
+    squared gradient of each sample's loss. Linear, Conv2d, eval-mode BatchNorm and
+    LayerNorm parameters get it from one batched forward and backward pass
+    (:mod:`neuroplastic.importance.per_sample`: ``(d^2)^T (a^2)`` and friends); any
+    other parameter by ``torch.func`` (vmap over grad), which needs a model that
+    ``functional_call`` can run on one sample (no batch-dependent layers in eval mode).
 
     ``mode="exact"``: the true Fisher of the model's predictive distribution,
     mean over samples of sum_c p(c|x) (d/dtheta log p(c|x))^2 -- every label
@@ -112,22 +115,12 @@ class Fisher(BatchGradientEstimator):
 
     def _per_sample(self, model: nn.Module, data: Data, loss_fn: LossFn) -> Scores:
         named = dict(self.targets.named_parameters(model))
-        frozen = {n: p.detach() for n, p in model.named_parameters() if n not in named}
-        frozen.update(dict(model.named_buffers()))
-
-        def sample_loss(params: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-            out = functional_call(model, (params, frozen), (x.unsqueeze(0),))
-            return loss_fn(out, y.unsqueeze(0))
-
-        per_sample_grads = vmap(grad(sample_loss), in_dims=(None, 0, 0))
-        detached = {n: p.detach() for n, p in named.items()}
         sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named.items()}
         samples = 0
         with eval_mode(model):
             for x, y in iter_batches(data, device=model_device(model), name="importance"):
-                grads = per_sample_grads(detached, x, y)
-                for n, g in grads.items():
-                    sums[n].add_(g.float().square().sum(0))
+                for n, total in squared_grad_sums(model, named, x, y, loss_fn).items():
+                    sums[n].add_(total)
                 samples += x.shape[0]
         samples = all_reduce_sums_(sums, samples)
         if samples == 0:

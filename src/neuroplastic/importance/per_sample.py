@@ -1,0 +1,185 @@
+"""Sums over a batch of squared per-sample gradients, without a gradient per sample where
+the layer allows it.
+
+For a ``Linear`` layer with input ``a_b`` and output gradient ``d_b`` (sample ``b``), the
+per-sample weight gradient is ``d_b a_b^T``, so ``sum_b (d_b a_b^T)^2 = (d^2)^T (a^2)``: one
+matrix product, the size of the layer's ordinary weight gradient (Goodfellow 2015,
+"Efficient per-example gradient computations"; BackPACK's ``BatchL2``/``SumGradSquared``
+extensions use the same identities). Where a sample contributes several rows (sequence
+positions, convolution patches) the per-sample gradient is a sum of outer products, formed
+batched (``bmm``) and squared. Eval-mode BatchNorm and LayerNorm scale/shift gradients are
+``sum d * x_hat`` and ``sum d``. One forward and one backward pass of the whole batch give all
+of them; every other parameter (embeddings, tied weights, custom layers) falls back to
+``torch.func``'s ``vmap(grad)`` over the samples for just those parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from neuroplastic.hooks import hooks_on
+from neuroplastic.types import LossFn
+
+# per-sample gradients are formed this many entries at a time at most (memory bound)
+CHUNK_ENTRIES = 1 << 25
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _covered(module: nn.Module) -> bool:
+    """Layers whose per-sample squared gradients are computed from their input and output
+    gradient."""
+    if isinstance(module, nn.Linear):
+        return True
+    if isinstance(module, nn.Conv2d):  # unfold pads with zeros and knows no groups or "same"
+        return module.groups == 1 and isinstance(module.padding, tuple) and module.padding_mode == "zeros"
+    if isinstance(module, NORMS):
+        return module.affine and module.track_running_stats and not module.training
+    if isinstance(module, nn.LayerNorm):
+        return module.elementwise_affine
+    return False
+
+
+def covered_layers(model: nn.Module, names: set[str]) -> dict[str, nn.Module]:
+    """Covered modules (by name) whose parameters are all among ``names`` and used by that
+    module alone (a tied weight gets its per-sample gradient from several places)."""
+    owners: dict[int, int] = {}
+    for _, module in model.named_modules():
+        for param in module._parameters.values():
+            if param is not None:
+                owners[id(param)] = owners.get(id(param), 0) + 1
+    layers = {}
+    for name, module in model.named_modules():
+        params = {f"{name}.{k}" if name else k: p for k, p in module._parameters.items() if p is not None}
+        if (_covered(module) and params and set(params) <= names
+                and all(owners[id(p)] == 1 for p in params.values())):
+            layers[name] = module
+    return layers
+
+
+def _squared_sum_of(per_sample: Callable[[slice], Tensor], batch: int, entries_per_sample: int) -> Tensor:
+    """``sum_b per_sample(b)^2``, computing the per-sample tensors a chunk of samples at a time."""
+    step = max(1, CHUNK_ENTRIES // max(entries_per_sample, 1))
+    total = None
+    for start in range(0, batch, step):
+        # the sum of squares over the samples in one pass, without a squared copy
+        part = torch.linalg.vector_norm(per_sample(slice(start, start + step)).float(), dim=0).square_()
+        total = part if total is None else total.add_(part)
+    assert total is not None
+    return total
+
+
+def _layer_squares(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
+    """Sum over the batch of the squared per-sample gradients of ``module``'s parameters,
+    from its input ``a`` and output gradient ``d`` (both batch-first)."""
+    batch = a.shape[0]
+    out: dict[str, Tensor] = {}
+    if isinstance(module, nn.Linear):
+        if a.dim() == 2:
+            a, d = a.float(), d.float()
+            out["weight"] = (d * d).t() @ (a * a)
+            if module.bias is not None:
+                out["bias"] = (d * d).sum(0)
+            return out
+        a3, d3 = a.reshape(batch, -1, a.shape[-1]), d.reshape(batch, -1, d.shape[-1])
+        out["weight"] = _squared_sum_of(lambda s: d3[s].transpose(1, 2) @ a3[s], batch,
+                                        module.weight.numel())
+        if module.bias is not None:
+            out["bias"] = _squared_sum_of(lambda s: d3[s].sum(1), batch, d3.shape[-1])
+        return out
+    if isinstance(module, nn.Conv2d):
+        patches = nn.functional.unfold(a, module.kernel_size, dilation=module.dilation,
+                                       padding=module.padding, stride=module.stride)  # (B, in*k*k, P)
+        d3 = d.reshape(batch, d.shape[1], -1)  # (B, out, P)
+        out["weight"] = _squared_sum_of(lambda s: d3[s] @ patches[s].transpose(1, 2), batch,
+                                        module.weight.numel()).reshape(module.weight.shape)
+        if module.bias is not None:
+            out["bias"] = _squared_sum_of(lambda s: d3[s].sum(2), batch, d3.shape[1])
+        return out
+    if isinstance(module, NORMS):
+        shape = (1, -1) + (1,) * (a.dim() - 2)
+        assert module.running_mean is not None and module.running_var is not None
+        mean, var = module.running_mean.view(shape), module.running_var.view(shape)
+        x_hat = (a - mean) / torch.sqrt(var + module.eps)
+        dims = tuple(range(2, a.dim()))
+        out["weight"] = _squared_sum_of(lambda s: (d[s] * x_hat[s]).sum(dims), batch, a.shape[1])
+        out["bias"] = _squared_sum_of(lambda s: d[s].sum(dims), batch, a.shape[1])
+        return out
+    # LayerNorm: normalised over the trailing ``normalized_shape``
+    assert isinstance(module, nn.LayerNorm)
+    x_hat = nn.functional.layer_norm(a, module.normalized_shape, eps=module.eps)
+    inner = tuple(range(1, a.dim() - len(module.normalized_shape)))
+    size = math.prod(module.normalized_shape)
+    out["weight"] = _squared_sum_of(
+        lambda s: (d[s] * x_hat[s]).sum(inner) if inner else d[s] * x_hat[s],
+                                    batch, size)
+    if module.bias is not None:
+        out["bias"] = _squared_sum_of(lambda s: d[s].sum(inner) if inner else d[s], batch, size)
+    return out
+
+
+def _capture(layers: dict[str, nn.Module], inputs: dict[str, Tensor],
+             grads: dict[str, Tensor]) -> dict[str, Callable[..., None]]:
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            inputs[name] = args[0].detach()
+            # a hook registered before an in-place op on the output (ReLU(inplace=True))
+            # still receives the gradient with respect to the value this layer produced
+            output.register_hook(lambda g: grads.__setitem__(name, g.detach()))
+        return hook
+    return {name: hook_for(name) for name in layers}
+
+
+def squared_grad_sums(model: nn.Module, named: dict[str, nn.Parameter], x: Tensor, y: Tensor,
+                      loss_fn: LossFn) -> dict[str, Tensor]:
+    """``sum_b (d loss_fn(model(x_b), y_b) / d theta)^2`` for every parameter in ``named``
+    (the model in eval mode; each sample's loss is ``loss_fn`` on that sample alone)."""
+    layers = covered_layers(model, set(named))
+    covered = {f"{layer}.{k}" if layer else k for layer, m in layers.items()
+               for k, p in m._parameters.items() if p is not None}
+    sums: dict[str, Tensor] = {}
+    if layers:
+        inputs: dict[str, Tensor] = {}
+        grads: dict[str, Tensor] = {}
+        # differentiating with respect to a floating input leaves out every weight gradient
+        # of the batch (the per-sample ones are formed below); integer inputs (token ids)
+        # differentiate with respect to the parameters instead
+        leaf = x.detach().requires_grad_() if x.is_floating_point() else x
+        with torch.enable_grad(), hooks_on(layers, _capture(layers, inputs, grads)):
+            out = model(leaf)
+            if not isinstance(out, Tensor):  # an output object: its loss is the caller's to slice
+                return _vmap_squares(model, named, x, y, loss_fn)
+            total = sum(loss_fn(out[b:b + 1], y[b:b + 1]) for b in range(len(x)))
+            wrt = [leaf] if leaf.requires_grad else [named[n] for n in covered]
+            torch.autograd.grad(total, wrt, allow_unused=True)  # fills ``grads`` through the hooks
+        for layer, module in layers.items():
+            if layer not in grads:  # the layer took no part in this loss
+                for key, p in module._parameters.items():
+                    if p is not None:
+                        sums[f"{layer}.{key}" if layer else key] = torch.zeros_like(p, dtype=torch.float32)
+                continue
+            for key, value in _layer_squares(module, inputs[layer], grads[layer]).items():
+                sums[f"{layer}.{key}" if layer else key] = value
+    rest = {n: p for n, p in named.items() if n not in covered}
+    if rest:
+        sums.update(_vmap_squares(model, rest, x, y, loss_fn))
+    return sums
+
+
+def _vmap_squares(model: nn.Module, named: dict[str, nn.Parameter], x: Tensor, y: Tensor,
+                  loss_fn: LossFn) -> dict[str, Tensor]:
+    """The same for ``named`` only, by ``vmap(grad)`` over the samples."""
+    frozen = {n: p.detach() for n, p in model.named_parameters() if n not in named}
+    frozen.update(dict(model.named_buffers()))
+
+    def sample_loss(params: dict[str, Tensor], xb: Tensor, yb: Tensor) -> Tensor:
+        return loss_fn(functional_call(model, (params, frozen), (xb.unsqueeze(0),)), yb.unsqueeze(0))
+
+    detached = {n: p.detach() for n, p in named.items()}
+    per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))(detached, x, y)
+    return {n: g.float().square().sum(0) for n, g in per_sample.items()}
