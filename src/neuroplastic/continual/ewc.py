@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroplastic.checks import require_choice, require_in, require_positive
-from neuroplastic.consolidate import RunningScores, anchor, proximal_step_, quadratic_penalty
+from neuroplastic.consolidate import ProximalStep, RunningScores, anchor, quadratic_penalty
 from neuroplastic.continual.base import ContinualMethod
 from neuroplastic.data.splits import loader
 from neuroplastic.data.streams import Experience
@@ -63,6 +63,7 @@ class EWC(ContinualMethod):
         self.lr = require_positive("lr", lr) if lr is not None else None
         self.terms: list[tuple[Scores, Scores]] = []  # (Fisher, anchor) per task, or one (online)
         self.running = RunningScores(decay=self.gamma)
+        self._proximal: tuple[float, ProximalStep] | None = None  # (scale, step) for the terms
 
     def penalty(self, model: nn.Module) -> Tensor:
         """(lambda / 2) sum_k sum_i F_k,i (theta_i - theta*_k,i)^2."""
@@ -81,7 +82,10 @@ class EWC(ContinualMethod):
         if self.lr is None:
             raise NeuroplasticError("the proximal EWC step needs the learning rate: pass lr=... "
                                     "(the continual runner passes its recipe's)")
-        proximal_step_(model, self.terms, scale=self.lr * self.lam)
+        scale = self.lr * self.lam
+        if self._proximal is None or self._proximal[0] != scale:
+            self._proximal = (scale, ProximalStep(self.terms, scale=scale))
+        self._proximal[1].apply_(model)
 
     def set_learning_rate(self, lr: float) -> None:
         if self.lr is None:
@@ -95,3 +99,4 @@ class EWC(ContinualMethod):
             self.terms = [(self.running.update(fisher), weights)]
         else:
             self.terms.append((fisher, weights))
+        self._proximal = None

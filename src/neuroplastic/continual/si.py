@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroplastic.checks import require_in, require_positive
-from neuroplastic.consolidate import proximal_step_, quadratic_penalty
+from neuroplastic.consolidate import ProximalStep, quadratic_penalty
 from neuroplastic.continual.base import ContinualMethod
 from neuroplastic.data.streams import Experience
 from neuroplastic.errors import NeuroplasticError
@@ -49,6 +49,7 @@ class SI(ContinualMethod):
         self.omega: Scores = {}  # running path integral of this task
         self.importance: Scores = {}  # Omega
         self.anchor: Scores = {}  # theta~
+        self._proximal: tuple[float, ProximalStep] | None = None  # (scale, step) for Omega, theta~
         self.start: Scores = {}
         self._before: Scores = {}
         self._unreg: Scores = {}
@@ -94,10 +95,13 @@ class SI(ContinualMethod):
             if self.lr is None:
                 raise NeuroplasticError("SI's proximal step needs the learning rate: pass lr=... "
                                         "(the continual runner passes its recipe's)")
-            proximal_step_(model, [(self.importance, self.anchor)], scale=2 * self.lr * self.c)
+            scale = 2 * self.lr * self.c
+            if self._proximal is None or self._proximal[0] != scale:
+                self._proximal = (scale, ProximalStep([(self.importance, self.anchor)], scale=scale))
+            self._proximal[1].apply_(model)
         for name, param in self._trainable(model).items():
-            if name in self._unreg:
-                self.omega[name] -= self._unreg[name] * (param.detach() - self._before[name])
+            if name in self._unreg:  # omega -= g * (theta - theta_before), in place
+                self.omega[name].addcmul_(self._unreg[name], param.detach() - self._before[name], value=-1)
 
     @torch.no_grad()
     def after_task(self, model: nn.Module, experience: Experience) -> None:  # type: ignore[override]
@@ -106,3 +110,4 @@ class SI(ContinualMethod):
             gain = self.omega[name] / (moved + self.xi)
             self.importance[name] = torch.relu(self.importance.get(name, torch.zeros_like(gain)) + gain)
             self.anchor[name] = param.detach().clone()
+        self._proximal = None
