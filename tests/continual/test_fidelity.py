@@ -148,3 +148,26 @@ def test_hlop_reference_update_is_an_ema_of_clamped_oja_steps_by_hand():
         h = h + 0.3 * v
     torch.testing.assert_close(hlop._oja("l", x), h)
     assert float(h.abs().max()) > 1.0 or float(delta.abs().max()) == 10.0  # the clamp acted on dH
+
+
+def test_hlop_update_with_old_rows_is_the_literal_oja_rule():
+    """With an old basis taking part in y (fixed), the update computed without the residual
+    matrix equals the rule as written: y = x [H_old; H]^T, dH = y_new^T (x - y [H_old; H]) / B,
+    heavy-ball momentum, clamp (the default form, normalised by the batch's input energy)."""
+    torch.manual_seed(0)
+    hlop = HLOP(rows=2, eta=0.05, iterations=3, momentum=0.9)
+    old = torch.linalg.qr(torch.randn(6, 3, dtype=torch.float64))[0]  # (inputs, k_old) columns
+    h0 = torch.randn(2, 6, dtype=torch.float64)
+    hlop.bases = {"l": old}
+    hlop.new = {"l": h0.clone()}
+    hlop.velocity = {"l": torch.zeros(2, 6, dtype=torch.float64)}
+    x = torch.randn(40, 6, dtype=torch.float64)
+    energy = float((x * x).sum(1).mean())
+    h, v = h0.clone(), torch.zeros(2, 6, dtype=torch.float64)
+    for _ in range(3):
+        full = torch.cat([old.t(), h])
+        y = x @ full.t()
+        delta = y[:, 3:].t() @ (x - y @ full) / (40 * energy)
+        v = 0.9 * v + delta
+        h = (h + 0.05 * v).clamp(-10, 10)
+    torch.testing.assert_close(hlop._oja("l", x), h, rtol=1e-12, atol=1e-14)

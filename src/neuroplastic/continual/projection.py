@@ -298,11 +298,13 @@ class HLOP(_Projected):
         # input energy makes one eta fit every layer (hidden ReLU layers' inputs grow during
         # training)
         energy = float((x * x).sum(1).mean().clamp_min(1e-12)) if self.normalize else 1.0
+        y_fixed = x @ fixed.t()  # (B, k_old): the old rows do not change within the step
         for _ in range(self.iterations):
-            h = torch.cat([fixed, new])  # (k_old + k_new, inputs)
-            y = x @ h.t()  # (B, k)
-            residual = x - y @ h  # (B, inputs)
-            delta = (y[:, fixed.shape[0]:].t() @ residual) / (batch * energy)  # new rows only
+            y_new = x @ new.t()  # (B, k_new)
+            y = torch.cat([y_fixed, y_new], dim=1)
+            # y_new^T (x - y h) without forming the (B, inputs) residual: y_new^T x - (y_new^T y) h
+            h = torch.cat([fixed, new])
+            delta = (y_new.t() @ x - (y_new.t() @ y) @ h) / (batch * energy)  # new rows only
             if self.ema:
                 velocity.mul_(self.momentum).add_(delta.clamp(-10, 10), alpha=1 - self.momentum)
                 new = new + self.eta * velocity
