@@ -126,10 +126,14 @@ def rows_of_layer(rows: int | Sequence[int], index: int) -> int:
 
 def left_singular(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """The left singular vectors and singular values of ``matrix`` (inputs x samples, float64),
-    largest first, from the eigendecomposition of ``matrix @ matrix.T``: the same subspaces and
-    values as the SVD, at the cost of one matrix product when there are many more samples than
-    inputs (a convolution's patches: 300 images give hundreds of thousands of columns, and the
-    SVD of such a matrix cost GPM several training epochs at the end of every task)."""
+    largest first. With many more samples than inputs (a convolution's patches: 300 images
+    give hundreds of thousands of columns) from the eigendecomposition of ``matrix @
+    matrix.T``: the same subspaces and values as the SVD for one matrix product; otherwise
+    (a wide Linear layer's few hundred samples) the SVD itself, cheaper there."""
+    inputs, samples = matrix.shape
+    if samples < 4 * inputs:
+        u, s, _ = torch.linalg.svd(matrix, full_matrices=False)
+        return u, s
     values, vectors = torch.linalg.eigh(matrix @ matrix.t())
     return vectors.flip(1), values.flip(0).clamp_min(0).sqrt()
 
