@@ -13,6 +13,7 @@ from torch.optim.optimizer import _global_optimizer_post_hooks, _global_optimize
 
 from neuroplastic import NeuroplasticError
 from neuroplastic.sparse import ParametrizedMasks, SparseMasks
+from neuroplastic.sparse.masks import remove_collected_hooks
 from tests.clean import assert_clean
 
 KINDS = pytest.mark.parametrize("kind", [SparseMasks, ParametrizedMasks],
@@ -46,7 +47,8 @@ def effective(model: nn.Module, name: str) -> torch.Tensor:
 
 
 def global_hooks() -> int:
-    gc.collect()  # masks earlier tests left unsquashed remove their hook when collected
+    gc.collect()  # masks earlier tests left unsquashed give up their hooks when collected
+    remove_collected_hooks()
     return len(_global_optimizer_pre_hooks)
 
 
@@ -102,6 +104,31 @@ def test_masked_weights_stay_exactly_zero_through_optimizer_steps(kind, make_opt
     assert_plain(model, hooks_before)
     for name, mask in masks.items():
         assert torch.all(dict(model.named_parameters())[name][~mask] == 0), name
+
+
+def test_masks_collected_during_an_optimizer_step_do_not_break_it():
+    """A collection can run inside torch's loop over the global step hooks (any allocation
+    in a hook); masks collected then must not remove their hook from that loop."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    def leave_garbage() -> None:  # masks and model in a cycle: only the collector frees them
+        model = make_model()
+        SparseMasks().prepare(model, half_masks(model))
+
+    global_hooks()
+    gc.disable()  # collected only by the gc.collect() inside the step's hook loop
+    handle = register_optimizer_step_post_hook(lambda *_: gc.collect())
+    try:
+        leave_garbage()
+        assert len(_global_optimizer_pre_hooks) == 1
+        other = make_model()
+        optimizer = torch.optim.SGD(other.parameters(), lr=0.1)
+        other(torch.randn(2, 6)).sum().backward()
+        optimizer.step()  # RuntimeError: OrderedDict mutated during iteration, before
+    finally:
+        handle.remove()
+        gc.enable()
+    assert global_hooks() == 0
 
 
 @KINDS

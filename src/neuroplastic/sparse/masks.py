@@ -55,6 +55,18 @@ class _Fill:
     inactive: dict[str, Tensor]
 
 
+# global optimizer hooks of masks collected without squash, removed at the next prepare or
+# squash (outside any optimizer step)
+_REMOVE_LATER: list[RemovableHandle] = []
+
+
+def remove_collected_hooks() -> None:
+    """Remove the global optimizer hooks of masks that were garbage-collected without
+    ``squash`` (done at every ``prepare`` and ``squash`` anyway)."""
+    while _REMOVE_LATER:
+        _REMOVE_LATER.pop().remove()
+
+
 def _weak_hook(method: weakref.WeakMethod) -> Callable[[Optimizer, object, object], None]:
     def hook(optimizer: Optimizer, args: object, kwargs: object) -> None:
         if (bound := method()) is not None:
@@ -90,6 +102,7 @@ class SparseMasks:
 
     def prepare(self, model: nn.Module, masks: Masks) -> None:
         """Attach ``masks`` (parameter name -> bool mask of the same shape) to ``model``."""
+        remove_collected_hooks()
         if self.model is not None:
             raise NeuroplasticError("these masks are already attached to a model")
         params = dict(model.named_parameters())
@@ -119,7 +132,9 @@ class SparseMasks:
                                  (register_optimizer_step_post_hook, self._after_optimizer_step)):
             handle = register(_weak_hook(weakref.WeakMethod(method)))
             self._handles.append(handle)
-            weakref.finalize(self, handle.remove)
+            # not handle.remove: a collection can run inside torch's loop over these very hooks
+            # (any allocation in a hook), and removing one then breaks that loop
+            weakref.finalize(self, _REMOVE_LATER.append, handle)
 
     def _grad_hook(self, name: str) -> Callable[[Tensor], Tensor]:
         def hook(grad: Tensor) -> Tensor:
@@ -248,6 +263,7 @@ class SparseMasks:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        remove_collected_hooks()
 
     def state_dict(self) -> dict[str, Tensor]:
         """Copies of the masks, by parameter name."""
