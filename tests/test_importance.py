@@ -50,7 +50,8 @@ def test_per_sample_fisher_equals_batch_size_one_loop(tiny_model):
 class Mixed(nn.Module):
     """Every kind of layer the per-sample fast path handles, and some it hands to vmap:
     strided, padded Conv2d; eval BatchNorm before an in-place ReLU; a Linear on a sequence
-    (several rows per sample); LayerNorm; a free parameter; a tied weight."""
+    (several rows per sample); LayerNorm; a free parameter; a tied weight; a layer called
+    twice in one forward."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,11 +64,13 @@ class Mixed(nn.Module):
         self.head = nn.Linear(6, 6, bias=False)
         self.out = nn.Linear(6, 6)
         self.out.weight = self.head.weight  # tied
+        self.twice = nn.Linear(6, 6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.relu(self.bn(self.conv(x)))  # (B, 4, 3, 3)
         h = self.norm(self.seq(h.flatten(2).transpose(1, 2)))  # (B, 9, 6): a sequence
-        return self.out(self.head(h.mean(1) * self.scale))
+        h = self.twice(torch.tanh(self.twice(h.mean(1))))  # one layer called twice
+        return self.out(self.head(h * self.scale))
 
 
 def test_per_sample_fast_path_equals_the_batch_size_one_loop_on_every_layer_kind():
@@ -87,7 +90,28 @@ def test_per_sample_fast_path_equals_the_batch_size_one_loop_on_every_layer_kind
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-10)
     # the fast path took the layers it can; the free and the tied parameters went to vmap
     named = {n for n, _ in model.named_parameters()}
-    assert set(covered_layers(model.eval(), named)) == {"conv", "bn", "seq", "norm"}
+    assert set(covered_layers(model.eval(), named)) == {"conv", "bn", "seq", "norm", "twice"}
+
+
+class InPlaceInput(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.sub_(0.5))  # writes into its input
+
+
+def test_per_sample_fast_path_takes_a_model_that_writes_into_its_input():
+    torch.manual_seed(4)
+    model = InPlaceInput()
+    x, y = torch.rand(8, 5), torch.randint(0, 3, (8,))
+    singles = [(x[i:i + 1].clone(), y[i:i + 1]) for i in range(8)]
+    grads = slow_batch_grads(model, singles, nn.functional.cross_entropy)
+    expected = {n: sum(g[n] ** 2 for g in grads) / 8 for n in grads[0]}
+    got = Fisher(mode="per_sample").estimate(model, [(x.clone(), y)])
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-10)
 
 
 def test_loss_free_importance_is_mean_abs_gradient_of_squared_logit_norm(tiny_model):

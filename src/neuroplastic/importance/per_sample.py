@@ -123,10 +123,18 @@ def _layer_squares(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]
     return out
 
 
-def _capture(layers: dict[str, nn.Module], inputs: dict[str, Tensor],
-             grads: dict[str, Tensor]) -> dict[str, Callable[..., None]]:
+def _names(layers: dict[str, nn.Module]) -> set[str]:
+    """The parameter names of ``layers``."""
+    return {f"{layer}.{k}" if layer else k for layer, m in layers.items()
+            for k, p in m._parameters.items() if p is not None}
+
+
+def _capture(layers: dict[str, nn.Module], inputs: dict[str, Tensor], grads: dict[str, Tensor],
+             reused: set[str]) -> dict[str, Callable[..., None]]:
     def hook_for(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> None:
+            if name in inputs:  # called twice in one forward: its gradient has two sources
+                reused.add(name)
             inputs[name] = args[0].detach()
             # a hook registered before an in-place op on the output (ReLU(inplace=True))
             # still receives the gradient with respect to the value this layer produced
@@ -140,9 +148,8 @@ def squared_grad_sums(model: nn.Module, named: dict[str, nn.Parameter], x: Tenso
     """``sum_b (d loss_fn(model(x_b), y_b) / d theta)^2`` for every parameter in ``named``
     (the model in eval mode; each sample's loss is ``loss_fn`` on that sample alone)."""
     layers = covered_layers(model, set(named))
-    covered = {f"{layer}.{k}" if layer else k for layer, m in layers.items()
-               for k, p in m._parameters.items() if p is not None}
     sums: dict[str, Tensor] = {}
+    reused: set[str] = set()
     if layers:
         inputs: dict[str, Tensor] = {}
         grads: dict[str, Tensor] = {}
@@ -150,13 +157,14 @@ def squared_grad_sums(model: nn.Module, named: dict[str, nn.Parameter], x: Tenso
         # of the batch (the per-sample ones are formed below); integer inputs (token ids)
         # differentiate with respect to the parameters instead
         leaf = x.detach().requires_grad_() if x.is_floating_point() else x
-        with torch.enable_grad(), hooks_on(layers, _capture(layers, inputs, grads)):
-            out = model(leaf)
+        with torch.enable_grad(), hooks_on(layers, _capture(layers, inputs, grads, reused)):
+            out = model(leaf * 1 if leaf.requires_grad else leaf)  # a non-leaf: the model may write into it
             if not isinstance(out, Tensor):  # an output object: its loss is the caller's to slice
                 return _vmap_squares(model, named, x, y, loss_fn)
             total = sum(loss_fn(out[b:b + 1], y[b:b + 1]) for b in range(len(x)))
-            wrt = [leaf] if leaf.requires_grad else [named[n] for n in covered]
+            wrt = [leaf] if leaf.requires_grad else [named[n] for n in _names(layers)]
             torch.autograd.grad(total, wrt, allow_unused=True)  # fills ``grads`` through the hooks
+        layers = {name: module for name, module in layers.items() if name not in reused}
         for layer, module in layers.items():
             if layer not in grads:  # the layer took no part in this loss
                 for key, p in module._parameters.items():
@@ -165,6 +173,7 @@ def squared_grad_sums(model: nn.Module, named: dict[str, nn.Parameter], x: Tenso
                 continue
             for key, value in _layer_squares(module, inputs[layer], grads[layer]).items():
                 sums[f"{layer}.{key}" if layer else key] = value
+    covered = _names(layers)
     rest = {n: p for n, p in named.items() if n not in covered}
     if rest:
         sums.update(_vmap_squares(model, rest, x, y, loss_fn))
