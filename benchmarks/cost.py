@@ -563,16 +563,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models = results["models"]
-    sizes = [models[n]["parameters"] for n in models]
-    figure, axis = plt.subplots(figsize=(8, 5))
-    for key in ("ssd cold", "ssd cached", "ssd-auto cold", "lfssd cold", "masked step (GraNet schedule)",
-                "ewc step", "si step", "gpm step", "hlop step", "classp step", "tent per batch",
-                "nhl per batch"):
-        points = [(s, models[n][key]) for s, n in zip(sizes, models, strict=True) if key in models[n]]
+    # the ladder in order of size (two ResNet-18s share a parameter count: then by epoch time)
+    names = sorted(models, key=lambda n: (models[n]["parameters"], models[n]["epoch seconds"]))
+    figure, axis = plt.subplots(figsize=(9, 5))
+    keys = ("ssd cold", "ssd cached", "ssd-auto cold", "lfssd cold", "masked step (GraNet schedule)",
+            "ewc step", "si step", "gpm step", "hlop step", "classp step", "tent per batch", "nhl per batch")
+    colors = plt.get_cmap("tab20").colors
+    for index, key in enumerate(keys):
+        points = [(i, models[n][key]) for i, n in enumerate(names) if key in models[n]]
         if points:
-            axis.plot(*zip(*points, strict=True), marker="o", label=key)
-    axis.set_xscale("log")
-    axis.set_xlabel("parameters")
+            axis.plot(*zip(*points, strict=True), marker="o", color=colors[index % len(colors)], label=key,
+                      linestyle="-" if index % 2 == 0 else "--")
+    axis.set_xticks(range(len(names)),
+                    [f"{n}\n{models[n]['parameters'] / 1e6:.1f}M parameters" for n in names], fontsize=8)
+    axis.set_xlabel("model (in order of size)")
     axis.set_ylabel("ratio (epochs for forget requests, x plain otherwise)")
     axis.set_title("Cost against model size")
     axis.legend(fontsize=7, ncol=2)
