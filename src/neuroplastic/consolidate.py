@@ -74,26 +74,33 @@ def proximal_step_(model: nn.Module, terms: list[tuple[Scores, Scores]], *, scal
     gradient step, never overshoots them however large lr * lambda * F is (the explicit step
     diverges once it exceeds 2). In place; parameters without an importance are left alone.
     """
-    ProximalStep(terms, scale=scale).apply_(model)
+    ProximalStep().apply_(model, terms, scale=scale)
 
 
 class ProximalStep:
     """:func:`proximal_step_` with its constants ``scale sum_k F_k a_k`` and ``1 + scale
-    sum_k F_k`` computed once: the terms change only at a task's end, while the step runs
-    after every optimizer step (two passes over each weight instead of nine). Results are
-    bit-identical to computing them every time.
+    sum_k F_k`` kept between calls: the terms change only at a task's end (call
+    :meth:`reset` then), while the step runs after every optimizer step (two passes over
+    each weight instead of nine). Results are bit-identical to computing them every time.
     """
 
-    def __init__(self, terms: list[tuple[Scores, Scores]], *, scale: float) -> None:
+    def __init__(self) -> None:
         self.constants: dict[str, tuple[Tensor, Tensor]] = {}
-        if terms:
-            for name in terms[0][0]:
+        self.scale: float | None = None  # what the constants were computed with (None: stale)
+
+    def reset(self) -> None:
+        """The terms changed: compute the constants anew at the next step."""
+        self.scale = None
+
+    @torch.no_grad()
+    def apply_(self, model: nn.Module, terms: list[tuple[Scores, Scores]], *, scale: float) -> None:
+        if self.scale != scale:
+            self.constants = {}
+            for name in terms[0][0] if terms else {}:
                 f_sum = sum(f[name] for f, _ in terms)
                 pull = sum(f[name] * a[name] for f, a in terms)
                 self.constants[name] = (scale * pull, 1 + scale * f_sum)  # type: ignore[operator]
-
-    @torch.no_grad()
-    def apply_(self, model: nn.Module) -> None:
+            self.scale = scale
         params = dict(model.named_parameters())
         for name, (shift, divisor) in self.constants.items():
             weight = params[name]

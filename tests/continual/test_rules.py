@@ -182,6 +182,27 @@ def test_ewc_proximal_step_is_the_closed_form():
     assert torch.allclose(model.weight, expected)
 
 
+def test_ewc_proximal_step_after_a_second_task_uses_both_tasks_terms():
+    """The step's constants are kept between steps; a task's end must renew them. Oracle:
+    the closed form over both tasks' Fisher and anchors, after a step taken with one task."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    ewc = EWC(lam=10.0, proximal=True, lr=0.5)
+    tasks = [TensorDataset(torch.randn(8, 3), torch.randint(0, 2, (8,))) for _ in range(2)]
+    ewc.after_task(model, Experience(0, tasks[0], tasks[0], tasks[0], (0, 1)))
+    ewc.after_step(model, 1)  # constants for one task
+    with torch.no_grad():
+        model.weight.add_(0.3)
+    ewc.after_task(model, Experience(1, tasks[1], tasks[1], tasks[1], (0, 1)))
+    before = model.weight.detach().clone()
+    ewc.after_step(model, 2)
+    (f0, a0), (f1, a1) = ewc.terms
+    pull = f0["weight"] * a0["weight"] + f1["weight"] * a1["weight"]
+    expected = (before + 5.0 * pull) / (1 + 5.0 * (f0["weight"] + f1["weight"]))
+    torch.testing.assert_close(model.weight.detach(), expected)
+    assert not torch.allclose(f1["weight"], torch.zeros_like(f1["weight"]))
+
+
 def test_si_omega_and_importance_by_hand():
     model = nn.Linear(2, 1, bias=False)
     with torch.no_grad():

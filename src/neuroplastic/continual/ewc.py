@@ -63,7 +63,7 @@ class EWC(ContinualMethod):
         self.lr = require_positive("lr", lr) if lr is not None else None
         self.terms: list[tuple[Scores, Scores]] = []  # (Fisher, anchor) per task, or one (online)
         self.running = RunningScores(decay=self.gamma)
-        self._proximal: tuple[float, ProximalStep] | None = None  # (scale, step) for the terms
+        self._proximal = ProximalStep()
 
     def penalty(self, model: nn.Module) -> Tensor:
         """(lambda / 2) sum_k sum_i F_k,i (theta_i - theta*_k,i)^2."""
@@ -82,10 +82,7 @@ class EWC(ContinualMethod):
         if self.lr is None:
             raise NeuroplasticError("the proximal EWC step needs the learning rate: pass lr=... "
                                     "(the continual runner passes its recipe's)")
-        scale = self.lr * self.lam
-        if self._proximal is None or self._proximal[0] != scale:
-            self._proximal = (scale, ProximalStep(self.terms, scale=scale))
-        self._proximal[1].apply_(model)
+        self._proximal.apply_(model, self.terms, scale=self.lr * self.lam)
 
     def set_learning_rate(self, lr: float) -> None:
         if self.lr is None:
@@ -99,4 +96,4 @@ class EWC(ContinualMethod):
             self.terms = [(self.running.update(fisher), weights)]
         else:
             self.terms.append((fisher, weights))
-        self._proximal = None
+        self._proximal.reset()

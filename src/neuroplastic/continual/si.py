@@ -49,7 +49,7 @@ class SI(ContinualMethod):
         self.omega: Scores = {}  # running path integral of this task
         self.importance: Scores = {}  # Omega
         self.anchor: Scores = {}  # theta~
-        self._proximal: tuple[float, ProximalStep] | None = None  # (scale, step) for Omega, theta~
+        self._proximal = ProximalStep()  # for Omega and theta~
         self.start: Scores = {}
         self._before: Scores = {}
         self._unreg: Scores = {}
@@ -95,10 +95,7 @@ class SI(ContinualMethod):
             if self.lr is None:
                 raise NeuroplasticError("SI's proximal step needs the learning rate: pass lr=... "
                                         "(the continual runner passes its recipe's)")
-            scale = 2 * self.lr * self.c
-            if self._proximal is None or self._proximal[0] != scale:
-                self._proximal = (scale, ProximalStep([(self.importance, self.anchor)], scale=scale))
-            self._proximal[1].apply_(model)
+            self._proximal.apply_(model, [(self.importance, self.anchor)], scale=2 * self.lr * self.c)
         for name, param in self._trainable(model).items():
             if name in self._unreg:  # omega -= g * (theta - theta_before), in place
                 self.omega[name].addcmul_(self._unreg[name], param.detach() - self._before[name], value=-1)
@@ -110,4 +107,4 @@ class SI(ContinualMethod):
             gain = self.omega[name] / (moved + self.xi)
             self.importance[name] = torch.relu(self.importance.get(name, torch.zeros_like(gain)) + gain)
             self.anchor[name] = param.detach().clone()
-        self._proximal = None
+        self._proximal.reset()

@@ -45,6 +45,11 @@ def _covered(module: nn.Module) -> bool:
     return False
 
 
+def _qualified(layer: str, key: str) -> str:
+    """A parameter's name in ``model.named_parameters()`` from its module's name and key."""
+    return f"{layer}.{key}" if layer else key
+
+
 def covered_layers(model: nn.Module, names: set[str]) -> dict[str, nn.Module]:
     """Covered modules (by name) whose parameters are all among ``names`` and used by that
     module alone (a tied weight gets its per-sample gradient from several places)."""
@@ -55,7 +60,7 @@ def covered_layers(model: nn.Module, names: set[str]) -> dict[str, nn.Module]:
                 owners[id(param)] = owners.get(id(param), 0) + 1
     layers = {}
     for name, module in model.named_modules():
-        params = {f"{name}.{k}" if name else k: p for k, p in module._parameters.items() if p is not None}
+        params = {_qualified(name, k): p for k, p in module._parameters.items() if p is not None}
         if (_covered(module) and params and set(params) <= names
                 and all(owners[id(p)] == 1 for p in params.values())):
             layers[name] = module
@@ -115,8 +120,7 @@ def _layer_squares(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]
     x_hat = nn.functional.layer_norm(a, module.normalized_shape, eps=module.eps)
     inner = tuple(range(1, a.dim() - len(module.normalized_shape)))
     size = math.prod(module.normalized_shape)
-    out["weight"] = _squared_sum_of(
-        lambda s: (d[s] * x_hat[s]).sum(inner) if inner else d[s] * x_hat[s],
+    out["weight"] = _squared_sum_of(lambda s: (d[s] * x_hat[s]).sum(inner) if inner else d[s] * x_hat[s],
                                     batch, size)
     if module.bias is not None:
         out["bias"] = _squared_sum_of(lambda s: d[s].sum(inner) if inner else d[s], batch, size)
@@ -125,7 +129,7 @@ def _layer_squares(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]
 
 def _names(layers: dict[str, nn.Module]) -> set[str]:
     """The parameter names of ``layers``."""
-    return {f"{layer}.{k}" if layer else k for layer, m in layers.items()
+    return {_qualified(layer, k) for layer, m in layers.items()
             for k, p in m._parameters.items() if p is not None}
 
 
@@ -169,10 +173,10 @@ def squared_grad_sums(model: nn.Module, named: dict[str, nn.Parameter], x: Tenso
             if layer not in grads:  # the layer took no part in this loss
                 for key, p in module._parameters.items():
                     if p is not None:
-                        sums[f"{layer}.{key}" if layer else key] = torch.zeros_like(p, dtype=torch.float32)
+                        sums[_qualified(layer, key)] = torch.zeros_like(p, dtype=torch.float32)
                 continue
             for key, value in _layer_squares(module, inputs[layer], grads[layer]).items():
-                sums[f"{layer}.{key}" if layer else key] = value
+                sums[_qualified(layer, key)] = value
     covered = _names(layers)
     rest = {n: p for n, p in named.items() if n not in covered}
     if rest:
