@@ -166,17 +166,20 @@ def step_seconds(model: nn.Module, data: TensorDataset, *, steps: int, plugins: 
 
 # ----- sections -----
 def importance_memory(arch: str, shape: tuple[int, ...]) -> dict[str, float]:
-    """In a fresh process (so no memory freed earlier is reused unseen): the resident set's
-    peak rise during the importance pass over the full data, and during a plain training
+    """In fresh processes (so no memory freed earlier is reused unseen), median of three:
+    the resident set's peak rise during the importance pass over the full data, and during a plain training
     epoch's forward and backward passes, over the parameter bytes; their difference is what
     the importance pass needs beyond what training the model already needs."""
     import multiprocessing
 
     threads = torch.get_num_threads()
     peaks = {}
-    for kind in ("importance", "training"):  # each in its own process
-        with multiprocessing.get_context("spawn").Pool(1) as pool:
-            peaks[kind] = pool.apply(_peak_memory, (arch, shape, threads, kind, TRAIN))
+    for kind in ("importance", "training"):  # each in its own process, median of 3 (RSS is noisy)
+        runs = []
+        for _ in range(3):
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                runs.append(pool.apply(_peak_memory, (arch, shape, threads, kind, TRAIN)))
+        peaks[kind] = statistics.median(runs)
     return {"importance peak memory": peaks["importance"], "training peak memory": peaks["training"],
             "importance extra memory": peaks["importance"] - peaks["training"]}
 

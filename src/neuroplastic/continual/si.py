@@ -98,7 +98,7 @@ class SI(ContinualMethod):
             self._proximal.apply_(model, [(self.importance, self.anchor)], scale=2 * self.lr * self.c)
         for name, param in self._trainable(model).items():
             if name in self._unreg:  # omega -= g * (theta - theta_before), in place
-                self.omega[name].addcmul_(self._unreg[name], param.detach() - self._before[name], value=-1)
+                self.omega[name].sub_(self._unreg[name] * (param.detach() - self._before[name]))
 
     @torch.no_grad()
     def after_task(self, model: nn.Module, experience: Experience) -> None:  # type: ignore[override]

@@ -49,10 +49,6 @@ class BatchGradientEstimator(ImportanceEstimator):
     def transform(self, grad: Tensor, param: Tensor) -> Tensor:
         """Per-entry score of one batch gradient."""
 
-    def accumulate_(self, total: Tensor, grad: Tensor, param: Tensor) -> None:
-        """``total += transform(grad, param)``; subclasses may do it without a temporary."""
-        total.add_(self.transform(grad.float(), param.detach().float()))
-
     def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
         named = self.targets.named_parameters(model)
         params = [p for _, p in named]
@@ -66,7 +62,7 @@ class BatchGradientEstimator(ImportanceEstimator):
                 for index, (name, param) in enumerate(named):
                     grad, grads[index] = grads[index], None  # freed as soon as it is summed
                     if grad is not None:
-                        self.accumulate_(sums[name], grad, param)
+                        sums[name].add_(self.transform(grad.float(), param.detach().float()))
                     del grad
                 batches += 1
         batches = all_reduce_sums_(sums, batches)

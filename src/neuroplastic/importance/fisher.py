@@ -67,9 +67,6 @@ class Fisher(BatchGradientEstimator):
     def transform(self, grad: Tensor, param: Tensor) -> Tensor:
         return grad.square()
 
-    def accumulate_(self, total: Tensor, grad: Tensor, param: Tensor) -> None:
-        grad = grad.float()
-        total.addcmul_(grad, grad)  # no squared copy of the gradient
 
     def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
         if self.mode == "batch_sq":
