@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from neuroplastic.data.idx import DEBIAN_FOLDERS
@@ -73,3 +74,20 @@ def test_quick_sparse_benchmark(tmp_path):
     assert resnet["parameters"] == 11_172_810  # torchvision's resnet18 with a 1-channel 3x3 stem
     for method in ("granet", "rigl"):
         assert 0.9 - 1e-4 <= resnet[method]["actual_sparsity"] <= 0.91
+
+
+def test_quick_continual_benchmark(tmp_path):
+    results = run_quick("continual", tmp_path)
+    shapes = {"permuted-fashion-mnist/domain": 3, "split-fashion-mnist/task": 5,
+              "split-fashion-mnist/class": 5}
+    for key, tasks in shapes.items():
+        for entry in results["scenarios"][key].values():
+            for run in entry["runs"]:
+                matrix = np.array(run["matrix"])
+                assert matrix.shape == (tasks, tasks)
+                assert run["acc"] == pytest.approx(matrix[-1].mean())
+                assert run["bwt"] == pytest.approx(np.mean(matrix[-1, :-1] - np.diag(matrix)[:-1]))
+    # CLNP freezes what earlier tasks use and masks the other tasks' units: nothing is forgotten
+    clnp = results["scenarios"]["split-fashion-mnist/task"]["clnp"]["runs"]
+    assert [run["bwt"] for run in clnp] == [0.0, 0.0]
+    assert "clnp" not in results["scenarios"]["split-fashion-mnist/class"]  # needs task labels

@@ -150,10 +150,12 @@ def test_hlop_reference_update_is_an_ema_of_clamped_oja_steps_by_hand():
     assert float(h.abs().max()) > 1.0 or float(delta.abs().max()) == 10.0  # the clamp acted on dH
 
 
-def test_hlop_update_with_old_rows_is_the_literal_oja_rule():
-    """With an old basis taking part in y (fixed), the update computed without the residual
-    matrix equals the rule as written: y = x [H_old; H]^T, dH = y_new^T (x - y [H_old; H]) / B,
-    heavy-ball momentum, clamp (the default form, normalised by the batch's input energy)."""
+@pytest.mark.parametrize("form", [None, "residual", "gram"])
+def test_hlop_update_with_old_rows_is_the_literal_oja_rule(form):
+    """With an old basis taking part in y (fixed), the update -- in either of its computed
+    forms, and the one chosen by cost -- equals the rule as written: y = x [H_old; H]^T,
+    dH = y_new^T (x - y [H_old; H]) / B, heavy-ball momentum, clamp (the default form,
+    normalised by the batch's input energy)."""
     torch.manual_seed(0)
     hlop = HLOP(rows=2, eta=0.05, iterations=3, momentum=0.9)
     old = torch.linalg.qr(torch.randn(6, 3, dtype=torch.float64))[0]  # (inputs, k_old) columns
@@ -170,4 +172,4 @@ def test_hlop_update_with_old_rows_is_the_literal_oja_rule():
         delta = y[:, 3:].t() @ (x - y @ full) / (40 * energy)
         v = 0.9 * v + delta
         h = (h + 0.05 * v).clamp(-10, 10)
-    torch.testing.assert_close(hlop._oja("l", x), h, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(hlop._oja("l", x, form=form), h, rtol=1e-12, atol=1e-14)

@@ -142,6 +142,23 @@ def test_gradient_interventions_by_hand(how):
     assert_clean(model)
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_projection_with_a_wide_basis_uses_the_projector_and_equals_the_formula(k):
+    """Once the basis spans more than half the inputs the projection multiplies by
+    I - Q Q^T: the same gradient as G - (G Q) Q^T, orthogonal to the basis."""
+    torch.manual_seed(k)
+    basis = torch.randn(6, k, dtype=torch.float64)
+    grad = torch.randn(4, 6, dtype=torch.float64)
+    projection = GradientProjection({"w": basis})
+    assert ("w" in projection.projectors) == (2 * k > 6)
+    q = torch.linalg.qr(basis)[0]
+    projected = projection.transform("w", grad)
+    torch.testing.assert_close(projected, grad - grad @ q @ q.t(), rtol=1e-12, atol=1e-12)
+    assert float((projected @ q).abs().max()) < 1e-12
+    as_float = projection.transform("w", grad.float())
+    assert as_float.dtype == torch.float32 and torch.allclose(as_float.double(), projected, atol=1e-5)
+
+
 @pytest.mark.parametrize("fisher", ["batch_sq", "per_sample", "exact"])
 def test_ewc_penalty_gradient_is_lambda_f_delta(fisher):
     model = two_layer()

@@ -31,8 +31,10 @@ continual_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False
 MAX_TASKS = 50
 """Each permuted task holds a copy of the data: 50 keeps even MNIST-size streams in memory."""
 
-SCENARIO_HELP = ("split-digits (task-IL unless --setting class), permuted-digits (domain-IL unless "
-                 "--setting task), split-mnist1d, permuted-mnist1d, or "
+SCENARIO_HELP = ("<split|permuted|rotated>-<data>[:<folder>]: split-digits (task-IL unless --setting "
+                 "class), permuted-digits (domain-IL unless --setting task), split-mnist1d, "
+                 "permuted-mnist1d; split-, permuted- or rotated-fashion-mnist (also mnist, kmnist; "
+                 "IDX files, see --data fashion-mnist); or "
                  "torchvision:<split|permuted>-<MNIST|CIFAR100>:<root>.")
 
 
@@ -83,8 +85,9 @@ def continual(
     ctx: typer.Context,
     method: str = typer.Option("hlop", help="A continual method (see `neuroplastic list`)."),
     scenario: str = typer.Option("permuted-digits", help=SCENARIO_HELP),
-    tasks: int | None = typer.Option(None, help=f"Tasks of a permuted scenario, 2-{MAX_TASKS} (default 5; "
-                                     "split scenarios have one task per class pair)."),
+    tasks: int | None = typer.Option(None, help=f"Tasks of a permuted or rotated scenario, 2-{MAX_TASKS} "
+                                     "(default 5 on digits and mnist1d, 10 on IDX data; split "
+                                     "scenarios have one task per class pair)."),
     setting: str | None = typer.Option(None, help="task, domain or class (default: the scenario's)."),
     compare: list[str] = typer.Option([], help="Also run these methods (default hyperparameters)."),
     param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable."),
@@ -107,8 +110,8 @@ def continual(
     if tasks is not None and not 2 <= tasks <= MAX_TASKS:
         raise NeuroplasticError(f"--tasks must lie in 2-{MAX_TASKS}, got {tasks}")
     if tasks is not None and "split-" in scenario:
-        raise NeuroplasticError(f"--tasks applies to permuted scenarios; {scenario} has one task per "
-                                "pair of classes")
+        raise NeuroplasticError(f"--tasks applies to permuted and rotated scenarios; {scenario} has one "
+                                "task per pair of classes")
     if method in compare:
         raise NeuroplasticError(f"--compare {method} is the --method itself: compare other methods")
     if len(set(compare)) < len(compare):
@@ -130,7 +133,7 @@ def continual(
     from neuroplastic.data.streams import load_stream
     from neuroplastic.models import MLP
 
-    stream = load_stream(scenario, tasks=tasks or 5, setting=setting, seed=seed)
+    stream = load_stream(scenario, tasks=tasks, setting=setting, seed=seed)
     recipe = ContinualRecipe(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed)
     features = int(torch.tensor(stream.input_shape).prod())
     results, models = {}, {}

@@ -293,22 +293,39 @@ class HLOP(_Projected):
         for name, x in self._recorder.rows().items():
             self.new[name] = self._oja(name, x)
 
-    def _oja(self, name: str, x: Tensor) -> Tensor:
+    def _oja(self, name: str, x: Tensor, *, form: str | None = None) -> Tensor:
+        """This task's rows after ``iterations`` Oja steps on the batch ``x`` (rows x inputs).
+
+        dH = y_new^T (x - y [H_old; H]) / B is computed in one of two equal forms, the cheaper
+        for the shapes (``form`` forces one, for tests): ``residual`` forms the part of the
+        residual the fixed old rows leave, x - y_old H_old, once per batch (B x inputs), so
+        each iteration costs only in the new rows; ``gram`` never forms a (B x inputs) matrix,
+        y_new^T x - (y_new^T y) [H_old; H], and wins when the batch of rows is large and the
+        old basis small (a convolution's unfolded patches early in the stream).
+        """
         new, velocity = self.new[name], self.velocity[name]
         old = self.bases.get(name)
         fixed = old.t().to(x.dtype) if old is not None else x.new_zeros(0, x.shape[1])
-        batch = x.shape[0]
+        batch, inputs = x.shape
+        k_old, k_new = fixed.shape[0], new.shape[0]
+        if form is None:  # multiply-adds per batch beyond what both forms share
+            residual_cost = batch * k_old * inputs + self.iterations * k_new * k_new * (batch + inputs)
+            gram_cost = self.iterations * k_new * (k_old + k_new) * (batch + inputs)
+            form = "residual" if residual_cost < gram_cost else "gram"
         # Oja's rule is stable only for eta * |x|^2 below about 1: dividing by the batch's mean
         # input energy makes one eta fit every layer (hidden ReLU layers' inputs grow during
         # training)
         energy = float((x * x).sum(1).mean().clamp_min(1e-12)) if self.normalize else 1.0
         y_fixed = x @ fixed.t()  # (B, k_old): the old rows do not change within the step
+        rest = x - y_fixed @ fixed if form == "residual" and k_old else x
         for _ in range(self.iterations):
             y_new = x @ new.t()  # (B, k_new)
-            y = torch.cat([y_fixed, y_new], dim=1)
-            # y_new^T (x - y h) without forming the (B, inputs) residual: y_new^T x - (y_new^T y) h
-            h = torch.cat([fixed, new])
-            delta = (y_new.t() @ x - (y_new.t() @ y) @ h) / (batch * energy)  # new rows only
+            if form == "residual":
+                delta = y_new.t() @ rest - (y_new.t() @ y_new) @ new
+            else:
+                y = torch.cat([y_fixed, y_new], dim=1)
+                delta = y_new.t() @ x - (y_new.t() @ y) @ torch.cat([fixed, new])
+            delta /= batch * energy  # new rows only
             if self.ema:
                 velocity.mul_(self.momentum).add_(delta.clamp(-10, 10), alpha=1 - self.momentum)
                 new = new + self.eta * velocity

@@ -11,9 +11,12 @@ Three settings (van de Ven & Tolias 2019):
 
 Builders: :func:`split_stream` (disjoint class groups), :func:`permuted_stream`
 (a fixed random permutation of the input features per task; task 0 keeps the
-original order), :func:`stream_from_datasets` (any list of data sets), and the
-named defaults ``split-digits``, ``permuted-digits``, ``split-mnist1d``,
-``permuted-mnist1d`` (plus torchvision's MNIST and CIFAR-100 when they are on disk).
+original order), :func:`rotated_stream` (each task the images turned by a fixed angle),
+:func:`stream_from_datasets` (any list of data sets), and the named streams of
+:func:`load_stream`: ``split-``, ``permuted-`` (and, for images, ``rotated-``) followed by
+``digits``, ``mnist1d`` or an IDX data set (``fashion-mnist``, ``mnist``, ``kmnist``, read
+from their default folders or ``<name>:<folder>``), plus torchvision's MNIST and CIFAR-100
+when they are on disk.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ from neuroplastic.data.splits import DataSplit, subset
 from neuroplastic.errors import NeuroplasticError
 
 SETTINGS = ("task", "domain", "class")
-STREAMS = ("split-digits", "permuted-digits", "split-mnist1d", "permuted-mnist1d")
+STREAMS = ("split-digits", "permuted-digits", "split-mnist1d", "permuted-mnist1d", "split-fashion-mnist",
+           "permuted-fashion-mnist", "rotated-fashion-mnist")
+"""The named streams; ``mnist`` and ``kmnist`` stand wherever ``fashion-mnist`` does."""
+KINDS = ("split", "permuted", "rotated")
+SMALL_SOURCES = ("digits", "mnist1d")
+IDX_TASKS = 10
+"""Tasks of a permuted or rotated IDX stream by default (Permuted MNIST's 10 in the GPM and
+HLOP papers); the small sources default to 5."""
 
 
 @dataclass
@@ -246,24 +256,118 @@ def stream_from_datasets(tasks: Sequence[tuple[TensorDataset, TensorDataset] |
     return Stream(name=name, setting=setting, experiences=experiences, num_outputs=outputs)
 
 
-def load_stream(name: str, *, tasks: int = 5, setting: str | None = None, seed: int = 0) -> Stream:
-    """A named default stream: ``split-digits`` (5 tasks of 2 classes; task-IL unless
-    ``setting`` says otherwise), ``permuted-digits`` (domain-IL unless ``setting``),
-    ``split-mnist1d``, ``permuted-mnist1d``; or ``torchvision:<split|permuted>-<MNIST|CIFAR100>:<root>``
-    for data already on disk."""
-    from neuroplastic.data.digits import digits
-    from neuroplastic.data.mnist1d import mnist1d
+def rotated_stream(data: DataSplit, *, tasks: int = IDX_TASKS, setting: str = "domain",
+                   angles: Sequence[float] | None = None, name: str | None = None) -> Stream:
+    """``tasks`` tasks, each the whole data set with every image turned by a fixed angle
+    (bilinear, about the image centre, zeros outside). ``angles`` in degrees, one per task;
+    default evenly spaced over a half turn, ``t * 180 / tasks`` (task 0 unrotated).
+    Domain-IL shares the output units; task- and class-IL give task t the units t*K .. t*K+K-1.
 
+    Raises:
+        NeuroplasticError: if the inputs are not images (C, H, W) or the angles do not match.
+    """
+    if setting not in SETTINGS:
+        raise NeuroplasticError(f"setting must be one of {', '.join(SETTINGS)}, got {setting!r}")
+    shape = tuple(data.input_shape)
+    if len(shape) != 3 or shape[1] != shape[2]:
+        raise NeuroplasticError(f"a rotated stream needs square images (channels, height, width); "
+                                f"{data.name} has inputs of shape {shape}")
+    angles = [t * 180.0 / tasks for t in range(tasks)] if angles is None else list(angles)
+    if len(angles) != tasks or tasks < 2:
+        raise NeuroplasticError(f"a rotated stream needs at least two tasks and one angle per task, got "
+                                f"{tasks} tasks and {len(angles)} angles")
+    k = data.num_classes
+    experiences = []
+    for index, angle in enumerate(angles):
+        offset = 0 if setting == "domain" else index * k
+
+        def part(dataset: TensorDataset, angle: float = angle, offset: int = offset) -> TensorDataset:
+            x, y = dataset.tensors
+            return TensorDataset(rotate_images(x, angle), y + offset)
+
+        experiences.append(Experience(index=index, train=part(data.train), val=part(data.val),
+                                      test=part(data.test), classes=tuple(range(offset, offset + k))))
+    outputs = k if setting == "domain" else k * tasks
+    return Stream(name=name or f"rotated-{data.name}", setting=setting, experiences=experiences,
+                  num_outputs=outputs)
+
+
+def rotate_images(x: Tensor, degrees: float, *, chunk: int = 8192) -> Tensor:
+    """Images ``x`` (N, C, H, W) turned counter-clockwise by ``degrees`` about their centre
+    (bilinear; zeros where no pixel lands). 0 degrees returns ``x`` itself."""
+    if degrees % 360 == 0:
+        return x
+    theta = torch.tensor(degrees * torch.pi / 180.0, dtype=torch.float64)
+    cos, sin = float(torch.cos(theta)), float(torch.sin(theta))
+    # affine_grid maps output coordinates to input ones: the inverse rotation, y pointing down
+    matrix = torch.tensor([[cos, -sin, 0.0], [sin, cos, 0.0]], dtype=x.dtype)
+    turned = []
+    for start in range(0, len(x), chunk):
+        batch = x[start:start + chunk]
+        grid = nn.functional.affine_grid(matrix.expand(len(batch), 2, 3), list(batch.shape),
+                                         align_corners=False)
+        turned.append(nn.functional.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros",
+                                                align_corners=False))
+    return torch.cat(turned) if turned else x.clone()
+
+
+def parse_stream_name(name: str) -> tuple[str, str, str | None]:
+    """``<kind>-<source>[:<folder>]`` as (kind, source, folder).
+
+    Raises:
+        NeuroplasticError: if the kind or source is unknown, or a small source has a folder.
+    """
+    from neuroplastic.data.idx import IDX_SETS
+
+    base, _, folder = name.partition(":")
+    kind, _, source = base.partition("-")
+    known = f"choose from {', '.join(STREAMS)} (mnist or kmnist for fashion-mnist; an IDX data set " \
+            "may add :<folder>) or torchvision:<split|permuted>-<MNIST|CIFAR100>:<root>"
+    if kind not in KINDS or source not in (*SMALL_SOURCES, *IDX_SETS):
+        raise NeuroplasticError(f"unknown scenario {name!r}; {known}")
+    if folder and source in SMALL_SOURCES:
+        raise NeuroplasticError(f"scenario {name!r}: {source} is built in and takes no folder")
+    if kind == "rotated" and source in SMALL_SOURCES:
+        raise NeuroplasticError(f"scenario {name!r}: rotated streams need 28x28 images (fashion-mnist, "
+                                f"mnist, kmnist); {source} is not an image data set")
+    return kind, source, folder or None
+
+
+def load_stream(name: str, *, tasks: int | None = None, setting: str | None = None,
+                seed: int = 0) -> Stream:
+    """A named stream ``<kind>-<source>[:<folder>]``.
+
+    Kinds: ``split`` (5 tasks of 2 classes; task-IL unless ``setting`` says otherwise),
+    ``permuted`` and ``rotated`` (domain-IL unless ``setting``; ``tasks`` tasks, default 5
+    on the small sources and 10 on IDX data). Sources: ``digits``, ``mnist1d`` (built in),
+    ``fashion-mnist``, ``mnist``, ``kmnist`` (IDX files from their default folders or
+    ``:<folder>``, see :mod:`neuroplastic.data.idx`). Also
+    ``torchvision:<split|permuted>-<MNIST|CIFAR100>:<root>`` for torchvision's files on disk.
+
+    Raises:
+        NeuroplasticError: for an unknown name, or IDX files that are missing or malformed.
+    """
     if name.startswith("torchvision:"):
-        return _torchvision_stream(name, tasks=tasks, setting=setting, seed=seed)
-    if name not in STREAMS:
-        raise NeuroplasticError(f"unknown scenario {name!r}; choose from {', '.join(STREAMS)} or "
-                                "torchvision:<split|permuted>-<MNIST|CIFAR100>:<root>")
-    kind, _, source = name.partition("-")
-    data = digits(seed=seed) if source == "digits" else mnist1d()
+        return _torchvision_stream(name, tasks=tasks or 5, setting=setting, seed=seed)
+    kind, source, folder = parse_stream_name(name)
+    if source in SMALL_SOURCES:
+        from neuroplastic.data.digits import digits
+        from neuroplastic.data.mnist1d import mnist1d
+
+        data = digits(seed=seed) if source == "digits" else mnist1d()
+        default_tasks = 5
+    else:
+        from neuroplastic.data.idx import load_idx
+
+        data = load_idx(source, folder, seed=seed)
+        default_tasks = IDX_TASKS
+    label = f"{kind}-{source}"
     if kind == "split":
-        return split_stream(data, setting=setting or "task", name=name)
-    return permuted_stream(data, tasks=tasks, setting=setting or "domain", seed=seed, name=name)
+        return split_stream(data, setting=setting or "task", name=label)
+    if kind == "rotated":
+        return rotated_stream(data, tasks=tasks or default_tasks, setting=setting or "domain", name=label)
+    return permuted_stream(data, tasks=tasks or default_tasks, setting=setting or "domain", seed=seed,
+                           name=label)
 
 
 def _torchvision_stream(spec: str, *, tasks: int, setting: str | None, seed: int) -> Stream:
