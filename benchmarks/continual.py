@@ -33,13 +33,12 @@ import torch
 
 from neuroplastic import registry
 from neuroplastic.continual import ContinualRecipe, run_stream
-from neuroplastic.data.idx import is_installed
 from neuroplastic.data.splits import DataSplit
 from neuroplastic.data.streams import Stream, load_stream, permuted_stream, split_stream
 from neuroplastic.io import write_json
 from neuroplastic.models import MLP
 from readme_table import RESULTS as RESULTS_DIR
-from readme_table import mean_std, parse_with_parts, publish, republish, stored_results
+from readme_table import mean_std, parse_with_parts, publish, republish, run_parts, stored_results
 
 SCENARIOS = [("split-digits", "task"), ("split-digits", "class"), ("permuted-digits", "domain"),
              ("permuted-digits", "task"), ("permuted-mnist1d", "domain")]
@@ -203,6 +202,22 @@ def run_fashion(scenarios: tuple[FashionScenario, ...], sizes: FashionSizes, met
     return results
 
 
+def method_row(name: str, entries: list[dict[str, Any] | None]) -> str:
+    """A table row: ACC ± std / mean BWT per scenario (— where the method does not apply), then
+    the chosen hyperparameters (without the fixed options a variant row sets)."""
+    cells, chosen = [], []
+    for entry in entries:
+        if entry is None:
+            cells.append("—")
+            continue
+        runs = entry["runs"]
+        bwt = statistics.fmean(r["bwt"] for r in runs)
+        cells.append(f"{mean_std([r['acc'] for r in runs])} / {bwt:+.3f}")
+        chosen.append(",".join(f"{k}={v:g}" for k, v in entry["chosen"].items()
+                               if k not in ("lr", "proximal", "ema", "normalize")) or "—")
+    return f"| {name} | " + " | ".join(cells) + " | " + "; ".join(chosen) + " |"
+
+
 def fashion_verdicts(results: dict[str, Any]) -> list[str]:
     """The issue's targets on Fashion-MNIST, met or missed, in words."""
     def acc(key: str, name: str) -> tuple[float, float] | None:
@@ -236,7 +251,7 @@ def fashion_verdicts(results: dict[str, Any]) -> list[str]:
         ranked = sorted(((acc(cls, n) or (0.0, 0.0))[0], n) for n in results["scenarios"][cls])
         lines.append("Split-Fashion-MNIST (class-IL): "
                      + ", ".join(f"{n} {a:.3f}" for a, n in reversed(ranked))
-                     + " (no method but joint keeps the old classes without replay; reported, no target).")
+                     + " (reported, no target).")
     return lines
 
 
@@ -258,17 +273,7 @@ def fashion_markdown(results: dict[str, Any]) -> str:
              "|---|" + "---|" * (len(keys) + 1)]
     names = [n for n in FASHION_GRIDS if any(n in results["scenarios"][k] for k in keys)]
     for name in names:
-        cells, chosen = [], []
-        for key in keys:
-            entry = results["scenarios"][key].get(name)
-            if entry is None:
-                cells.append("—")
-                continue
-            runs = entry["runs"]
-            bwt = statistics.fmean(r["bwt"] for r in runs)
-            cells.append(f"{mean_std([r['acc'] for r in runs])} / {bwt:+.3f}")
-            chosen.append(",".join(f"{k}={v:g}" for k, v in entry["chosen"].items()) or "—")
-        lines.append(f"| {name} | " + " | ".join(cells) + " | " + "; ".join(chosen) + " |")
+        lines.append(method_row(name, [results["scenarios"][key].get(name) for key in keys]))
     lines += ["", "Training seconds per run (mean over seeds; the accuracy matrix's evaluation not "
               "counted):", "", "| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(keys)]
     for name in names:
@@ -298,18 +303,7 @@ def markdown(results: dict) -> str:
     lines.append("| method | " + " | ".join(header) + " | chosen (per scenario) |")
     lines.append("|---|" + "---|" * (len(SCENARIOS) + 1))
     for name in GRIDS:
-        cells, chosen = [], []
-        for scenario, setting in SCENARIOS:
-            entry = results["scenarios"][f"{scenario}/{setting}"].get(name)
-            if entry is None:
-                cells.append("—")
-                continue
-            runs = entry["runs"]
-            bwt = statistics.fmean(r["bwt"] for r in runs)
-            cells.append(f"{mean_std([r['acc'] for r in runs])} / {bwt:+.3f}")
-            chosen.append(",".join(f"{k}={v:g}" for k, v in entry["chosen"].items()
-                                   if k not in ("lr", "proximal", "ema", "normalize")) or "—")
-        lines.append(f"| {name} | " + " | ".join(cells) + " | " + "; ".join(chosen) + " |")
+        lines.append(method_row(name, [results["scenarios"][f"{s}/{m}"].get(name) for s, m in SCENARIOS]))
     lines += ["", "Seconds per 5-task run (mean over seeds):", "",
               "| method | " + " | ".join(header) + " |", "|---|" + "---|" * len(SCENARIOS)]
     for name in GRIDS:
@@ -399,15 +393,7 @@ def main() -> None:
         if Path(RESULTS_DIR / "continual-fashion.json").is_file():
             republish("continual-fashion", fashion_markdown)
         return
-    if args.quick or args.part == "fashion":
-        fashion_part(args)
-        return
-    run_digits(args)
-    if args.part == "all":
-        if is_installed("fashion-mnist"):
-            fashion_part(args)
-        else:
-            print("Fashion-MNIST part skipped: the files are not installed (make data)", flush=True)
+    run_parts(args, digits=lambda: run_digits(args), fashion=lambda: fashion_part(args))
 
 
 if __name__ == "__main__":

@@ -9,8 +9,20 @@ training points an epoch is only seven batches, and the demo's 20 epochs left ba
 at 90-97% on circles. Nothing is tuned on the test
 split. Workers run one thread each, two at a time.
 
-Writes benchmarks/results/local.json and the README table between the ``local-benchmark``
-markers. Run: ``.venv/bin/python benchmarks/local.py``.
+Fashion-MNIST part (needs ``make data``), the papers' own set-ups: dis-inhibitory control
+(exact and lin-thresh) against backprop with the reference code's networks 784-256-10 and
+784-256-256-256-10 (softplus; Adam 1e-3, batch 100, 50 epochs: ``conf/`` of
+fmi-basel/disinhibitory-control); SoftHebb with the SoftHebb paper's one 2000-wide Hebbian
+layer (5 Hebbian epochs, batch 10; 10 readout epochs, fewer than digits' 50 to fit the hour)
+against random features of the same width; biprop, halfbiprop and HAN on the reference's
+784-16-10 (Adam 3e-3, batch 100, 20 epochs) with robustness, against FGSM adversarial
+training. 3 seeds; the official 60,000 / 10,000 split with the loader's 5,000 validation
+images held out.
+
+Writes benchmarks/results/local.json (local-fashion.json) and the README tables between the
+``local-benchmark`` (``local-fashion-benchmark``) markers. Run:
+``.venv/bin/python benchmarks/local.py [--part digits|fashion]``; ``--quick --json PATH`` is
+a two-minute Fashion-MNIST run at toy sizes (tested; no README).
 """
 
 from __future__ import annotations
@@ -20,17 +32,21 @@ import multiprocessing
 import platform
 import statistics
 import time
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from neuroplastic import loop
 from neuroplastic.data import load_data, loader
+from neuroplastic.data.splits import DataSplit
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.evaluate.robustness import fgsm_training_loss, robustness
+from neuroplastic.io import write_json
 from neuroplastic.local.runner import build_network, defaults_of, input_bounds, learn
 from neuroplastic.models.factory import seeded_model
-from readme_table import mean_std, publish, republish, stored_results
+from readme_table import RESULTS as RESULTS_DIR
+from readme_table import mean_std, parse_with_parts, publish, republish, run_parts, stored_results
 
 DATASETS = ("circles", "moons", "digits", "mnist1d")
 RULES = ("disinhibitory", "disinhibitory:lin-thresh", "softhebb", "biprop", "halfbiprop", "han")
@@ -56,13 +72,14 @@ def job(task: tuple[str, str, int]) -> tuple[str, str, int, dict[str, float]]:
     return data_name, rule, seed, result.metrics()
 
 
-def adversarial_training(split: Any, seed: int) -> dict[str, float]:
+def adversarial_training(split: Any, seed: int, *, epochs: int | None = None,
+                         hidden: tuple[int, ...] | None = None) -> dict[str, float]:
     """Backprop on the biprop architecture with FGSM adversarial training (eps 0.2)."""
     base = defaults_of("biprop")
-    model = seeded_model(lambda: build_network("biprop", split, base.hidden), seed, "cpu")
+    model = seeded_model(lambda: build_network("biprop", split, hidden or base.hidden), seed, "cpu")
     begin = time.perf_counter()
     loop.fit(model, loader(split.train, batch_size=base.batch_size, shuffle=True, seed=seed),
-             optimizer=torch.optim.Adam(model.parameters(), lr=base.lr), epochs=base.epochs,
+             optimizer=torch.optim.Adam(model.parameters(), lr=base.lr), epochs=epochs or base.epochs,
              batch_loss=fgsm_training_loss(eps=ADVERSARIAL_EPS, bounds=input_bounds(split)))
     seconds = time.perf_counter() - begin
     test = loader(split.test, batch_size=512)
@@ -125,6 +142,164 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class FashionRun:
+    """One Fashion-MNIST row: a rule (``rule:variant``, or ``fgsm-at``) with its network and
+    schedule (None: the rule's defaults)."""
+
+    label: str
+    rule: str
+    hidden: tuple[int, ...]
+    epochs: int
+    lr: float | None = None
+    batch_size: int | None = None
+    robustness: bool = False
+
+
+FASHION_RUNS = (
+    FashionRun("disinhibitory 784-256x3-10", "disinhibitory", (256, 256, 256), 50, 1e-3, 100),
+    FashionRun("disinhibitory:lin-thresh 784-256x3-10", "disinhibitory:lin-thresh", (256, 256, 256), 50,
+               1e-3, 100),
+    FashionRun("disinhibitory 784-256-10", "disinhibitory", (256,), 50, 1e-3, 100),
+    FashionRun("disinhibitory:lin-thresh 784-256-10", "disinhibitory:lin-thresh", (256,), 50, 1e-3, 100),
+    FashionRun("softhebb 784-2000-10", "softhebb", (2000,), 10),
+    FashionRun("biprop 784-16-10", "biprop", (16,), 20, robustness=True),
+    FashionRun("halfbiprop 784-16-10", "halfbiprop", (16,), 20, robustness=True),
+    FashionRun("han 784-16-10", "han", (16,), 20, robustness=True),
+    FashionRun("fgsm-at 784-16-10", "fgsm-at", (16,), 20, robustness=True),
+)
+QUICK_RUNS = (
+    FashionRun("disinhibitory 784-32x3-10", "disinhibitory", (32, 32, 32), 1, 1e-3, 100),
+    FashionRun("disinhibitory:lin-thresh 784-32-10", "disinhibitory:lin-thresh", (32,), 1, 1e-3, 100),
+    FashionRun("softhebb 784-64-10", "softhebb", (64,), 1),
+    FashionRun("biprop 784-16-10", "biprop", (16,), 1, robustness=True),
+    FashionRun("fgsm-at 784-16-10", "fgsm-at", (16,), 1, robustness=True),
+)
+
+
+@dataclass(frozen=True)
+class FashionSizes:
+    """Training and test images (None: the whole split) and seeds of the Fashion-MNIST part."""
+
+    train: int | None
+    test: int | None
+    seeds: tuple[int, ...] = SEEDS
+    runs: tuple[FashionRun, ...] = field(default=FASHION_RUNS)
+
+
+FASHION = FashionSizes(train=None, test=None)
+QUICK = FashionSizes(train=2000, test=500, seeds=(0,), runs=QUICK_RUNS)
+
+
+def fashion_split(sizes: FashionSizes) -> DataSplit:
+    return load_data("fashion-mnist", seed=0).stratified_subset(train=sizes.train, test=sizes.test, seed=0)
+
+
+def fashion_job(task: tuple[FashionRun, int, FashionSizes]) -> tuple[str, int, dict[str, float]]:
+    """One seeded run of one Fashion-MNIST row, in a worker with one thread."""
+    run, seed, sizes = task
+    torch.set_num_threads(1)
+    split = fashion_split(sizes)
+    if run.rule == "fgsm-at":
+        return run.label, seed, adversarial_training(split, seed, epochs=run.epochs, hidden=run.hidden)
+    name, _, variant = run.rule.partition(":")
+    params: dict[str, Any] = {"variant": variant} if variant else {}
+    result = learn(name, split, seed=seed, params=params, hidden=run.hidden, epochs=run.epochs, lr=run.lr,
+                   batch_size=run.batch_size, measure_robustness=run.robustness)
+    return run.label, seed, result.metrics()
+
+
+def fashion_verdicts(results: dict[str, Any]) -> list[str]:
+    """The issue's learn targets on Fashion-MNIST, met or missed, in words."""
+    runs, lines = results["runs"], []
+
+    def mean(label: str, key: str) -> float | None:
+        values = [r[key] for r in runs.get(label, []) if key in r]
+        return statistics.fmean(values) if values else None
+
+    for label in runs:
+        rule, twin = mean(label, "test_acc"), mean(label, "backprop.test_acc")
+        if not label.startswith("disinhibitory ") or rule is None or twin is None:
+            continue
+        gap = 100 * (twin - rule)
+        lines.append(f"Dis-inhibitory control (exact), {label.split()[-1]}: {100 * rule:.1f}% against "
+                     f"backprop's {100 * twin:.1f}% ({gap:+.1f} points behind; target within 1): "
+                     f"{'met' if gap <= 1 else 'missed'}.")
+    for label in runs:
+        if label.startswith("softhebb"):
+            hebb, random = mean(label, "test_acc"), mean(label, "random_features.test_acc")
+            if hebb is not None and random is not None:
+                gain = 100 * (hebb - random)
+                lines.append(f"SoftHebb, {label.split()[-1]}: {100 * hebb:.1f}% against random features' "
+                             f"{100 * random:.1f}% ({gain:+.1f} points; target >= +5): "
+                             f"{'met' if gain >= 5 else 'missed'}.")
+    return lines
+
+
+def fashion_markdown(results: dict[str, Any]) -> str:
+    """The README tables of the Fashion-MNIST part."""
+    runs = results["runs"]
+    lines = ["Fashion-MNIST test accuracy (%), mean ± std over seeds "
+             f"{', '.join(map(str, results['seeds']))}: the rule, backprop on the same network (same "
+             "init, batches, epochs and Adam rate), and for SoftHebb random features of the same "
+             "width (its Hebbian layer left at initialisation). Seconds: one training run, one thread.", "",
+             "| network and schedule | rule | backprop | random features | seconds rule / backprop |",
+             "|---|---|---|---|---|"]
+    schedule = {r["label"]: r for r in results["schedule"]}
+    for label, seeds in runs.items():
+        if label.startswith(("biprop", "halfbiprop", "han", "fgsm-at")):
+            continue
+        entry = schedule[label]
+        seconds = f"{statistics.fmean(r['seconds'] for r in seeds):.0f} / " + (
+            f"{statistics.fmean(r['backprop.seconds'] for r in seeds):.0f}"
+            if "backprop.seconds" in seeds[0] else "—")
+        lines.append(f"| {label}, {entry['epochs']} epochs | {cell(seeds, 'test_acc')} | "
+                     f"{cell(seeds, 'backprop.test_acc')} | {cell(seeds, 'random_features.test_acc')} | "
+                     f"{seconds} |")
+    columns = [("test_acc", "clean"), ("robust.fgsm.0.1", "FGSM 0.1"), ("robust.fgsm.0.2", "FGSM 0.2"),
+               ("robust.pgd.0.1", "PGD 0.1"), ("robust.pgd.0.2", "PGD 0.2"),
+               ("robust.noise.0.3", "noise σ 0.3")]
+    robust = [label for label in runs if label.startswith(("biprop", "halfbiprop", "han", "fgsm-at"))]
+    if robust:
+        lines += ["", "Robustness on Fashion-MNIST (the reference's 784-16-10 sigmoid MLP, test accuracy %, "
+                  "mean ± std over seeds; PGD 20 steps, 2 restarts):", "",
+                  "| training | " + " | ".join(c for _, c in columns) + " |", "|---|" + "---|" * len(columns)]
+        biprop = next((label for label in robust if label.startswith("biprop")), None)
+        rows = ([("backprop", runs[biprop], "backprop.")] if biprop else []) + [
+            (label, runs[label], "") for label in robust]
+        for label, seeds, prefix in rows:
+            lines.append(f"| {label} | " + " | ".join(cell(seeds, prefix + k) for k, _ in columns) + " |")
+    lines += ["", "Targets:", "", *[f"- {v}" for v in fashion_verdicts(results)], "",
+              f"{results['machine']}; Fashion-MNIST part {results['seconds'] / 60:.0f} minutes."]
+    return "\n".join(lines)
+
+
+def run_fashion(args: argparse.Namespace) -> None:
+    """The Fashion-MNIST part (or its ``--quick`` version into ``--json``)."""
+    sizes = QUICK if args.quick else FASHION
+    tasks = [(run, seed, sizes) for run in sizes.runs for seed in sizes.seeds]
+    start = time.perf_counter()
+    results: dict[str, Any] = {"seeds": list(sizes.seeds), "schedule": [asdict(r) for r in sizes.runs],
+                               "runs": {r.label: [] for r in sizes.runs},
+                               "machine": f"{platform.machine()}, {args.workers} workers x 1 thread"}
+    with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+        for label, seed, metrics in pool.imap_unordered(fashion_job, tasks):
+            results["runs"][label].append({"seed": seed, **metrics})
+            twin = metrics.get("backprop.test_acc")
+            print(f"fashion-mnist {label} seed {seed}: test {metrics['test_acc']:.3f}"
+                  + (f" (backprop {twin:.3f})" if twin is not None else "")
+                  + f", {metrics['seconds']:.0f} s", flush=True)
+    for seeds in results["runs"].values():
+        seeds.sort(key=lambda r: r["seed"])
+    results["seconds"] = time.perf_counter() - start
+    table = fashion_markdown(results)
+    if args.json is not None:
+        write_json(args.json, results)
+        print(table)
+        return
+    publish("local-fashion", table, results=results, readme=not args.no_readme)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", nargs="*", default=list(DATASETS))
@@ -134,10 +309,17 @@ def main() -> None:
     parser.add_argument("--from-json", action="store_true", help="only re-render the tables")
     parser.add_argument("--merge", action="store_true",
                         help="re-run only --rules and put their runs into the stored results")
-    args = parser.parse_args()
+    args = parse_with_parts(parser)
     if args.from_json:
         republish("local", markdown)
+        if (RESULTS_DIR / "local-fashion.json").is_file():
+            republish("local-fashion", fashion_markdown)
         return
+    run_parts(args, digits=lambda: run_digits(args), fashion=lambda: run_fashion(args))
+
+
+def run_digits(args: argparse.Namespace) -> None:
+    """The small data sets' part."""
     tasks = [(d, r, s) for d in args.data for r in args.rules for s in SEEDS
              if r != "fgsm-at" or d == "digits"]
     start = time.perf_counter()

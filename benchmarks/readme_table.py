@@ -65,6 +65,23 @@ def parse_with_parts(parser: argparse.ArgumentParser) -> argparse.Namespace:
     return args
 
 
+def run_parts(args: argparse.Namespace, *, digits: Callable[[], None], fashion: Callable[[], None]) -> None:
+    """Run the parts ``--part`` and ``--quick`` ask for: the Fashion-MNIST part alone
+    (``--quick``, ``--part fashion``), the small data sets' alone (``--part digits``), or
+    both, the Fashion-MNIST part skipped with one line when its files are not installed."""
+    from neuroplastic.data.idx import is_installed
+
+    if args.quick or args.part == "fashion":
+        fashion()
+        return
+    digits()
+    if args.part == "all":
+        if is_installed("fashion-mnist"):
+            fashion()
+        else:
+            print("Fashion-MNIST part skipped: the files are not installed (make data)", flush=True)
+
+
 def mean_std(values: list[float], *, scale: float = 1.0, decimals: int = 3) -> str:
     """``mean ± population std`` of ``values`` times ``scale``."""
     mean, std = statistics.fmean(values) * scale, statistics.pstdev(values) * scale

@@ -91,3 +91,39 @@ def test_quick_continual_benchmark(tmp_path):
     clnp = results["scenarios"]["split-fashion-mnist/task"]["clnp"]["runs"]
     assert [run["bwt"] for run in clnp] == [0.0, 0.0]
     assert "clnp" not in results["scenarios"]["split-fashion-mnist/class"]  # needs task labels
+
+
+def test_quick_learn_benchmark(tmp_path):
+    results = run_quick("local", tmp_path)
+    labels = [run["label"] for run in results["schedule"]]
+    assert set(results["runs"]) == set(labels)
+    for label, seeds in results["runs"].items():
+        assert [r["seed"] for r in seeds] == results["seeds"]
+        for run in seeds:
+            assert 0.0 <= run["test_acc"] <= 1.0 and run["seconds"] > 0
+            if not label.startswith("fgsm-at"):  # every rule has its backprop twin on the same net
+                assert 0.0 <= run["backprop.test_acc"] <= 1.0
+    softhebb = next(seeds for label, seeds in results["runs"].items() if label.startswith("softhebb"))
+    assert "random_features.test_acc" in softhebb[0]  # SoftHebb's control
+    for prefix in ("biprop", "fgsm-at"):  # the robustness rows are measured under every attack
+        seeds = next(seeds for label, seeds in results["runs"].items() if label.startswith(prefix))
+        for key in ("robust.fgsm.0.1", "robust.fgsm.0.2", "robust.pgd.0.1", "robust.pgd.0.2",
+                    "robust.noise.0.3"):
+            assert all(0.0 <= run[key] <= 1.0 for run in seeds), (prefix, key)
+
+
+def test_quick_adapt_benchmark(tmp_path):
+    results = run_quick("adapt", tmp_path)
+    (run,) = results["corruptions"]
+    for method in ("source", "norm", "tent", "nhl"):
+        errors = [run[f"{method}.{name}.{severity}"] for name in ("gaussian_noise", "fog")
+                  for severity in range(1, 6)]
+        assert all(0.0 <= e <= 1.0 for e in errors)
+    for method in ("source", "tent"):  # the headline figure is the mean of its cells
+        cells = [v for k, v in run.items()
+                 if k.startswith(f"{method}.") and k.count(".") == 2 and k.endswith((".3", ".4", ".5"))]
+        assert len(cells) == 3 * 11
+        assert run[f"mean_error_3to5.{method}"] == pytest.approx(sum(cells) / len(cells))
+    for key, seeds in results["shift"].items():
+        assert key.split("/")[1] in ("homeostatic", "constant", "random-lr")
+        assert all(0.0 <= r["recovery_acc"] <= 1.0 and 0.0 <= r["final_test_acc"] <= 1.0 for r in seeds)

@@ -132,3 +132,15 @@ def test_the_real_permuted_fashion_mnist_stream(monkeypatch):
     stream = load_stream("permuted-fashion-mnist", tasks=2)
     assert [len(e.train) for e in stream] == [55000, 55000] and len(stream[1].test) == 10000
     assert stream[1].classes == tuple(range(10))
+
+
+def test_learn_reads_idx_data_too(tmp_path):
+    """`neuroplastic learn --data fashion-mnist:<folder>` trains on the IDX files (784 inputs)."""
+    write_set(tmp_path / "set", train=240, test=60)
+    out = tmp_path / "run"
+    assert main(["learn", "--rule", "disinhibitory", "--data", f"fashion-mnist:{tmp_path / 'set'}",
+                 "--hidden", "8", "--epochs", "1", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["data"] == "fashion-mnist" and 0.0 <= metrics["test_acc"] <= 1.0
+    config = json.loads((out / "config.json").read_text())
+    assert config["options"]["data"].endswith("set")

@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 learn_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
-LEARN_DATA_HELP = ("digits, mnist1d, circles, moons (generated), a .npz/.csv file, an image folder, "
-                   "or torchvision:<Name>:<root>.")
+LEARN_DATA_HELP = ("digits, mnist1d, circles, moons (generated), fashion-mnist[:<folder>], mnist:<folder>, "
+                   "kmnist:<folder>, a .npz/.csv file, an image folder, or torchvision:<Name>:<root>.")
 
 
 @learn_app.callback(invoke_without_command=True)
