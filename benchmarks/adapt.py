@@ -46,7 +46,6 @@ from neuroplastic.adapt.homeostasis import SHIFT_METHODS, ConceptShiftStream, sh
 from neuroplastic.adapt.runner import run_corruptions
 from neuroplastic.data import load_data
 from neuroplastic.data.corruptions import corruptions_for, parse_spec
-from neuroplastic.io import write_json
 from neuroplastic.models import default_model
 from neuroplastic.models.factory import seeded_model
 from neuroplastic.training import TrainConfig, fit
@@ -309,12 +308,8 @@ def run_fashion(args: argparse.Namespace) -> None:
     for seeds in [results["corruptions"], *results["shift"].values()]:
         seeds.sort(key=lambda r: r["seed"])
     results["seconds"] = time.perf_counter() - start
-    table = fashion_markdown(results)
-    if args.json is not None:
-        write_json(args.json, results)
-        print(table)
-        return
-    publish("adapt-fashion", table, results=results, readme=not args.no_readme)
+    publish("adapt-fashion", fashion_markdown(results), results=results, readme=not args.no_readme,
+            json_path=args.json)
 
 
 def main() -> None:

@@ -35,7 +35,6 @@ from neuroplastic import registry
 from neuroplastic.continual import ContinualRecipe, run_stream
 from neuroplastic.data.splits import DataSplit
 from neuroplastic.data.streams import Stream, load_stream, permuted_stream, split_stream
-from neuroplastic.io import write_json
 from neuroplastic.models import MLP
 from readme_table import RESULTS as RESULTS_DIR
 from readme_table import mean_std, parse_with_parts, publish, republish, run_parts, stored_results
@@ -370,12 +369,7 @@ def fashion_part(args: argparse.Namespace) -> None:
                    "scenarios": {}, "threads": args.threads,
                    "machine": f"{platform.machine()}, {args.threads} threads"}
     run_fashion(scenarios, sizes, methods, results)
-    table = fashion_markdown(results)
-    if args.json is not None:
-        write_json(args.json, results)
-        print(table)
-        return
-    publish("continual-fashion", table, results=results,
+    publish("continual-fashion", fashion_markdown(results), results=results, json_path=args.json,
             readme=not args.no_readme and (set(methods) == set(FASHION_GRIDS) or args.merge))
 
 

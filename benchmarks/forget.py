@@ -41,7 +41,6 @@ from neuroplastic.data import (
 from neuroplastic.data.idx import is_installed
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.forget.experiment import ForgetOptions, compare_method, run_forget, trained_model
-from neuroplastic.io import write_json
 from neuroplastic.models import build_architecture, default_model
 from neuroplastic.training import TrainConfig, train_epochs
 from readme_table import parse_with_parts, publish, republish
@@ -348,11 +347,7 @@ def run_fashion(setups: tuple[FashionSetup, ...], *, shadows: int, json_path: Pa
     results = {"torch": torch.__version__, "machine": platform.platform(),
                "threads": torch.get_num_threads(),
                "setups": {s.arch: fashion_part(s, shadows=shadows) for s in setups}}
-    if json_path is not None:
-        write_json(json_path, results)
-        print(fashion_markdown(results))
-    else:
-        publish("forget-fashion", fashion_markdown(results), results=results, readme=readme)
+    publish("forget-fashion", fashion_markdown(results), results=results, readme=readme, json_path=json_path)
 
 
 def main() -> None:

@@ -43,7 +43,6 @@ from neuroplastic.data import load_data, loader
 from neuroplastic.data.splits import DataSplit
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.evaluate.robustness import fgsm_training_loss, robustness
-from neuroplastic.io import write_json
 from neuroplastic.local.runner import build_network, defaults_of, input_bounds, learn
 from neuroplastic.models.factory import seeded_model
 from readme_table import RESULTS as RESULTS_DIR
@@ -295,12 +294,8 @@ def run_fashion(args: argparse.Namespace) -> None:
     for seeds in results["runs"].values():
         seeds.sort(key=lambda r: r["seed"])
     results["seconds"] = time.perf_counter() - start
-    table = fashion_markdown(results)
-    if args.json is not None:
-        write_json(args.json, results)
-        print(table)
-        return
-    publish("local-fashion", table, results=results, readme=not args.no_readme)
+    publish("local-fashion", fashion_markdown(results), results=results, readme=not args.no_readme,
+            json_path=args.json)
 
 
 def main() -> None:

@@ -27,10 +27,15 @@ def update_readme(marker: str, table: str) -> None:
 
 
 def publish(name: str, table: str, *, results: dict[str, Any] | None = None, readme: bool = True,
-            echo: bool = True) -> None:
+            echo: bool = True, json_path: Path | None = None) -> None:
     """Write ``results/<name>.json`` (when ``results`` is given) and ``results/<name>.md``,
     print the table (``echo``), and with ``readme`` put it between the README's
-    ``<name>-benchmark`` markers."""
+    ``<name>-benchmark`` markers. With ``json_path`` (``--json``) only write ``results``
+    there and print the table: benchmarks/results and the README stay untouched."""
+    if json_path is not None:
+        write_json(json_path, results)
+        print(table)
+        return
     if results is not None:
         write_json(RESULTS / f"{name}.json", results)
     write_text(RESULTS / f"{name}.md", table + "\n")

@@ -388,11 +388,7 @@ def run_fashion(plan: FashionSparse, *, json_path: Path | None) -> None:
     results["resnet18"] = fashion_resnet(plan)
     results["resnet_seconds"] = time.perf_counter() - start
     results["long"] = fashion_long(plan)
-    if json_path is not None:
-        write_json(json_path, results)
-        print(fashion_markdown(results))
-    else:
-        publish("sparse-fashion", fashion_markdown(results), results=results)
+    publish("sparse-fashion", fashion_markdown(results), results=results, json_path=json_path)
 
 
 def main() -> None:
