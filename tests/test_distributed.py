@@ -17,7 +17,7 @@ from neuroplastic.sparse import SparseMasks
 from tests.conftest import TinyNet, tiny_batches
 
 
-def _join(rank: int, store_file: str) -> None:
+def join_group(rank: int, store_file: str) -> None:
     # A file store needs no free port; loopback keeps gloo off whatever
     # interface the host name resolves to on a CI machine.
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
@@ -31,7 +31,7 @@ def _join(rank: int, store_file: str) -> None:
 
 
 def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
-    _join(rank, store_file)
+    join_group(rank, store_file)
     try:
         torch.manual_seed(0)
         model = TinyNet()
@@ -45,10 +45,10 @@ def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
-    _exit_quietly()
+    exit_quietly()
 
 
-def _exit_quietly() -> None:
+def exit_quietly() -> None:
     """End a worker that succeeded without the interpreter's teardown: gloo's background
     threads can still be joinable when static destructors run, which aborts the process
     ("terminate called without an active exception", seen once in a fresh-clone run). A
@@ -102,7 +102,7 @@ def _sparse_train(model: nn.Module, steps: list, wrap=lambda m: m) -> nn.Module:
 
 
 def _ddp_worker(rank: int, store_file: str, out: str) -> None:
-    _join(rank, store_file)
+    join_group(rank, store_file)
     try:
         steps = [(x[rank::2], y[rank::2]) for x, y in tiny_batches(n=96, batch=16)]
         model = _sparse_train(_mlp(), steps, wrap=DistributedDataParallel)
@@ -111,7 +111,7 @@ def _ddp_worker(rank: int, store_file: str, out: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
-    _exit_quietly()
+    exit_quietly()
 
 
 def test_in_place_masks_under_ddp_match_one_process(tmp_path):
