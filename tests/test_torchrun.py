@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -87,6 +88,37 @@ def test_sparse_training_under_torchrun_takes_the_same_masks(tmp_path):
     for name in a:
         assert torch.equal(a[name] == 0, b[name] == 0), name  # the masks, bit for bit
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
+
+
+def test_pruning_under_torchrun_takes_the_same_masks(tmp_path):
+    one, two = _pair(tmp_path, ["sparse", "prune", "--sparsity", "0.8", "--finetune-epochs", "2"])
+    _assert_same_metrics(one, two, tolerance=1e-6)
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert any(bool((a[name] == 0).any()) for name in a)
+    for name in a:  # 30 dense epochs and 2 of finetuning: rounding grows to a few 1e-6
+        assert torch.equal(a[name] == 0, b[name] == 0), name
+        torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+def test_ctrl_c_under_torchrun_says_so_once_and_leaves_no_run(tmp_path):
+    env = {**os.environ, "NEUROPLASTIC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+         "neuroplastic", "continual", "--scenario", "permuted-digits", "--method", "ewc", "--epochs", "200",
+         "--out", "run"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: a terminal's Ctrl-C reaches every process
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(15)  # started and training (200 epochs per task take minutes)
+        assert proc.poll() is None
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert [line for line in err.splitlines() if line.strip() == "interrupted"] == ["interrupted"], err[-2000:]
+    assert not [line for line in err.splitlines() if line.startswith("error:")]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == []
 
 
 def test_forget_under_torchrun_equals_one_process(tmp_path):
