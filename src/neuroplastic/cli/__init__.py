@@ -70,7 +70,7 @@ def interrupted(hint: str | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns every failure into one line and an exit code."""
-    from neuroplastic.cli.group import Ended, torchrun_group
+    from neuroplastic.cli.group import Ended, first_failure, torchrun_group
     from neuroplastic.cli.interrupts import interrupts_outside_imports
     from neuroplastic.cli.output import take_interrupt_hint
     from neuroplastic.cli.threads import start_threads, take_threads
@@ -86,10 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return USAGE
     except (NeuroplasticError, TyperException, typer.Abort) as err:
         message = err.format_message() if isinstance(err, TyperException) else str(err)
-        return say_error(message or "aborted", USAGE)
+        return say_error(message or "aborted", USAGE) if first_failure() else USAGE
     except Exception as err:  # a library or system error: one line, the traceback on request
         if os.environ.get("NEUROPLASTIC_DEBUG"):
             raise
+        if not first_failure():  # under torchrun another rank failed first and said why
+            return USAGE
         return say_error(f"{type(err).__name__}: {first_line(err)} (NEUROPLASTIC_DEBUG=1 shows the "
                          "traceback)", USAGE)
     if code == INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
