@@ -17,7 +17,7 @@ from neuroplastic.sparse import SparseMasks
 from tests.conftest import TinyNet, tiny_batches
 
 
-def _join(rank: int, store_file: str) -> None:
+def join_group(rank: int, store_file: str) -> None:
     # A file store needs no free port; loopback keeps gloo off whatever
     # interface the host name resolves to on a CI machine.
     os.environ["GLOO_SOCKET_IFNAME"] = "lo"
@@ -31,7 +31,7 @@ def _join(rank: int, store_file: str) -> None:
 
 
 def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
-    _join(rank, store_file)
+    join_group(rank, store_file)
     try:
         torch.manual_seed(0)
         model = TinyNet()
@@ -45,10 +45,10 @@ def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
-    _exit_quietly()
+    exit_quietly()
 
 
-def _exit_quietly() -> None:
+def exit_quietly() -> None:
     """End a worker that succeeded without the interpreter's teardown: gloo's background
     threads can still be joinable when static destructors run, which aborts the process
     ("terminate called without an active exception", seen once in a fresh-clone run). A
@@ -102,7 +102,7 @@ def _sparse_train(model: nn.Module, steps: list, wrap=lambda m: m) -> nn.Module:
 
 
 def _ddp_worker(rank: int, store_file: str, out: str) -> None:
-    _join(rank, store_file)
+    join_group(rank, store_file)
     try:
         steps = [(x[rank::2], y[rank::2]) for x, y in tiny_batches(n=96, batch=16)]
         model = _sparse_train(_mlp(), steps, wrap=DistributedDataParallel)
@@ -111,7 +111,7 @@ def _ddp_worker(rank: int, store_file: str, out: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
-    _exit_quietly()
+    exit_quietly()
 
 
 def test_in_place_masks_under_ddp_match_one_process(tmp_path):
@@ -127,3 +127,51 @@ def test_in_place_masks_under_ddp_match_one_process(tmp_path):
         torch.testing.assert_close(shared[name], value, rtol=1e-4, atol=1e-6)
         if name in final:
             assert torch.all(shared[name][~final[name]] == 0), name
+
+
+def _fsdp_worker(rank: int, store_file: str, out: str) -> None:
+    from torch.distributed.fsdp import fully_shard
+
+    from neuroplastic.errors import NeuroplasticError
+    from neuroplastic.intervene.atomic import atomic
+    from neuroplastic.intervene.dampen import dampen_
+
+    join_group(rank, store_file)
+    try:
+        model = _mlp()
+        fully_shard(model)
+        before = {n: p.detach().full_tensor().clone() for n, p in model.named_parameters()}
+        refused = []
+        calls = {
+            "fisher": lambda: Fisher(mode="batch_sq").estimate(model, tiny_batches(n=16, batch=8)),
+            "per_sample": lambda: Fisher(mode="per_sample").estimate(model, tiny_batches(n=16, batch=8)),
+            "masks": lambda: SparseMasks().prepare(model, _masks(model)),
+            "dampen": lambda: dampen_(model, {}, {}, mask={}),
+        }
+        for name, call in calls.items():
+            try:
+                call()
+            except NeuroplasticError as err:
+                refused.append(name if "FSDP" in str(err) else f"{name}: {err}")
+        restored = False
+        try:
+            with atomic(model):
+                for p in model.parameters():
+                    p.data.mul_(0)
+                raise RuntimeError("failed half-way")
+        except RuntimeError:
+            restored = all(torch.equal(p.detach().full_tensor(), before[n]) for n, p in model.named_parameters())
+        if rank == 0:
+            torch.save({"refused": refused, "restored": restored}, out)
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    exit_quietly()
+
+
+def test_fsdp2_models_are_refused_in_one_line_where_unsupported_and_atomic_restores_them(tmp_path):
+    out = str(tmp_path / "fsdp.pt")
+    mp.spawn(_fsdp_worker, args=(str(tmp_path / "fsdp.store"), out), nprocs=2, join=True)
+    found = torch.load(out, weights_only=True)
+    assert found["refused"] == ["fisher", "per_sample", "masks", "dampen"]
+    assert found["restored"]

@@ -1,15 +1,161 @@
-"""Sum reductions across processes under torchrun; no-ops in a single process."""
+"""Several processes (torchrun): the process group, each rank's shard of a batch, and the
+reductions that make N processes compute what one process computes. Every function is a
+no-op (or the identity) in a single process.
+
+The rule everywhere: each global batch is cut into ``world_size`` contiguous parts
+(``torch.tensor_split``), rank ``r`` works on part ``r``, and sums are all-reduced before
+anything divides by a count. Gradients are reduced as ``sum_r (n_r / n) * grad_r``, so a
+batch that does not divide evenly still gives the full batch's mean gradient.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any
+
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+
+from neuroplastic.errors import NeuroplasticError
+from neuroplastic.runs import launched_by_torchrun
+
+TIMEOUT_ENV = "NEUROPLASTIC_COLLECTIVE_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 300
+"""How long a collective waits for the other ranks before failing (``$NEUROPLASTIC_COLLECTIVE_TIMEOUT``
+overrides it): a rank that died without torchrun noticing cannot hang the others forever."""
 
 
 def is_distributed() -> bool:
     """True when a default process group is initialised with more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 outside a process group)."""
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    """Processes in the group (1 outside a process group)."""
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 and in a single process: the one that prints and writes files."""
+    return rank() == 0
+
+
+def collective_timeout() -> timedelta:
+    """The collective timeout: ``$NEUROPLASTIC_COLLECTIVE_TIMEOUT`` seconds, default 300."""
+    raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_SECONDS))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise NeuroplasticError(f"${TIMEOUT_ENV} must be a number of seconds > 0, got {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def init_from_environment() -> bool:
+    """Join the process group torchrun describes in the environment (``RANK``, ``WORLD_SIZE``,
+    ``MASTER_ADDR``...): gloo for CPU tensors, plus NCCL for CUDA tensors where this build and
+    machine have it, one CUDA device per local rank. Returns False (and does nothing) when
+    the process was not launched with several ranks or the group already exists."""
+    if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
+        return False
+    if not dist.is_available():
+        raise NeuroplasticError("this torch build has no torch.distributed; run one process")
+    backend = "gloo"
+    if torch.cuda.is_available() and dist.is_nccl_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = "cpu:gloo,cuda:nccl"
+    dist.init_process_group(backend=backend, timeout=collective_timeout())
+    return True
+
+
+def leave_group() -> None:
+    """Leave the process group after a barrier, so no rank tears it down while another still
+    uses it."""
+    if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
+def local_device(device: str) -> str:
+    """``device`` for this rank: a bare ``cuda`` means the local rank's GPU under torchrun."""
+    if device == "cuda" and launched_by_torchrun():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+_share = [1.0]
+
+
+def set_batch_share(share: float) -> None:
+    """Record this rank's share of the current batch (``n_r / n``; :func:`neuroplastic.loop.fit`
+    sets it for every batch), for :func:`reduce_batch_means_`."""
+    _share[0] = share
+
+
+def batch_share() -> float:
+    """This rank's share of the current batch (1.0 in one process)."""
+    return _share[0] if is_distributed() else 1.0
+
+
+def reduce_batch_means_(tensors: Sequence[Tensor]) -> None:
+    """Turn per-rank means over the current batch's parts (a dense gradient captured in the
+    backward pass) into the full batch's mean, in place: ``sum_r share_r * t_r``."""
+    if not is_distributed():
+        return
+    share = batch_share()
+    with torch.no_grad():
+        for tensor in tensors:
+            tensor.mul_(share)
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+
+
+def refuse_sharded_parameters(model: nn.Module, what: str) -> None:
+    """Raise one line if ``model`` holds FSDP-sharded (DTensor) parameters, which ``what``
+    does not support yet: its scores, masks or factors are defined on whole tensors."""
+    for name, param in model.named_parameters():
+        if type(param).__name__ == "DTensor" or type(param.data).__name__ == "DTensor":
+            raise NeuroplasticError(
+                f"{what} does not support FSDP-sharded parameters yet ({name} is a DTensor): "
+                "use DistributedDataParallel, or gather a full state dict into an unsharded model")
+
+
+def shard(tensor: Tensor) -> Tensor:
+    """This rank's contiguous part of a batch (the whole batch in one process)."""
+    if not is_distributed():
+        return tensor
+    return torch.tensor_split(tensor, world_size())[rank()]
+
+
+class RankBatches:
+    """Re-iterable view of batch data holding this rank's whole batches: batches ``r``,
+    ``r + N``, ``r + 2N``... of the data (all of them in one process). The importance
+    estimators sum over batches and all-reduce sums and counts, so N processes given their
+    ``RankBatches`` compute the scores one process computes from all batches, whatever the
+    estimator does within a batch (a per-batch squared gradient included)."""
+
+    def __init__(self, data: Iterable[Any]) -> None:
+        self.data = data
+
+    def __iter__(self) -> Iterator[Any]:
+        world, me = world_size(), rank()
+        for index, batch in enumerate(self.data):
+            if index % world == me:
+                yield batch
+
+
+def rank_batches(data: Any) -> Any:
+    """``data`` as this rank's :class:`RankBatches` in a process group, else ``data`` itself."""
+    return RankBatches(data) if is_distributed() else data
 
 
 def all_reduce_sums_(sums: dict[str, Tensor], count: int) -> int:
@@ -25,3 +171,97 @@ def all_reduce_sums_(sums: dict[str, Tensor], count: int) -> int:
     total = torch.tensor([count], dtype=torch.float64, device=next(iter(sums.values())).device)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return int(total.item())
+
+
+def all_reduce_sum_(tensor: Tensor) -> Tensor:
+    """``tensor`` summed over all processes, in place (unchanged in one process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_sum(value: float, *, device: torch.device | str = "cpu") -> float:
+    """``value`` summed over all processes (itself in one process)."""
+    if not is_distributed():
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return float(total.item())
+
+
+def any_process(flag: bool, *, device: torch.device | str = "cpu") -> bool:
+    """True on every rank when ``flag`` is true on any rank (so all ranks stop together)."""
+    if not is_distributed():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
+def all_reduce_gradients_(params: Sequence[nn.Parameter], weight: float) -> None:
+    """Replace every ``.grad`` by ``sum_r weight_r * grad_r`` over the ranks, in one flat
+    all-reduce (the collective DDP runs, after the backward pass instead of overlapping it).
+
+    ``weight`` is this rank's share of the batch (``n_r / n``). A parameter that has a
+    gradient on some rank gets one on every rank (zeros where it had none), so the optimizer
+    steps the same parameters everywhere; one that has none anywhere keeps ``None``.
+    """
+    if not is_distributed() or not params:
+        return
+    device = params[0].device
+    present = torch.tensor([p.grad is not None for p in params], dtype=torch.float32, device=device)
+    dist.all_reduce(present, op=dist.ReduceOp.MAX)
+    stepped = [p for p, has in zip(params, present.tolist(), strict=True) if has]
+    if not stepped:
+        return
+    for p in stepped:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) * weight for p in stepped])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    start = 0
+    for p in stepped:
+        size = p.numel()
+        p.grad.copy_(flat[start:start + size].view_as(p.grad))
+        start += size
+
+
+def broadcast_module_(model: nn.Module, *, buffers_only: bool = False) -> None:
+    """Copy rank 0's parameters (unless ``buffers_only``) and buffers to every rank, as DDP
+    does when it wraps a model (and, for buffers such as BatchNorm's running statistics,
+    before every forward)."""
+    if not is_distributed():
+        return
+    tensors = [] if buffers_only else [p.data for p in model.parameters()]
+    tensors += list(model.buffers())
+    with torch.no_grad():
+        for tensor in tensors:
+            dist.broadcast(tensor, src=0)
+
+
+def all_gather_rows(rows: Tensor) -> Tensor:
+    """Every rank's ``rows`` stacked in rank order along dimension 0 (ranks may hold
+    different numbers of rows): the matrix one process would have built from the whole
+    batch when each rank holds its :func:`shard`."""
+    if not is_distributed():
+        return rows
+    counts = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(world_size())]
+    dist.all_gather(counts, torch.tensor([rows.shape[0]], dtype=torch.int64, device=rows.device))
+    sizes = [int(c.item()) for c in counts]
+    widest = max(sizes)
+    padded = torch.zeros((widest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[:rows.shape[0]] = rows
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
+
+
+def average_(tensors: Sequence[Tensor]) -> None:
+    """Replace each tensor by its mean over the ranks (in place)."""
+    if not is_distributed():
+        return
+    world = world_size()
+    with torch.no_grad():
+        for tensor in tensors:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            tensor.div_(world)

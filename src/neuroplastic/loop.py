@@ -18,6 +18,13 @@ events, without its strategy object):
 A plugin implements only the events it needs (a :class:`Plugin` subclass, or
 any object with some of these methods). The library prints nothing: pass
 ``progress(done, total)`` to see progress (the CLI renders it with rich).
+
+In a process group (torchrun), every rank runs the same loop on the same global batches
+and works on its own contiguous part of each (:mod:`neuroplastic.distributed`); the
+gradients are all-reduced as the full batch's mean before any ``after_backward`` plugin
+sees them, so N processes step exactly as one does. A model wrapped in
+``DistributedDataParallel`` is accepted (DDP then reduces the gradients; plugins receive
+the module inside it).
 """
 
 from __future__ import annotations
@@ -29,7 +36,10 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
+from neuroplastic import distributed
 from neuroplastic.batches import iter_batches, model_device
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.losses import cross_entropy
@@ -105,7 +115,7 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         loss_fn: LossFn | None = None, batch_loss: BatchLoss | None = None,
         batch_grads: BatchGrads | None = None, plugins: Iterable[Any] = (),
         progress: ProgressFn | None = None, task: Any = 0,
-        start_epoch: int = 0, time_steps: bool = False) -> FitResult:
+        start_epoch: int = 0, time_steps: bool = False, shard: bool = True) -> FitResult:
     """Train ``model`` in place on ``data`` (re-iterable ``(x, ..., y)`` batches).
 
     Args:
@@ -124,6 +134,9 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         start_epoch: epochs already done (a resumed run): training runs epochs
             ``start_epoch + 1 .. epochs``.
         time_steps: record every step's wall time in ``FitResult.step_seconds``.
+        shard: in a process group, each rank trains on its part of every batch (the default);
+            False: every rank trains on whole batches, as one process (for rules that read
+            a batch as a whole and in order, such as the homeostatic learning rate).
 
     Returns:
         A :class:`FitResult`; the model is left in eval mode.
@@ -145,56 +158,126 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         budget = max(1, budget)
     total = budget
     device = model_device(model)
+    group = _Group(model, data, reduce_locally=batch_grads is not None, shard=shard)
+    inner = group.inner  # what plugins and batch_grads receive: the module inside a DDP wrapper
     steps, done_epochs, stopped, last = 0, start_epoch, False, float("nan")
     durations: list[float] = []
     begin = time.perf_counter()
     for handler in on["before_task"]:
-        handler(model, task)
+        handler(inner, task)
     model.train()
     for epoch in range(start_epoch, int(epochs) + (1 if fractional else 0)):
         for x, y in _batches(data, device):
             if budget is not None and steps >= budget:
                 break
             started = time.perf_counter() if time_steps else 0.0
+            x, y = group.part(x, y)
             optimizer.zero_grad(set_to_none=True)
-            if batch_grads is not None:
-                loss = batch_grads(model, x, y)
+            if batch_grads is not None:  # also on an empty part: a rule may all-reduce inside
+                loss = batch_grads(inner, x, y)
+            elif group.empty(x):  # a batch smaller than the group: this rank has no part of it
+                loss = torch.zeros((), device=device)
             else:
                 loss = batch_loss(model, x, y) if batch_loss else loss_fn(model(x), y)
                 for handler in on["loss"]:
-                    loss = handler(model, x, y, loss)
-                loss.backward()
+                    loss = handler(inner, x, y, loss)
+                group.scaled(loss).backward()
+            group.reduce_gradients()
             for handler in on["after_backward"]:
-                handler(model)
+                handler(inner)
             optimizer.step()
+            group.after_step()
             steps += 1
             for handler in on["after_step"]:
-                handler(model, steps)
+                handler(inner, steps)
             if time_steps:
                 durations.append(time.perf_counter() - started)
             if progress is not None:
                 progress(steps, total)
-            if on["should_stop"] and any(handler(steps) for handler in on["should_stop"]):
+            if on["should_stop"] and group.any(any(handler(steps) for handler in on["should_stop"])):
                 stopped = True
-                last = float(loss.detach())
+                last = group.batch_mean(float(loss.detach()))
                 break
         if stopped:
             break
         done_epochs = epoch + 1
         if budget is None or steps < budget or not fractional:
             for handler in on["after_epoch"]:
-                handler(model, done_epochs)
+                handler(inner, done_epochs)
             model.train()  # an after_epoch validation may have switched modes
-            if on["should_stop"] and any(handler(steps) for handler in on["should_stop"]):
+            if on["should_stop"] and group.any(any(handler(steps) for handler in on["should_stop"])):
                 stopped = True
                 break
     if steps and last != last:
-        last = float(loss.detach())  # type: ignore[possibly-undefined]
+        last = group.batch_mean(float(loss.detach()))  # type: ignore[possibly-undefined]
     for handler in on["after_task"]:
-        handler(model, task)
+        handler(inner, task)
     model.eval()
     return FitResult(steps=steps, epochs=done_epochs, seconds=time.perf_counter() - begin,
                      stopped_early=stopped, step_seconds=durations, last_loss=last)
+
+
+class _Group:
+    """What :func:`fit` does differently in a process group (nothing in one process): each
+    rank takes its contiguous part of every global batch (unless the data is already a
+    per-rank ``DataLoader`` with a ``DistributedSampler``), the gradients become the full
+    batch's mean (all-reduced here, or by a ``DistributedDataParallel`` wrapper with the loss
+    scaled to make its plain average that mean), floating buffers (BatchNorm's running
+    statistics) are averaged after every step, and a stop anywhere stops every rank."""
+
+    def __init__(self, model: nn.Module, data: Data, *, reduce_locally: bool, shard: bool) -> None:
+        self.wrapped = isinstance(model, DistributedDataParallel)
+        self.inner: nn.Module = model.module if self.wrapped else model
+        self.active = distributed.is_distributed() and shard
+        self.world = distributed.world_size()
+        self.presharded = self.active and isinstance(getattr(data, "sampler", None), DistributedSampler)
+        self.reduce_here = self.active and (reduce_locally or not self.wrapped)
+        self.params = [p for p in self.inner.parameters() if p.requires_grad]
+        self.buffers = [b for b in self.inner.buffers() if b.is_floating_point()]
+        self.weight = 1.0
+        if self.active and not self.wrapped:
+            distributed.broadcast_module_(self.inner)  # every rank starts from rank 0's weights
+
+    def part(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """This rank's part of a global batch; remembers its share of the batch."""
+        if not self.active:
+            return x, y
+        if self.presharded:
+            self.weight = 1.0 / self.world
+            distributed.set_batch_share(self.weight)
+            return x, y
+        n = x.shape[0]
+        x, y = distributed.shard(x), distributed.shard(y)
+        self.weight = x.shape[0] / n
+        distributed.set_batch_share(self.weight)
+        if self.wrapped and x.shape[0] == 0:
+            raise NeuroplasticError(f"a batch of {n} examples cannot be split over {self.world} "
+                                    "processes of a DistributedDataParallel model: use batches of at "
+                                    "least that many")
+        return x, y
+
+    def empty(self, x: Tensor) -> bool:
+        return self.active and x.shape[0] == 0
+
+    def scaled(self, loss: Tensor) -> Tensor:
+        """DDP averages the ranks' gradients; scaled by ``world * n_r / n`` the average is
+        the full batch's mean."""
+        return loss * (self.weight * self.world) if self.active and self.wrapped else loss
+
+    def reduce_gradients(self) -> None:
+        if self.reduce_here:
+            distributed.all_reduce_gradients_(self.params, self.weight)
+
+    def after_step(self) -> None:
+        if self.active and self.buffers:
+            distributed.average_(self.buffers)
+
+    def any(self, flag: bool) -> bool:
+        return distributed.any_process(flag) if self.active else flag
+
+    def batch_mean(self, value: float) -> float:
+        """A per-rank batch mean as the full batch's mean."""
+        return distributed.all_reduce_sum(value * self.weight) if self.active else value
 
 
 def _batches(data: Data, device: torch.device) -> Iterable[tuple[Tensor, Tensor]]:

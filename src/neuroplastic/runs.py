@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from neuroplastic.errors import NeuroplasticError
+
+
+def launched_by_torchrun() -> bool:
+    """True when a launcher (torchrun) started this process as one of several ranks
+    (``WORLD_SIZE`` > 1 in the environment)."""
+    return os.environ.get("WORLD_SIZE", "1").strip() not in ("", "1")
+
+
+def writes_files() -> bool:
+    """False on every rank but 0 of a torch.distributed process group (torchrun): there one
+    process writes, the others compute the same results and discard their files. True in a
+    single process. (torch is not imported for this.)"""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return True
+    return dist.get_rank() == 0
 
 
 def umask_mode(mode: int) -> int:
@@ -59,9 +76,15 @@ def staged_folder(target: str | Path, *, adopt: tuple[str, ...] = ()) -> Iterato
     which are moved into the new folder). On any error or Ctrl-C the staging folder is
     removed and ``target`` is left as it was.
 
-    Folders get the usual permissions (0777 less the umask), not mkdtemp's 0700.
+    Folders get the usual permissions (0777 less the umask), not mkdtemp's 0700. On a rank
+    other than 0 of a process group (:func:`writes_files`) the staging folder is a throwaway
+    one in the system's temp folder and ``target`` is not touched.
     """
     target = Path(target)
+    if not writes_files():
+        with tempfile.TemporaryDirectory(prefix="neuroplastic-discarded-") as scratch:
+            yield Path(scratch)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     try:

@@ -233,8 +233,10 @@ def train_shift(model: nn.Module, stream: ConceptShiftStream, *, method: str = "
     rates = _ShiftRates(stream, rule, optimizer, eta0=eta0, memory=memory, test=test,
                         every=evaluate_every or stream.per_epoch, seed=seed)
     begin = time.perf_counter()
+    # shard=False: the rule reads each batch whole and in order, so under torchrun every rank
+    # runs the whole stream (one process's result, no speed-up)
     loop.fit(model, stream, optimizer=optimizer, epochs=1, batch_loss=rates.batch_loss, plugins=[rates],
-             progress=progress)
+             progress=progress, shard=False)
     rates.result.swap_steps = list(stream.swap_steps)
     rates.result.seconds = time.perf_counter() - begin
     return rates.result

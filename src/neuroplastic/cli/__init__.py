@@ -3,7 +3,9 @@
 
 One error path: every usage error, bad value, bad file and library error is one
 line on stderr starting ``error:`` and exit code 2, with no traceback (set
-``NEUROPLASTIC_DEBUG=1`` to see it); Ctrl-C prints ``interrupted`` and exits 130.
+``NEUROPLASTIC_DEBUG=1`` to see it); Ctrl-C prints ``interrupted`` and exits 130. Under
+``torchrun`` every rank runs the command (:mod:`neuroplastic.cli.group`): rank 0 alone
+prints and writes; a failure is one line.
 The command modules import torch and the heavy libraries only inside their
 commands, so ``--help`` and usage errors answer at once.
 """
@@ -68,6 +70,7 @@ def interrupted(hint: str | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns every failure into one line and an exit code."""
+    from neuroplastic.cli.group import Ended, first_failure, torchrun_group
     from neuroplastic.cli.interrupts import interrupts_outside_imports
     from neuroplastic.cli.output import take_interrupt_hint
     from neuroplastic.cli.threads import start_threads, take_threads
@@ -75,16 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = take_threads(list(sys.argv[1:] if argv is None else argv))
         start_threads()
-        with interrupts_outside_imports():
+        with interrupts_outside_imports(), torchrun_group():
             code = app(args=argv, standalone_mode=False)
     except KeyboardInterrupt:
         return interrupted(take_interrupt_hint())
+    except Ended:  # torchrun ended this rank because another one failed (and said why)
+        return USAGE
     except (NeuroplasticError, TyperException, typer.Abort) as err:
         message = err.format_message() if isinstance(err, TyperException) else str(err)
-        return say_error(message or "aborted", USAGE)
+        return say_error(message or "aborted", USAGE) if first_failure() else USAGE
     except Exception as err:  # a library or system error: one line, the traceback on request
         if os.environ.get("NEUROPLASTIC_DEBUG"):
             raise
+        if not first_failure():  # under torchrun another rank failed first and said why
+            return USAGE
         return say_error(f"{type(err).__name__}: {first_line(err)} (NEUROPLASTIC_DEBUG=1 shows the "
                          "traceback)", USAGE)
     if code == INTERRUPTED:  # typer turns Ctrl-C inside a command into Exit(130)
@@ -95,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """Console-script wrapper around :func:`main` (the current folder is importable, as with
     ``python -m``, so ``--model-factory mymodels:build`` finds ``./mymodels.py``)."""
+    from neuroplastic.cli.group import end_process
+
     try:
-        sys.exit(main())
+        code = main()
     except KeyboardInterrupt:  # Ctrl-C before the app started, e.g. while importing
-        sys.exit(interrupted())
+        code = interrupted()
+    end_process(code)

@@ -10,9 +10,11 @@ _interrupt_hint: list[str] = []
 
 
 def say_error(message: str, code: int) -> int:
-    """Print ``error: <first line of message>`` to stderr; return ``code``."""
+    """Print ``error: <first line of message>`` to stderr; return ``code``. Printed also by a
+    rank whose console is quiet under torchrun (the CLI calls this on the first rank to fail)."""
     line = " ".join(message.strip().splitlines()[:1]) or "failed"
-    console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+    speaker = Console(stderr=True) if console.quiet else console
+    speaker.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
     return code
 
 

@@ -10,6 +10,7 @@ from neuroplastic.consolidate import ProximalStep, RunningScores, anchor, quadra
 from neuroplastic.continual.base import ContinualMethod
 from neuroplastic.data.splits import loader
 from neuroplastic.data.streams import Experience
+from neuroplastic.distributed import rank_batches
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.fisher import FISHER_MODES, Fisher
 from neuroplastic.registry import register
@@ -90,7 +91,7 @@ class EWC(ContinualMethod):
 
     def after_task(self, model: nn.Module, experience: Experience) -> None:  # type: ignore[override]
         data = loader(experience.train, batch_size=self.fisher_batch_size)
-        fisher = self.estimator.estimate(model, data, loss_fn=experience.loss_fn)
+        fisher = self.estimator.estimate(model, rank_batches(data), loss_fn=experience.loss_fn)
         weights = anchor(model)
         if self.mode == "online":
             self.terms = [(self.running.update(fisher), weights)]

@@ -23,6 +23,7 @@ from neuroplastic import registry, select
 from neuroplastic.batches import Rebatched, model_device, seeded_rng
 from neuroplastic.data.scenarios import ForgetScenario
 from neuroplastic.data.splits import DataSplit, loader
+from neuroplastic.distributed import rank_batches
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.forgetting import evaluate_forgetting, gaps
 from neuroplastic.evaluate.mia import INFORMATIVE_AUC
@@ -35,6 +36,7 @@ from neuroplastic.intervene.dampen import dampen_
 from neuroplastic.io import load_model_weights, read_metadata, save_model
 from neuroplastic.loop import ProgressFn
 from neuroplastic.models.factory import ModelFactory, seeded_model
+from neuroplastic.runs import writes_files
 from neuroplastic.training import TrainConfig, fit
 
 
@@ -54,7 +56,8 @@ def trained_model(data: DataSplit, factory: ModelFactory, config: TrainConfig, *
     start = time.perf_counter()
     fit(model, data.train, config, progress=progress)
     seconds = time.perf_counter() - start
-    save_model(model, path, metadata={"train_seconds": repr(seconds)})
+    if writes_files():  # under torchrun rank 0 fills the cache
+        save_model(model, path, metadata={"train_seconds": repr(seconds)})
     return model.eval(), seconds
 
 
@@ -397,7 +400,7 @@ def alpha_sweep(model: nn.Module, scenario: ForgetScenario, method: SSD, forget:
     """(alpha, forget accuracy, retained test accuracy) of pure dampening at each alpha, for
     the report's trade-off plot (evaluation only: nothing is chosen from it)."""
     i_d = (method.cache or ImportanceCache()).get_or_compute(method.estimator, model, full)
-    i_f = method.estimator.estimate(model, forget)
+    i_f = method.estimator.estimate(model, rank_batches(forget))
     test = loader(scenario.test_retain, batch_size=256)
     forget_eval = loader(scenario.forget, batch_size=256)
     points = []

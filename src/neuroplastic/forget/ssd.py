@@ -7,6 +7,7 @@ from torch import nn
 from neuroplastic import select
 from neuroplastic.batches import Rebatched, batch_size_of
 from neuroplastic.checks import require_positive
+from neuroplastic.distributed import rank_batches
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.forget.base import Timer, Unlearner, UnlearnResult
 from neuroplastic.importance.base import ImportanceEstimator
@@ -86,7 +87,7 @@ class SSD(Unlearner):
                                        cache_key=self.cache_key)
         timer.metrics["cache_hit"] = float(cache.misses == misses)
         with timer.phase("forget_importance"):
-            i_f = self.estimator.estimate(model, forget, loss_fn=self.loss_fn)
+            i_f = self.estimator.estimate(model, rank_batches(forget), loss_fn=self.loss_fn)
         return i_f, i_d
 
     def _unlearn(self, model: nn.Module, forget: Data, retain: Data | None, *,

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from neuroplastic.batches import eval_mode, iter_batches, model_device
-from neuroplastic.distributed import all_reduce_sums_
+from neuroplastic.distributed import all_reduce_sums_, refuse_sharded_parameters
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.losses import cross_entropy
 from neuroplastic.targets import Targets
@@ -50,6 +50,7 @@ class BatchGradientEstimator(ImportanceEstimator):
         """Per-entry score of one batch gradient."""
 
     def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
+        refuse_sharded_parameters(model, type(self).__name__)
         named = self.targets.named_parameters(model)
         params = [p for _, p in named]
         sums = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in named}

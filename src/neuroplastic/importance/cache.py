@@ -23,9 +23,11 @@ from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from neuroplastic.batches import ConcatData, iter_batches, model_device
+from neuroplastic.distributed import rank_batches
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.base import ImportanceEstimator
 from neuroplastic.io import load_tensors, save_tensors
+from neuroplastic.runs import writes_files
 from neuroplastic.types import Batch, Data, LossFn, Scores
 
 
@@ -141,7 +143,7 @@ class ImportanceCache:
         scores = self._lookup(key)
         if scores is None:
             self.misses += 1
-            scores = estimator.estimate(model, data, loss_fn=loss_fn)
+            scores = estimator.estimate(model, rank_batches(data), loss_fn=loss_fn)
             self._store(key, scores)
         else:
             self.hits += 1
@@ -160,7 +162,7 @@ class ImportanceCache:
 
     def _store(self, key: str, scores: Scores) -> None:
         self._remember(key, scores)
-        if self.directory is not None:
+        if self.directory is not None and writes_files():  # under torchrun rank 0 writes it
             save_tensors(scores, self.directory / f"{key}.safetensors")
 
     def _remember(self, key: str, scores: Scores) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from neuroplastic.batches import eval_mode, iter_batches, logits_of, model_device
-from neuroplastic.distributed import all_reduce_sums_
+from neuroplastic.distributed import all_reduce_sums_, refuse_sharded_parameters
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.base import BatchGradientEstimator, cross_entropy
 from neuroplastic.importance.per_sample import squared_grad_sums
@@ -69,6 +69,7 @@ class Fisher(BatchGradientEstimator):
 
 
     def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
+        refuse_sharded_parameters(model, f"Fisher({self.mode})")
         if self.mode == "batch_sq":
             return super().estimate(model, data, loss_fn=loss_fn)
         if self.mode == "exact":

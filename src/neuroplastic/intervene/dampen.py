@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from neuroplastic.distributed import refuse_sharded_parameters
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.select import check_aligned, check_finite
 from neuroplastic.types import Masks, Scores
@@ -34,6 +35,7 @@ def dampen_(model: nn.Module, forget: Scores, full: Scores, *, mask: Masks,
     """
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
         raise NeuroplasticError(f"lambda must be a finite number > 0, got {lam!r}")
+    refuse_sharded_parameters(model, "dampen_")
     check_aligned(forget, full)
     check_aligned(forget, mask)
     check_finite(forget, "forget")

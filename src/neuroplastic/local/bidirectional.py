@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from neuroplastic import loop
+from neuroplastic import distributed, loop
 from neuroplastic.batches import model_device
 from neuroplastic.checks import require_choice, require_positive
 from neuroplastic.errors import NeuroplasticError
@@ -159,11 +159,16 @@ class GeneratorSteps(Plugin):
             self.optimizer.zero_grad(set_to_none=True)
             loss = _reconstruction_loss(self.reconstruction, self.generator(code), x)
             loss.backward()
+            # under torchrun: the full batch's gradient, as the classifier's (loop.fit)
+            distributed.all_reduce_gradients_(self._trained(), distributed.batch_share())
             self.optimizer.step()
         else:
             loss = self._adversarial_step(x)
         self.losses.append(float(loss.detach()))
         model.zero_grad(set_to_none=True)
+
+    def _trained(self) -> list[nn.Parameter]:
+        return [p for group in self.optimizer.param_groups for p in group["params"]]
 
     def _fake(self, count: int, like: Tensor) -> Tensor:
         z = torch.rand(count, self.num_classes, device=like.device, dtype=like.dtype) * 2 - 1

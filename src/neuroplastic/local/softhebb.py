@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from neuroplastic import loop
+from neuroplastic import distributed, loop
 from neuroplastic.batches import eval_mode, iter_batches, model_device, train_mode
 from neuroplastic.checks import require_positive
 from neuroplastic.data.splits import DataSplit, loader
@@ -107,6 +107,8 @@ class SoftHebb(LocalRule):
             y[rows, winners] = -y[rows, winners]
         weight = layer.weight.reshape(layer.weight.shape[0], -1)
         change = y.T @ x - (y * u).sum(dim=0)[:, None] * weight
+        # a sum over the batch: under torchrun every rank's part, before the normalisation
+        distributed.all_reduce_sum_(change)
         change = change / (change.abs().max() + 1e-30)
         return change.reshape(layer.weight.shape)
 

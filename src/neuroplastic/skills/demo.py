@@ -28,7 +28,7 @@ from neuroplastic import loop
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.io import write_json
 from neuroplastic.loop import ClipGradNorm, Plugin, ProgressFn
-from neuroplastic.runs import check_new_folder, staged_folder
+from neuroplastic.runs import check_new_folder, staged_folder, writes_files
 from neuroplastic.skills.generation import answer
 from neuroplastic.skills.lm import causal_lm_loss, load_causal_lm, require_transformers, training_batches
 from neuroplastic.skills.tasks import SKILLS, VOCABULARY, examples
@@ -186,7 +186,9 @@ def make_demo(out: str | os.PathLike[str], *, recipe: DemoRecipe | None = None,
 def _write_folder(out: Path, model: Any, tokenizer: Any, info: dict[str, Any]) -> None:
     """Write the model into a staging folder beside ``out``, then rename it into place; an
     existing demo model at ``out`` (``replace=True``) is moved aside first and removed only
-    after the new one is in place."""
+    after the new one is in place. Under torchrun rank 0 alone writes."""
+    if not writes_files():
+        return
     aside = None
     if out.is_dir() and any(out.iterdir()):
         aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.previous-", dir=out.parent))

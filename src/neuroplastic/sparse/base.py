@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from neuroplastic import distributed
 from neuroplastic.checks import require_choice
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.simple import Magnitude
@@ -231,12 +232,19 @@ class Sparsifier(ABC):
 
 
 def dense_grads(sparsifier: Sparsifier) -> dict[str, Tensor]:
-    """The dense gradients captured for this update, with a clear error if missing."""
+    """The dense gradients captured for this update, with a clear error if missing. In a
+    process group they are the full batch's (all-reduced from the ranks' parts), so every
+    rank grows the same connections."""
     grads = sparsifier.masks.dense_grads()
+    if distributed.is_distributed() and distributed.batch_share() == 0.0:  # no part of a tiny batch
+        grads = {n: torch.zeros_like(w) for n, w in sparsifier.weights().items()}
     missing = [n for n, g in grads.items() if g is None]
     if missing:
         raise NeuroplasticError(
             f"{sparsifier.name} needs the dense gradient of {missing[0]!r} at step "
             f"{sparsifier.step_count}: call step() right after backward() and optimizer.step()"
         )
+    if distributed.is_distributed():
+        grads = {n: g.clone() for n, g in grads.items()}  # type: ignore[union-attr]
+        distributed.reduce_batch_means_(list(grads.values()))  # type: ignore[arg-type]
     return grads  # type: ignore[return-value]

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.io import load_tensors, read_metadata, save_tensors
+from neuroplastic.runs import writes_files
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -38,7 +39,10 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor],
 def save_checkpoint(path: str | Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                     sparsifier_state: dict[str, Tensor], rng: dict[str, Tensor],
                     info: dict[str, Any]) -> None:
-    """Write everything needed to resume, atomically."""
+    """Write everything needed to resume, atomically (under torchrun: rank 0 alone; the
+    ranks hold the same state)."""
+    if not writes_files():
+        return
     optim_tensors, optim_rest = optimizer_tensors(optimizer)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"optim.{k}": v for k, v in optim_tensors.items()})

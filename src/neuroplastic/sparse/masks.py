@@ -37,6 +37,7 @@ from torch.optim.optimizer import (
 )
 from torch.utils.hooks import RemovableHandle
 
+from neuroplastic.distributed import refuse_sharded_parameters
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.intervene.gradients import GradientMask
 from neuroplastic.types import Masks
@@ -105,6 +106,7 @@ class SparseMasks:
         remove_collected_hooks()
         if self.model is not None:
             raise NeuroplasticError("these masks are already attached to a model")
+        refuse_sharded_parameters(model, "sparse masks")
         params = dict(model.named_parameters())
         for name, mask in masks.items():
             if name not in params:

@@ -1,0 +1,82 @@
+"""Every command under torchrun: join the process group, let rank 0 alone speak, and end
+every rank together.
+
+``torchrun --nproc-per-node N -m neuroplastic <command> ...`` starts N copies of the command.
+Each joins the group torchrun describes (:func:`neuroplastic.distributed.init_from_environment`),
+runs the same job on its part of every batch, and leaves through a barrier. Rank 0 prints,
+shows progress and writes the run folder; the others are silent and write nothing
+(:func:`neuroplastic.runs.writes_files`). When a rank fails, the first failure is reported by
+its rank in one ``error:`` line (a counter in torchrun's own key-value store decides which
+failure is first, so an error every rank hits, such as a bad option, is printed once); the
+other ranks, ended by torchrun or by their broken collectives, exit 2 without a word.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from neuroplastic.cli.output import console
+from neuroplastic.runs import launched_by_torchrun
+
+_FAILURES = "neuroplastic/failures"
+
+
+class Ended(BaseException):
+    """This rank was told to end (SIGTERM from torchrun after another rank failed)."""
+
+
+def _on_terminate(signum: int, frame: FrameType | None) -> None:
+    raise Ended
+
+
+@contextmanager
+def torchrun_group() -> Iterator[None]:
+    """Join torchrun's process group for the body (nothing outside torchrun); rank 0 alone
+    prints. Leaves the group through a barrier when the body succeeds."""
+    if not launched_by_torchrun():
+        yield
+        return
+    from neuroplastic import distributed
+
+    distributed.init_from_environment()
+    if not distributed.is_main_process():
+        console.quiet = True
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    previous = signal.signal(signal.SIGTERM, _on_terminate)
+    try:
+        yield
+        distributed.leave_group()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def first_failure() -> bool:
+    """True on the first rank to fail, or outside torchrun: that rank prints the error line.
+    Counted in the process group's store, which torchrun's agent keeps alive when a worker
+    dies; if the store cannot be reached this rank reports its own failure."""
+    if not launched_by_torchrun():
+        return True
+    try:
+        import torch.distributed as dist
+        from torch.distributed.distributed_c10d import _get_default_store
+
+        if not dist.is_initialized():
+            return True
+        return int(_get_default_store().add(_FAILURES, 1)) == 1
+    except Exception:
+        return True
+
+
+def end_process(code: int) -> None:
+    """Exit with ``code`` at once under torchrun (gloo's threads can abort a normal
+    interpreter teardown with "terminate called"); a plain exit otherwise."""
+    if launched_by_torchrun():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

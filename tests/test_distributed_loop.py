@@ -1,0 +1,124 @@
+"""``loop.fit`` in a process group: 2 processes step exactly as 1 process on the same global
+batches (uneven and tiny batches included), plugins see the plain module, a
+DistributedDataParallel model is accepted, and a stop on one rank stops both."""
+
+from __future__ import annotations
+
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from neuroplastic import distributed, loop
+from tests.test_distributed import exit_quietly, join_group
+
+
+def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(37, 6, generator=gen)
+    y = torch.randint(0, 3, (37,), generator=gen)
+    # 16 + 16 + 4 + 1: an uneven split and a batch smaller than the group
+    return [(x[:16], y[:16]), (x[16:32], y[16:32]), (x[32:36], y[32:36]), (x[36:], y[36:])]
+
+
+def _model(batch_norm: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    layers = [nn.Linear(6, 8), *([nn.BatchNorm1d(8)] if batch_norm else []), nn.Tanh(), nn.Linear(8, 3)]
+    return nn.Sequential(*layers)
+
+
+class Penalty(loop.Plugin):
+    """An L2 penalty added once per step and a record of what the plugins were handed."""
+
+    def __init__(self) -> None:
+        self.seen: list[type] = []
+
+    def loss(self, model, x, y, loss):
+        self.seen.append(type(model))
+        return loss + 0.01 * sum((p ** 2).sum() for p in model.parameters())
+
+
+class StopOnRankOne(loop.Plugin):
+    def should_stop(self, step: int) -> bool:
+        return step == 2 and distributed.rank() == 1
+
+
+def _train(kind: str) -> tuple[dict[str, torch.Tensor], float, int, list[type]]:
+    model = _model(batch_norm=kind == "bn")
+    net = DistributedDataParallel(model) if kind == "ddp" else model
+    penalty = Penalty()
+    plugins: list = [penalty] + ([StopOnRankOne()] if kind == "stop" else [])
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    # DDP needs >= 1 row per rank, BatchNorm >= 2 rows in training (in one process too)
+    batches = _batches()[:3] if kind in ("ddp", "bn") else _batches()
+    result = loop.fit(net, batches, optimizer=optimizer, epochs=2, plugins=plugins)
+    return model.state_dict(), result.last_loss, result.steps, penalty.seen
+
+
+def _worker(rank: int, store_file: str, kind: str, out: str) -> None:
+    join_group(rank, store_file)
+    try:
+        state, last, steps, seen = _train(kind)
+        torch.save({"state": state, "last": last, "steps": steps,
+                    "plain": all(t is nn.Sequential for t in seen)}, f"{out}.{rank}")
+        torch.distributed.barrier()
+    finally:
+        torch.distributed.destroy_process_group()
+    exit_quietly()
+
+
+def _two_processes(tmp_path, kind: str) -> list[dict]:
+    out = str(tmp_path / kind)
+    mp.spawn(_worker, args=(str(tmp_path / f"{kind}.store"), kind, out), nprocs=2, join=True)
+    return [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
+
+
+def _one_process(kind: str) -> tuple[dict[str, torch.Tensor], float, int]:
+    model = _model(batch_norm=kind == "bn")
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    batches = _batches()[:3] if kind in ("ddp", "bn") else _batches()
+    plugins: list = [Penalty()] + ([loop.StopWhen(lambda step: step == 2)] if kind == "stop" else [])
+    result = loop.fit(model, batches, optimizer=optimizer, epochs=2, plugins=plugins)
+    return model.state_dict(), result.last_loss, result.steps
+
+
+def test_two_processes_train_as_one(tmp_path):
+    ranks = _two_processes(tmp_path, "plain")
+    alone, last, steps = _one_process("plain")
+    assert ranks[0]["steps"] == ranks[1]["steps"] == steps == 8
+    for name, value in alone.items():
+        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-5, atol=1e-6)
+        assert torch.equal(ranks[0]["state"][name], ranks[1]["state"][name])  # identical ranks
+    assert abs(ranks[0]["last"] - last) < 1e-5 and ranks[0]["last"] == ranks[1]["last"]
+    assert ranks[0]["plain"] and ranks[1]["plain"]
+    # the oracle is sensitive: training on one rank's half alone ends elsewhere
+    half = _model()
+    loop.fit(half, [(x[: len(x) // 2 + len(x) % 2], y[: len(y) // 2 + len(y) % 2]) for x, y in _batches()],
+             optimizer=torch.optim.Adam(half.parameters(), lr=0.05), epochs=2, plugins=[Penalty()])
+    assert not torch.allclose(half.state_dict()["0.weight"], alone["0.weight"], atol=1e-3)
+
+
+def test_a_ddp_model_is_accepted_and_plugins_see_the_module_inside(tmp_path):
+    ranks = _two_processes(tmp_path, "ddp")
+    alone, _, steps = _one_process("ddp")
+    assert ranks[0]["steps"] == steps == 6 and ranks[0]["plain"]
+    for name, value in alone.items():
+        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_a_stop_on_one_rank_stops_every_rank(tmp_path):
+    ranks = _two_processes(tmp_path, "stop")
+    alone, _, steps = _one_process("stop")
+    assert ranks[0]["steps"] == ranks[1]["steps"] == steps == 2
+    for name, value in alone.items():
+        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_norm_statistics_are_averaged_over_the_ranks(tmp_path):
+    ranks = _two_processes(tmp_path, "bn")
+    alone, _, _ = _one_process("bn")
+    # per-rank batch statistics differ from the full batch's (as under DDP without
+    # SyncBatchNorm): equal across ranks, close to but not equal to one process
+    for name, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][name]), name
+    torch.testing.assert_close(ranks[0]["state"]["1.running_mean"], alone["1.running_mean"], rtol=0, atol=0.2)
