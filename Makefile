@@ -53,6 +53,7 @@ bench: $(STAMP) data
 	$(BIN)/python benchmarks/local.py
 	$(BIN)/python benchmarks/adapt.py
 	$(BIN)/python benchmarks/threads.py
+	$(BIN)/python benchmarks/distributed.py
 	$(BIN)/python benchmarks/cost.py
 
 clean:

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from neuroplastic import loop
 from neuroplastic.distributed import rank_batches
@@ -67,6 +68,15 @@ def _measure(size: int, width: int) -> dict[str, Any]:
         if repeat:
             times["training"].append(time.perf_counter() - start)
         trained = {k: v.clone() for k, v in net.state_dict().items()}
+    if dist.is_initialized():  # the same epoch with torch's DDP wrapper reducing the gradients
+        times["training_ddp"] = []
+        for repeat in range(REPEATS + 1):
+            net, _ = _setup(size, width)
+            wrapped = DistributedDataParallel(net)
+            start = time.perf_counter()
+            loop.fit(wrapped, batches, optimizer=torch.optim.SGD(net.parameters(), lr=0.01), epochs=1)
+            if repeat:
+                times["training_ddp"].append(time.perf_counter() - start)
     return {"seconds": {k: statistics.median(v) for k, v in times.items()}, "scores": scores,
             "weights": trained}
 
@@ -107,6 +117,9 @@ def run(size: int, width: int) -> dict[str, Any]:
             "one_process_2_threads": size / threads["seconds"][work],
             "two_processes": size / two["seconds"][work],
         }
+    rows["training_ddp"] = {"one_process_1_thread": rows["training"]["one_process_1_thread"],
+                            "one_process_2_threads": rows["training"]["one_process_2_threads"],
+                            "two_processes": size / two["seconds"]["training_ddp"]}
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "examples": size, "width": width, "repeats": REPEATS, "examples_per_second": rows,
@@ -116,16 +129,20 @@ def run(size: int, width: int) -> dict[str, Any]:
 
 
 def render(results: dict[str, Any]) -> str:
-    lines = [f"Examples per second on {results['machine']}; MLP 784-{results['width']}-{results['width']}-10, "
+    width = results["width"]
+    lines = [f"Examples per second on {results['machine']}; MLP 784-{width}-{width}-10, "
              f"{results['examples']:,} examples, median of {results['repeats']}.", "",
              "| workload | 1 process, 1 thread | 1 process, 2 threads | 2 processes (gloo), 1 thread each "
              "| 2 processes / 1 process, 1 thread |", "|---|---|---|---|---|"]
-    names = {"importance": "per-sample Fisher importance", "training": "training epoch (loop.fit, SGD)"}
+    names = {"importance": "per-sample Fisher importance", "training": "training epoch (loop.fit, SGD)",
+             "training_ddp": "the same, model wrapped in DistributedDataParallel"}
     for work, row in results["examples_per_second"].items():
-        lines.append(f"| {names[work]} | {row['one_process_1_thread']:,.0f} | {row['one_process_2_threads']:,.0f} "
-                     f"| {row['two_processes']:,.0f} | {row['two_processes'] / row['one_process_1_thread']:.2f}x |")
-    lines += ["", f"2 processes vs 1: largest relative difference {results['scores_max_relative_difference']:.1e} "
-              f"in the importance scores, {results['weights_max_relative_difference']:.1e} in the trained weights."]
+        one, two = row["one_process_1_thread"], row["two_processes"]
+        lines.append(f"| {names[work]} | {one:,.0f} | {row['one_process_2_threads']:,.0f} | {two:,.0f} "
+                     f"| {two / one:.2f}x |")
+    scores, weights = results["scores_max_relative_difference"], results["weights_max_relative_difference"]
+    lines += ["", f"2 processes vs 1: largest relative difference {scores:.1e} in the importance scores, "
+              f"{weights:.1e} in the trained weights."]
     return "\n".join(lines)
 
 

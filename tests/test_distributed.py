@@ -160,7 +160,8 @@ def _fsdp_worker(rank: int, store_file: str, out: str) -> None:
                     p.data.mul_(0)
                 raise RuntimeError("failed half-way")
         except RuntimeError:
-            restored = all(torch.equal(p.detach().full_tensor(), before[n]) for n, p in model.named_parameters())
+            restored = all(torch.equal(p.detach().full_tensor(), before[n])
+                           for n, p in model.named_parameters())
         if rank == 0:
             torch.save({"refused": refused, "restored": restored}, out)
         dist.barrier()
@@ -175,3 +176,21 @@ def test_fsdp2_models_are_refused_in_one_line_where_unsupported_and_atomic_resto
     found = torch.load(out, weights_only=True)
     assert found["refused"] == ["fisher", "per_sample", "masks", "dampen"]
     assert found["restored"]
+
+
+def test_the_scaling_benchmark_runs_and_two_processes_compute_what_one_does(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "distributed.json"
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "distributed.py"), "--quick",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(out.read_text())
+    assert results["scores_max_relative_difference"] < 1e-5
+    assert results["weights_max_relative_difference"] < 1e-5
+    for row in results["examples_per_second"].values():
+        assert all(value > 0 for value in row.values())

@@ -116,7 +116,8 @@ def test_ctrl_c_under_torchrun_says_so_once_and_leaves_no_run(tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert [line for line in err.splitlines() if line.strip() == "interrupted"] == ["interrupted"], err[-2000:]
+    said = [line for line in err.splitlines() if line.strip() == "interrupted"]
+    assert said == ["interrupted"], err[-2000:]
     assert not [line for line in err.splitlines() if line.startswith("error:")]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == []
 
