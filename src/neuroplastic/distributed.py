@@ -86,13 +86,6 @@ def leave_group() -> None:
         dist.destroy_process_group()
 
 
-def local_device(device: str) -> str:
-    """``device`` for this rank: a bare ``cuda`` means the local rank's GPU under torchrun."""
-    if device == "cuda" and launched_by_torchrun():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
-    return device
-
-
 _share = [1.0]
 
 
