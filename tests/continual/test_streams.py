@@ -104,9 +104,9 @@ def test_bad_stream_names_are_one_clear_error(name, message):
 
 def test_a_missing_idx_folder_says_how_to_get_the_files(tmp_path, monkeypatch):
     monkeypatch.setenv("NEUROPLASTIC_DATA_DIR", str(tmp_path))
-    with pytest.raises(NeuroplasticError, match="mnist not found"):
+    with pytest.raises(NeuroplasticError, match=r"mnist not found.*pass --scenario permuted-mnist:<folder>$"):
         load_stream("permuted-mnist")
-    with pytest.raises(NeuroplasticError, match=r"not a folder|not found"):
+    with pytest.raises(NeuroplasticError, match=r"^--scenario split-fashion-mnist:\S*nothing: not a folder$"):
         load_stream(f"split-fashion-mnist:{tmp_path / 'nothing'}")
 
 

@@ -359,7 +359,11 @@ def load_stream(name: str, *, tasks: int | None = None, setting: str | None = No
     else:
         from neuroplastic.data.idx import load_idx
 
-        data = load_idx(source, folder, seed=seed)
+        try:
+            data = load_idx(source, folder, seed=seed)
+        except NeuroplasticError as err:  # the loader speaks of --data; a stream is named by --scenario
+            named = str(err).replace(f"--data {source}:", f"--scenario {kind}-{source}:")
+            raise NeuroplasticError(named) from None
         default_tasks = IDX_TASKS
     label = f"{kind}-{source}"
     if kind == "split":
