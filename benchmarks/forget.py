@@ -38,12 +38,11 @@ from neuroplastic.data import (
     random_samples,
     sub_class,
 )
-from neuroplastic.data.idx import is_installed
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.forget.experiment import ForgetOptions, compare_method, run_forget, trained_model
 from neuroplastic.models import build_architecture, default_model
 from neuroplastic.training import TrainConfig, train_epochs
-from readme_table import parse_with_parts, publish, republish
+from readme_table import parse_with_parts, publish, republish, run_parts
 
 METHODS = ("ssd", "lfssd", "ssd-auto", "finetune", "neggrad+", "random-labels")
 ROWS = ("retrain", "ssd-auto", "ssd", "ssd-train-d", "lfssd", "finetune", "neggrad+", "random-labels")
@@ -363,10 +362,16 @@ def main() -> None:
         republish("forget-fashion", fashion_markdown)
         return
     torch.set_num_threads(args.threads)
-    if args.quick or args.part == "fashion":
+
+    def fashion() -> None:
         run_fashion(QUICK if args.quick else FASHION, json_path=args.json,
                     shadows=QUICK_SHADOWS if args.quick else args.shadows, readme=not args.no_readme)
-        return
+
+    run_parts(args, digits=lambda: run_digits(args), fashion=fashion)
+
+
+def run_digits(args: argparse.Namespace) -> None:
+    """The digits tables: every class, the random, sub-class and corrective requests."""
     config = TrainConfig()
     data = digits()
 
@@ -398,11 +403,6 @@ def main() -> None:
         results["descriptions"][name] = scenario.description
     publish("forget", markdown(results), results=results,
             readme=not args.no_readme and len(args.classes) == 10)
-    if args.part == "all":
-        if is_installed("fashion-mnist"):
-            run_fashion(FASHION, json_path=args.json, shadows=args.shadows, readme=not args.no_readme)
-        else:
-            print("Fashion-MNIST part skipped: the files are not installed (make data)", flush=True)
 
 
 if __name__ == "__main__":
