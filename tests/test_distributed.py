@@ -194,3 +194,59 @@ def test_the_scaling_benchmark_runs_and_two_processes_compute_what_one_does(tmp_
     assert results["weights_max_relative_difference"] < 1e-5
     for row in results["examples_per_second"].values():
         assert all(value > 0 for value in row.values())
+
+
+def _shadow_setup():
+    from torch.utils.data import TensorDataset
+
+    gen = torch.Generator().manual_seed(5)
+    pool = TensorDataset(torch.randn(40, 16, generator=gen), torch.randint(0, 3, (40,), generator=gen))
+
+    def build(index: int) -> nn.Module:
+        torch.manual_seed(100 + index)
+        return nn.Sequential(nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    def train(model: nn.Module, dataset) -> None:
+        from neuroplastic import loop
+
+        x, y = dataset.tensors
+        loop.fit(model, [(x, y)], optimizer=torch.optim.SGD(model.parameters(), lr=0.5), epochs=5)
+
+    def unlearn(model: nn.Module, forget, retain, trained) -> None:
+        with torch.no_grad():
+            model[0].weight.mul_(0.9)
+
+    return pool, build, train, unlearn
+
+
+def _shadow_worker(rank: int, store_file: str, out: str) -> None:
+    from neuroplastic.evaluate.ulira import train_shadows, unlearned_shadow_scores
+
+    join_group(rank, store_file)
+    try:
+        pool, build, train, unlearn = _shadow_setup()
+        candidates = torch.arange(0, 40, 4)
+        shadows = train_shadows(pool, build, train, shadows=4, seed=0, candidates=candidates)
+        scores = unlearned_shadow_scores(shadows, pool, candidates, unlearn)
+        torch.save({"trained": [m is not None for m in shadows.models], "scores": scores}, f"{out}.{rank}")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    exit_quietly()
+
+
+def test_ulira_shadows_are_dealt_out_and_scored_as_in_one_process(tmp_path):
+    from neuroplastic.evaluate.ulira import train_shadows, unlearned_shadow_scores
+
+    out = str(tmp_path / "shadows")
+    mp.spawn(_shadow_worker, args=(str(tmp_path / "shadows.store"), out), nprocs=2, join=True)
+    ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["trained"] == [True, False, True, False]
+    assert ranks[1]["trained"] == [False, True, False, True]
+    pool, build, train, unlearn = _shadow_setup()
+    candidates = torch.arange(0, 40, 4)
+    shadows = train_shadows(pool, build, train, shadows=4, seed=0, candidates=candidates)
+    alone = unlearned_shadow_scores(shadows, pool, candidates, unlearn)
+    for found in ranks:
+        assert torch.equal(found["scores"], alone)
+    assert not torch.equal(alone[0], alone[1])  # the shadows differ: rows are not interchangeable

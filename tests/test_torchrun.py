@@ -130,6 +130,18 @@ def test_forget_under_torchrun_equals_one_process(tmp_path):
     assert metrics["retrain.forget_acc"] < 0.5 < metrics["original.forget_acc"]  # trained runs
 
 
+def test_ulira_shadows_split_between_ranks_give_the_one_process_attack(tmp_path):
+    one, two = _pair(tmp_path, ["forget", "--scenario", "random", "--fraction", "0.1", "--method", "ssd",
+                                "--mia", "ulira", "--shadows", "6", "--no-retrain", "--epochs", "10"])
+    # the model under test is trained with sharded batches (float rounding moves the entropy
+    # attack's AUC by about 1e-6); every shadow is trained by one rank alone, as in one process
+    _assert_same_metrics(one, two, tolerance=1e-4)
+    metrics, split = _metrics(one), _metrics(two)
+    attack = [k for k in metrics if ".ulira." in k and "seconds" not in k]
+    assert len(attack) >= 10 and all(metrics[k] == split[k] for k in attack)
+    assert 0.0 <= metrics["unlearned.ulira.auc"] <= 1.0 and metrics["ulira.shadows"] == 6
+
+
 @pytest.mark.parametrize("args", [
     ["learn", "--epochs", "2"],                                     # dis-inhibitory control
     ["learn", "--rule", "biprop", "--epochs", "2"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -28,9 +29,32 @@ DEFAULT_TIMEOUT_SECONDS = 300
 overrides it): a rank that died without torchrun noticing cannot hang the others forever."""
 
 
+_alone = [False]
+
+
 def is_distributed() -> bool:
-    """True when a default process group is initialised with more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True when a default process group is initialised with more than one process (and
+    this process is not inside :func:`alone`)."""
+    return not _alone[0] and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """In the body this process works by itself, as if there were no process group: no
+    sharding and no collectives (for work split between ranks by whole units, such as
+    U-LiRA's shadow models, each trained by one rank)."""
+    before = _alone[0]
+    _alone[0] = True
+    try:
+        yield
+    finally:
+        _alone[0] = before
+
+
+def owns(index: int) -> bool:
+    """True when this rank does unit ``index`` of work dealt out round-robin (always in one
+    process)."""
+    return index % world_size() == rank()
 
 
 def rank() -> int:

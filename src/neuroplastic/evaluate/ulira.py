@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
+from neuroplastic import distributed
 from neuroplastic.data.splits import loader, subset
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.outputs import collect
@@ -89,7 +90,7 @@ def balanced_memberships(samples: int, shadows: int, *, seed: int,
 class ShadowSet:
     """Shadow models and which pool samples each was trained on."""
 
-    models: list[nn.Module]
+    models: list[nn.Module | None]  # None: a shadow another rank trained (under torchrun)
     members: Tensor  # (shadows, pool size) bool
     seconds: float = 0.0
 
@@ -100,7 +101,10 @@ def train_shadows(pool: TensorDataset, build: Callable[[int], nn.Module],
                   progress: Callable[[int, int], None] | None = None) -> ShadowSet:
     """Train ``shadows`` models, model ``s`` = ``build(s)`` trained by ``train`` on its half of
     ``pool`` (every shadow holds exactly half of ``candidates``, pool indices, so every
-    request is the same size); ``progress(done, total)`` is called after each."""
+    request is the same size); ``progress(done, total)`` is called after each.
+
+    In a process group the shadows are dealt out round-robin: each rank trains its own by
+    itself (:func:`neuroplastic.distributed.alone`) and holds ``None`` for the others'."""
     import time
 
     start = time.perf_counter()
@@ -110,9 +114,14 @@ def train_shadows(pool: TensorDataset, build: Callable[[int], nn.Module],
         strata[candidates] = 1
     members = balanced_memberships(len(pool), shadows, seed=seed, strata=strata)
     models = []
+    models: list[nn.Module | None] = []
     for s in range(shadows):
-        model = build(s)
-        train(model, subset(pool, members[s].nonzero().flatten()))
+        if not distributed.owns(s):
+            models.append(None)
+            continue
+        with distributed.alone():
+            model = build(s)
+            train(model, subset(pool, members[s].nonzero().flatten()))
         models.append(model.eval())
         if progress is not None:
             progress(s + 1, shadows)
@@ -122,21 +131,26 @@ def train_shadows(pool: TensorDataset, build: Callable[[int], nn.Module],
 def unlearned_shadow_scores(shadows: ShadowSet, pool: TensorDataset, candidates: Tensor,
                             unlearn: Unlearn) -> Tensor:
     """(shadows, candidates) phi of every shadow after it unlearned the candidates it had
-    trained on (its retain set: the rest of its half). Shadows are copied, not changed."""
+    trained on (its retain set: the rest of its half). Shadows are copied, not changed.
+    Under torchrun each rank scores the shadows it trained and the rows are all-reduced (a
+    row is zero on every other rank), so every rank holds the whole matrix."""
     import copy
 
     candidate_set = torch.zeros(len(pool), dtype=torch.bool)
     candidate_set[candidates] = True
-    scores = []
-    for model, members in zip(shadows.models, shadows.members, strict=True):
-        shadow = copy.deepcopy(model)
-        forget = members & candidate_set
-        if bool(forget.any()):
-            unlearn(shadow, subset(pool, forget.nonzero().flatten()),
-                    subset(pool, (members & ~candidate_set).nonzero().flatten()),
-                    subset(pool, members.nonzero().flatten()))
-        scores.append(logit_confidence(shadow, subset(pool, candidates)))
-    return torch.stack(scores)
+    scores = torch.zeros(len(shadows.models), len(candidates))
+    for s, (model, members) in enumerate(zip(shadows.models, shadows.members, strict=True)):
+        if model is None:
+            continue
+        with distributed.alone():
+            shadow = copy.deepcopy(model)
+            forget = members & candidate_set
+            if bool(forget.any()):
+                unlearn(shadow, subset(pool, forget.nonzero().flatten()),
+                        subset(pool, (members & ~candidate_set).nonzero().flatten()),
+                        subset(pool, members.nonzero().flatten()))
+            scores[s] = logit_confidence(shadow, subset(pool, candidates)).to(scores.dtype)
+    return distributed.all_reduce_sum_(scores)
 
 
 VARIANCES = ("pooled", "global", "per_example")
