@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         argv = take_threads(list(sys.argv[1:] if argv is None else argv))
         start_threads()
-        with interrupts_outside_imports(), torchrun_group():
-            code = app(args=argv, standalone_mode=False)
+        with interrupts_outside_imports(), torchrun_group() as outcome:
+            code = outcome.code = int(app(args=argv, standalone_mode=False) or 0)
     except KeyboardInterrupt:
         return interrupted(take_interrupt_hint())
     except Ended:  # torchrun ended this rank because another one failed (and said why)

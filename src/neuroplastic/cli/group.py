@@ -34,12 +34,21 @@ def _on_terminate(signum: int, frame: FrameType | None) -> None:
     raise Ended
 
 
+class Outcome:
+    """What the command returned; set ``code`` before leaving :func:`torchrun_group`."""
+
+    code: int | None = None
+
+
 @contextmanager
-def torchrun_group() -> Iterator[None]:
+def torchrun_group() -> Iterator[Outcome]:
     """Join torchrun's process group for the body (nothing outside torchrun); rank 0 alone
-    prints. Leaves the group through a barrier when the body succeeds."""
+    prints. Leaves the group through a barrier only when the command ended with code 0:
+    after Ctrl-C (which typer turns into a return with code 130) the other rank may still be
+    inside a collective, and a barrier would pair with it and hang."""
+    outcome = Outcome()
     if not launched_by_torchrun():
-        yield
+        yield outcome
         return
     from neuroplastic import distributed
 
@@ -49,8 +58,9 @@ def torchrun_group() -> Iterator[None]:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     previous = signal.signal(signal.SIGTERM, _on_terminate)
     try:
-        yield
-        distributed.leave_group()
+        yield outcome
+        if outcome.code == 0:
+            distributed.leave_group()
     finally:
         signal.signal(signal.SIGTERM, previous)
 
