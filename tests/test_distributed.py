@@ -30,9 +30,21 @@ def join_group(rank: int, store_file: str) -> None:
     )
 
 
-def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
+def in_group(rank: int, store_file: str, body) -> None:  # type: ignore[no-untyped-def]
+    """Run ``body()`` as rank ``rank`` of a 2-process gloo group, then leave it cleanly."""
     join_group(rank, store_file)
     try:
+        body()
+        # Neither process may tear the group down while the other still uses it
+        # (an early teardown aborted a CI run with "terminate called").
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    exit_quietly()
+
+
+def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
+    def body() -> None:
         torch.manual_seed(0)
         model = TinyNet()
         batches = tiny_batches(n=40, batch=8)
@@ -40,12 +52,8 @@ def _worker(rank: int, store_file: str, mode: str, out: str) -> None:
         scores = Fisher(mode=mode).estimate(model, mine)
         if rank == 0:
             torch.save(scores, out)
-        # Neither process may tear the group down while the other still uses it
-        # (an early teardown aborted a CI run with "terminate called").
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    exit_quietly()
+
+    in_group(rank, store_file, body)
 
 
 def exit_quietly() -> None:
@@ -102,16 +110,13 @@ def _sparse_train(model: nn.Module, steps: list, wrap=lambda m: m) -> nn.Module:
 
 
 def _ddp_worker(rank: int, store_file: str, out: str) -> None:
-    join_group(rank, store_file)
-    try:
+    def body() -> None:
         steps = [(x[rank::2], y[rank::2]) for x, y in tiny_batches(n=96, batch=16)]
         model = _sparse_train(_mlp(), steps, wrap=DistributedDataParallel)
         if rank == 0:
             torch.save(model.state_dict(), out)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    exit_quietly()
+
+    in_group(rank, store_file, body)
 
 
 def test_in_place_masks_under_ddp_match_one_process(tmp_path):
@@ -136,8 +141,7 @@ def _fsdp_worker(rank: int, store_file: str, out: str) -> None:
     from neuroplastic.intervene.atomic import atomic
     from neuroplastic.intervene.dampen import dampen_
 
-    join_group(rank, store_file)
-    try:
+    def body() -> None:
         model = _mlp()
         fully_shard(model)
         before = {n: p.detach().full_tensor().clone() for n, p in model.named_parameters()}
@@ -164,10 +168,8 @@ def _fsdp_worker(rank: int, store_file: str, out: str) -> None:
                            for n, p in model.named_parameters())
         if rank == 0:
             torch.save({"refused": refused, "restored": restored}, out)
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    exit_quietly()
+
+    in_group(rank, store_file, body)
 
 
 def test_fsdp2_models_are_refused_in_one_line_where_unsupported_and_atomic_restores_them(tmp_path):
@@ -222,17 +224,14 @@ def _shadow_setup():
 def _shadow_worker(rank: int, store_file: str, out: str) -> None:
     from neuroplastic.evaluate.ulira import train_shadows, unlearned_shadow_scores
 
-    join_group(rank, store_file)
-    try:
+    def body() -> None:
         pool, build, train, unlearn = _shadow_setup()
         candidates = torch.arange(0, 40, 4)
         shadows = train_shadows(pool, build, train, shadows=4, seed=0, candidates=candidates)
         scores = unlearned_shadow_scores(shadows, pool, candidates, unlearn)
         torch.save({"trained": [m is not None for m in shadows.models], "scores": scores}, f"{out}.{rank}")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    exit_quietly()
+
+    in_group(rank, store_file, body)
 
 
 def test_ulira_shadows_are_dealt_out_and_scored_as_in_one_process(tmp_path):

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from neuroplastic import distributed, loop
-from tests.test_distributed import exit_quietly, join_group
+from tests.test_distributed import in_group
 
 
 def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -56,15 +56,12 @@ def _train(kind: str) -> tuple[dict[str, torch.Tensor], float, int, list[type]]:
 
 
 def _worker(rank: int, store_file: str, kind: str, out: str) -> None:
-    join_group(rank, store_file)
-    try:
+    def body() -> None:
         state, last, steps, seen = _train(kind)
         torch.save({"state": state, "last": last, "steps": steps,
                     "plain": all(t is nn.Sequential for t in seen)}, f"{out}.{rank}")
-        torch.distributed.barrier()
-    finally:
-        torch.distributed.destroy_process_group()
-    exit_quietly()
+
+    in_group(rank, store_file, body)
 
 
 def _two_processes(tmp_path, kind: str) -> list[dict]:
@@ -80,6 +77,11 @@ def _one_process(kind: str) -> tuple[dict[str, torch.Tensor], float, int]:
     plugins: list = [Penalty()] + ([loop.StopWhen(lambda step: step == 2)] if kind == "stop" else [])
     result = loop.fit(model, batches, optimizer=optimizer, epochs=2, plugins=plugins)
     return model.state_dict(), result.last_loss, result.steps
+
+
+def _assert_close_to(state: dict[str, torch.Tensor], alone: dict[str, torch.Tensor]) -> None:
+    for name, value in alone.items():
+        torch.testing.assert_close(state[name], value, rtol=1e-5, atol=1e-6)
 
 
 def test_two_processes_train_as_one(tmp_path):
@@ -102,16 +104,14 @@ def test_a_ddp_model_is_accepted_and_plugins_see_the_module_inside(tmp_path):
     ranks = _two_processes(tmp_path, "ddp")
     alone, _, steps = _one_process("ddp")
     assert ranks[0]["steps"] == steps == 6 and ranks[0]["plain"]
-    for name, value in alone.items():
-        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-5, atol=1e-6)
+    _assert_close_to(ranks[0]["state"], alone)
 
 
 def test_a_stop_on_one_rank_stops_every_rank(tmp_path):
     ranks = _two_processes(tmp_path, "stop")
     alone, _, steps = _one_process("stop")
     assert ranks[0]["steps"] == ranks[1]["steps"] == steps == 2
-    for name, value in alone.items():
-        torch.testing.assert_close(ranks[0]["state"][name], value, rtol=1e-5, atol=1e-6)
+    _assert_close_to(ranks[0]["state"], alone)
 
 
 def test_batch_norm_statistics_are_averaged_over_the_ranks(tmp_path):

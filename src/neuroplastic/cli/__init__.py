@@ -34,7 +34,8 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_mar
                   help="Plasticity operations on trained networks: forget, sparsify, consolidate, "
                        "learn with local rules, adapt. Every command takes --threads N (torch's "
                        "CPU threads; default: one for models below 2M parameters, every core "
-                       "above).")
+                       "above), and runs under torchrun: torchrun --nproc-per-node N -m "
+                       "neuroplastic <command> ...")
 app.add_typer(forget_app, name="forget", help="Remove data or skills from a trained model.")
 app.add_typer(sparse_app, name="sparse", help="Train or prune to a target sparsity; export.")
 app.add_typer(skills_app, name="skills", help="The demo language model of skill unlearning.")

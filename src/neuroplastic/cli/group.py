@@ -3,12 +3,13 @@ every rank together.
 
 ``torchrun --nproc-per-node N -m neuroplastic <command> ...`` starts N copies of the command.
 Each joins the group torchrun describes (:func:`neuroplastic.distributed.init_from_environment`),
-runs the same job on its part of every batch, and leaves through a barrier. Rank 0 prints,
-shows progress and writes the run folder; the others are silent and write nothing
-(:func:`neuroplastic.runs.writes_files`). When a rank fails, the first failure is reported by
-its rank in one ``error:`` line (a counter in torchrun's own key-value store decides which
-failure is first, so an error every rank hits, such as a bad option, is printed once); the
-other ranks, ended by torchrun or by their broken collectives, exit 2 without a word.
+runs the same job on its part of every batch, and, when the command succeeded, leaves
+through a barrier. Rank 0 prints, shows progress and writes the run folder; the others are
+silent and write nothing (:func:`neuroplastic.runs.writes_files`). When a rank fails, the
+first failure is reported by its rank in one ``error:`` line (a counter in torchrun's own
+key-value store decides which failure is first, so an error every rank hits, such as a bad
+option, is printed once); the other ranks, ended by torchrun or by their broken
+collectives, exit 2 without a word.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ def first_failure() -> bool:
 
         if not dist.is_initialized():
             return True
-        return int(_get_default_store().add(_FAILURES, 1)) == 1
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun --max-restarts
+        return int(_get_default_store().add(f"{_FAILURES}/{attempt}", 1)) == 1
     except Exception:
         return True
 
