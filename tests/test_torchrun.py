@@ -192,3 +192,13 @@ def test_an_error_on_one_rank_ends_both_with_one_line(tmp_path):
     # torchrun's own summary: both workers ended with our exit code 2 (torchrun itself exits 1)
     assert done.returncode != 0 and done.stderr.count("exitcode  : 2 ") == 2, done.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["badrank.py"]
+
+
+def test_a_bad_setting_every_rank_reads_is_one_line(tmp_path):
+    env = {**os.environ, "NEUROPLASTIC_COLLECTIVE_TIMEOUT": "soon"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node=2", "-m", "neuroplastic", "list"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: $NEUROPLASTIC_COLLECTIVE_TIMEOUT must be a number of seconds > 0, got 'soon'"]
+    assert done.returncode != 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -69,7 +70,9 @@ def torchrun_group() -> Iterator[Outcome]:
 def first_failure() -> bool:
     """True on the first rank to fail, or outside torchrun: that rank prints the error line.
     Counted in the process group's store, which torchrun's agent keeps alive when a worker
-    dies; if the store cannot be reached this rank reports its own failure."""
+    dies; if the store cannot be reached this rank reports its own failure. Before the group
+    exists (a bad setting every rank reads alike) rank 0 speaks: another rank waits 5 s, in
+    which torchrun ends it once rank 0 failed too, and speaks only if it is still alive."""
     if not launched_by_torchrun():
         return True
     try:
@@ -77,6 +80,8 @@ def first_failure() -> bool:
         from torch.distributed.distributed_c10d import _get_default_store
 
         if not dist.is_initialized():
+            if os.environ.get("RANK", "0") != "0":
+                time.sleep(5.0)
             return True
         attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")  # torchrun --max-restarts
         return int(_get_default_store().add(f"{_FAILURES}/{attempt}", 1)) == 1
