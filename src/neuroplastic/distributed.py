@@ -171,8 +171,15 @@ class RankBatches:
 
 
 def rank_batches(data: Any) -> Any:
-    """``data`` as this rank's :class:`RankBatches` in a process group, else ``data`` itself."""
-    return RankBatches(data) if is_distributed() else data
+    """``data`` as this rank's :class:`RankBatches` in a process group, else ``data`` itself
+    (also when it is already this rank's: a DataLoader with a ``DistributedSampler``). The
+    forget methods and the importance cache call this: under torchrun every rank passes them
+    the same whole data."""
+    from torch.utils.data import DistributedSampler
+
+    if not is_distributed() or isinstance(getattr(data, "sampler", None), DistributedSampler):
+        return data
+    return RankBatches(data)
 
 
 def all_reduce_sums_(sums: dict[str, Tensor], count: int) -> int:

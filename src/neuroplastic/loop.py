@@ -249,7 +249,9 @@ class _Group:
         n = x.shape[0]
         x, y = distributed.shard(x), distributed.shard(y)
         self.weight = x.shape[0] / n
-        distributed.set_batch_share(self.weight)
+        # a gradient captured in a backward hook: under DDP the loss is already scaled by
+        # world * n_r / n, so its plain average over the ranks is the batch's mean
+        distributed.set_batch_share(1.0 / self.world if self.wrapped else self.weight)
         if self.wrapped and x.shape[0] == 0:
             raise NeuroplasticError(f"a batch of {n} examples cannot be split over {self.world} "
                                     "processes of a DistributedDataParallel model: use batches of at "
