@@ -43,7 +43,18 @@ class StopOnRankOne(loop.Plugin):
         return step == 2 and distributed.rank() == 1
 
 
+def _mean_rule(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A local rule's pseudo-gradient: the batch mean of the inputs (NaN on zero rows)."""
+    model[0].weight.grad = x.mean(dim=0).expand_as(model[0].weight).clone()
+    return torch.zeros(())
+
+
 def _train(kind: str) -> tuple[dict[str, torch.Tensor], float, int, list[type]]:
+    if kind == "rule":
+        model = _model()
+        optimizer = torch.optim.SGD([model[0].weight], lr=0.1)
+        result = loop.fit(model, _batches(), optimizer=optimizer, epochs=1, batch_grads=_mean_rule)
+        return model.state_dict(), result.last_loss, result.steps, []
     model = _model(batch_norm=kind == "bn")
     net = DistributedDataParallel(model) if kind == "ddp" else model
     penalty = Penalty()
@@ -122,3 +133,12 @@ def test_batch_norm_statistics_are_averaged_over_the_ranks(tmp_path):
     for name, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][name]), name
     torch.testing.assert_close(ranks[0]["state"]["1.running_mean"], alone["1.running_mean"], rtol=0, atol=0.2)
+
+
+def test_a_local_rule_on_a_batch_smaller_than_the_group_counts_nothing_from_the_empty_part(tmp_path):
+    ranks = _two_processes(tmp_path, "rule")
+    alone = _model()
+    loop.fit(alone, _batches(), optimizer=torch.optim.SGD([alone[0].weight], lr=0.1), epochs=1,
+             batch_grads=_mean_rule)
+    assert torch.isfinite(ranks[0]["state"]["0.weight"]).all()  # the 1-row batch left rank 1 empty
+    _assert_close_to(ranks[0]["state"], alone.state_dict())

@@ -241,7 +241,10 @@ def all_reduce_gradients_(params: Sequence[nn.Parameter], weight: float) -> None
     for p in stepped:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
-    flat = torch.cat([p.grad.reshape(-1) * weight for p in stepped])
+    if weight == 0.0:  # no part of this batch: whatever a rule wrote on zero rows (NaN) counts 0
+        flat = torch.zeros(sum(p.numel() for p in stepped), dtype=stepped[0].grad.dtype, device=device)
+    else:
+        flat = torch.cat([p.grad.reshape(-1) * weight for p in stepped])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
     start = 0
     for p in stepped:
