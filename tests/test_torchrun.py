@@ -22,13 +22,22 @@ TIMINGS = ("second", "speedup", "overhead", "per_batch", "cost", "time")
 MEASURED = ("export_form", "export_max_abs_diff", "warnings")  # follow the form measured fastest
 
 
-def _run(args: list[str], cwd: Path, *, processes: int) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NEUROPLASTIC_CACHE_DIR": str(cwd / "cache"), "OMP_NUM_THREADS": "1",
-           "GLOO_SOCKET_IFNAME": "lo"}
-    env.pop("WORLD_SIZE", None)
+def _command(args: list[str], *, processes: int) -> list[str]:
+    """``neuroplastic <args>`` in one process, or under torchrun with ``processes``."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={processes}"] if processes > 1 else [sys.executable]
-    return subprocess.run([*launcher, "-m", "neuroplastic", *args], cwd=cwd, env=env,
+    return [*launcher, "-m", "neuroplastic", *args]
+
+
+def _env(cwd: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "NEUROPLASTIC_CACHE_DIR": str(cwd / "cache"), "OMP_NUM_THREADS": "1",
+           "GLOO_SOCKET_IFNAME": "lo", **extra}
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+def _run(args: list[str], cwd: Path, *, processes: int) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(args, processes=processes), cwd=cwd, env=_env(cwd),
                           capture_output=True, text=True, timeout=420)
 
 
@@ -101,11 +110,9 @@ def test_pruning_under_torchrun_takes_the_same_masks(tmp_path):
 
 
 def test_ctrl_c_under_torchrun_says_so_once_and_keeps_only_the_checkpoint(tmp_path):
-    env = {**os.environ, "NEUROPLASTIC_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
-         "neuroplastic", "sparse", "train", "--epochs", "1000", "--out", "run"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        _command(["sparse", "train", "--epochs", "1000", "--out", "run"], processes=2),
+        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group: a terminal's Ctrl-C reaches every process
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -195,10 +202,9 @@ def test_an_error_on_one_rank_ends_both_with_one_line(tmp_path):
 
 
 def test_a_bad_setting_every_rank_reads_is_one_line(tmp_path):
-    env = {**os.environ, "NEUROPLASTIC_COLLECTIVE_TIMEOUT": "soon"}
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node=2", "-m", "neuroplastic", "list"],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(_command(["list"], processes=2), cwd=tmp_path,
+                          env=_env(tmp_path, NEUROPLASTIC_COLLECTIVE_TIMEOUT="soon"),
+                          capture_output=True, text=True, timeout=120)
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: $NEUROPLASTIC_COLLECTIVE_TIMEOUT must be a number of seconds > 0, got 'soon'"]
     assert done.returncode != 0

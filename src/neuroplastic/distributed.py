@@ -132,8 +132,7 @@ def reduce_batch_means_(tensors: Sequence[Tensor]) -> None:
     share = batch_share()
     with torch.no_grad():
         for tensor in tensors:
-            tensor.mul_(share)
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+            all_reduce_sum_(tensor.mul_(share))
 
 
 def refuse_sharded_parameters(model: nn.Module, what: str) -> None:
@@ -170,14 +169,19 @@ class RankBatches:
                 yield batch
 
 
-def rank_batches(data: Any) -> Any:
-    """``data`` as this rank's :class:`RankBatches` in a process group, else ``data`` itself
-    (also when it is already this rank's: a DataLoader with a ``DistributedSampler``). The
-    forget methods and the importance cache call this: under torchrun every rank passes them
-    the same whole data."""
+def is_rank_part(data: Any) -> bool:
+    """True when ``data`` already holds this rank's part only: a DataLoader with a
+    ``DistributedSampler``."""
     from torch.utils.data import DistributedSampler
 
-    if not is_distributed() or isinstance(getattr(data, "sampler", None), DistributedSampler):
+    return isinstance(getattr(data, "sampler", None), DistributedSampler)
+
+
+def rank_batches(data: Any) -> Any:
+    """``data`` as this rank's :class:`RankBatches` in a process group, else ``data`` itself
+    (also when it is already this rank's, :func:`is_rank_part`). The forget methods and the
+    importance cache call this: under torchrun every rank passes them the same whole data."""
+    if not is_distributed() or is_rank_part(data):
         return data
     return RankBatches(data)
 
@@ -191,10 +195,9 @@ def all_reduce_sums_(sums: dict[str, Tensor], count: int) -> int:
     if not is_distributed():
         return count
     for tensor in sums.values():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        all_reduce_sum_(tensor)
     total = torch.tensor([count], dtype=torch.float64, device=next(iter(sums.values())).device)
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return int(total.item())
+    return int(all_reduce_sum_(total).item())
 
 
 def all_reduce_sum_(tensor: Tensor) -> Tensor:
@@ -208,9 +211,7 @@ def all_reduce_sum(value: float, *, device: torch.device | str = "cpu") -> float
     """``value`` summed over all processes (itself in one process)."""
     if not is_distributed():
         return value
-    total = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return float(total.item())
+    return float(all_reduce_sum_(torch.tensor([value], dtype=torch.float64, device=device)).item())
 
 
 def any_process(flag: bool, *, device: torch.device | str = "cpu") -> bool:
@@ -245,7 +246,7 @@ def all_reduce_gradients_(params: Sequence[nn.Parameter], weight: float) -> None
         flat = torch.zeros(sum(p.numel() for p in stepped), dtype=stepped[0].grad.dtype, device=device)
     else:
         flat = torch.cat([p.grad.reshape(-1) * weight for p in stepped])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    all_reduce_sum_(flat)
     start = 0
     for p in stepped:
         size = p.numel()
@@ -253,34 +254,13 @@ def all_reduce_gradients_(params: Sequence[nn.Parameter], weight: float) -> None
         start += size
 
 
-def broadcast_module_(model: nn.Module, *, buffers_only: bool = False) -> None:
-    """Copy rank 0's parameters (unless ``buffers_only``) and buffers to every rank, as DDP
-    does when it wraps a model (and, for buffers such as BatchNorm's running statistics,
-    before every forward)."""
+def broadcast_module_(model: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank, as DDP does when it wraps a model."""
     if not is_distributed():
         return
-    tensors = [] if buffers_only else [p.data for p in model.parameters()]
-    tensors += list(model.buffers())
     with torch.no_grad():
-        for tensor in tensors:
+        for tensor in [*(p.data for p in model.parameters()), *model.buffers()]:
             dist.broadcast(tensor, src=0)
-
-
-def all_gather_rows(rows: Tensor) -> Tensor:
-    """Every rank's ``rows`` stacked in rank order along dimension 0 (ranks may hold
-    different numbers of rows): the matrix one process would have built from the whole
-    batch when each rank holds its :func:`shard`."""
-    if not is_distributed():
-        return rows
-    counts = [torch.zeros(1, dtype=torch.int64, device=rows.device) for _ in range(world_size())]
-    dist.all_gather(counts, torch.tensor([rows.shape[0]], dtype=torch.int64, device=rows.device))
-    sizes = [int(c.item()) for c in counts]
-    widest = max(sizes)
-    padded = torch.zeros((widest, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
-    padded[:rows.shape[0]] = rows
-    parts = [torch.empty_like(padded) for _ in sizes]
-    dist.all_gather(parts, padded)
-    return torch.cat([part[:size] for part, size in zip(parts, sizes, strict=True)])
 
 
 def average_(tensors: Sequence[Tensor]) -> None:
@@ -290,5 +270,4 @@ def average_(tensors: Sequence[Tensor]) -> None:
     world = world_size()
     with torch.no_grad():
         for tensor in tensors:
-            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-            tensor.div_(world)
+            all_reduce_sum_(tensor).div_(world)

@@ -37,7 +37,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
 from neuroplastic import distributed
 from neuroplastic.batches import iter_batches, model_device
@@ -230,7 +229,7 @@ class _Group:
         self.inner: nn.Module = model.module if self.wrapped else model
         self.active = distributed.is_distributed() and shard
         self.world = distributed.world_size()
-        self.presharded = self.active and isinstance(getattr(data, "sampler", None), DistributedSampler)
+        self.presharded = self.active and distributed.is_rank_part(data)
         self.reduce_here = self.active and (reduce_locally or not self.wrapped)
         self.params = [p for p in self.inner.parameters() if p.requires_grad]
         self.buffers = [b for b in self.inner.buffers() if b.is_floating_point()]

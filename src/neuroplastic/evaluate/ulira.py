@@ -113,7 +113,6 @@ def train_shadows(pool: TensorDataset, build: Callable[[int], nn.Module],
         strata = torch.zeros(len(pool), dtype=torch.long)
         strata[candidates] = 1
     members = balanced_memberships(len(pool), shadows, seed=seed, strata=strata)
-    models = []
     models: list[nn.Module | None] = []
     for s in range(shadows):
         if not distributed.owns(s):

@@ -69,9 +69,9 @@ class Fisher(BatchGradientEstimator):
 
 
     def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
-        refuse_sharded_parameters(model, f"Fisher({self.mode})")
-        if self.mode == "batch_sq":
+        if self.mode == "batch_sq":  # checked for FSDP-sharded parameters there
             return super().estimate(model, data, loss_fn=loss_fn)
+        refuse_sharded_parameters(model, f"Fisher({self.mode})")
         if self.mode == "exact":
             return self._exact(model, data, getattr(loss_fn, "masked_logits", None))
         return self._per_sample(model, data, loss_fn or cross_entropy)
