@@ -319,15 +319,17 @@ def test_projected_gradients_are_orthogonal_to_the_bases(method):
 def test_hebbian_subspace_captures_the_energy_of_exact_pca():
     """HLOP's Oja rule, run during training, finds a subspace capturing >= 98% of the input
     energy that the exact top principal components (same number of rows) capture."""
-    from neuroplastic.continual.projection import layer_inputs, projectable_layers
+    from neuroplastic.continual.projection import InputRecorder, projectable_layers
 
     stream = load_small_permuted()
     model = npl.models.MLP(64, stream.num_outputs, hidden=(64,))
     hlop = HLOP(rows=12)
     run_stream(model, stream, hlop, ContinualRecipe(epochs=3))
     layers = projectable_layers(model)
-    inputs = layer_inputs(model, torch.utils.data.DataLoader(stream[0].train, batch_size=256),
-                          layers, max_samples=2000)
+    x = torch.stack([stream[0].train[i][0] for i in range(min(2000, len(stream[0].train)))])
+    with torch.no_grad(), InputRecorder(layers) as recorder:
+        model(x)
+        inputs = recorder.rows()
     first = next(iter(layers))
     rows = inputs[first]  # the raw inputs of task 0 (first layer): fixed, not retrained
     k = 12
@@ -491,18 +493,29 @@ def test_layer_recorder_reads_inputs_and_outputs_and_leaves_no_hook():
     assert_clean(model)
 
 
-def test_gpm_singular_vectors_from_the_gram_matrix_equal_the_svd():
-    """GPM takes the left singular vectors of its (inputs x samples) representation from the
-    eigendecomposition of the Gram matrix; oracle: torch's SVD (same values, same subspaces)."""
-    from neuroplastic.continual.projection import left_singular
+def test_gpm_representation_read_in_batches_decomposes_as_the_svd_of_all_rows():
+    """GPM reads each layer's representation batch by batch: the rows while fewer than the
+    inputs, then only their Gram matrix. Oracle: torch's SVD of all rows stacked, with the
+    old basis projected out (same values, same subspaces, same energies), for few samples
+    (rows kept) and many (Gram matrix), split over batches of uneven sizes."""
+    from neuroplastic.continual.projection import Representation
 
     torch.manual_seed(0)
-    matrix = (torch.randn(12, 6, dtype=torch.float64) @ torch.randn(6, 500, dtype=torch.float64)
-              + 1e-3 * torch.randn(12, 500, dtype=torch.float64))  # rank 6 plus a little noise
-    for shape in (matrix, matrix[:, :30]):  # many samples (Gram matrix), few (the SVD itself)
-        u, s = left_singular(shape)
-        u_ref, s_ref, _ = torch.linalg.svd(shape, full_matrices=False)
-        torch.testing.assert_close(s[:6], s_ref[:6], rtol=1e-10, atol=0)
-        for k in (1, 3, 6):
-            projector, reference = u[:, :k] @ u[:, :k].t(), u_ref[:, :k] @ u_ref[:, :k].t()
-            torch.testing.assert_close(projector, reference, rtol=0, atol=1e-9)
+    matrix = (torch.randn(500, 6, dtype=torch.float64) @ torch.randn(6, 12, dtype=torch.float64)
+              + 1e-3 * torch.randn(500, 12, dtype=torch.float64))  # (samples, inputs): rank 6 + noise
+    old = torch.linalg.qr(torch.randn(12, 2, dtype=torch.float64))[0]
+    for rows in (matrix, matrix[:10]):  # many samples (Gram matrix), fewer than the inputs (rows)
+        representation = Representation(12, torch.device("cpu"))
+        for part in torch.tensor_split(rows, [3, 4, 9, 200]):
+            representation.add(part)
+        assert (representation.gram is None) == (len(rows) < 12)
+        for basis in (None, old):
+            u, s, total, kept = representation.directions(basis)
+            residual = rows.t() if basis is None else rows.t() - basis @ (basis.t() @ rows.t())
+            u_ref, s_ref, _ = torch.linalg.svd(residual, full_matrices=False)
+            torch.testing.assert_close(s[:6], s_ref[:6], rtol=1e-9, atol=0)
+            for k in (1, 3, 6):
+                projector, reference = u[:, :k] @ u[:, :k].t(), u_ref[:, :k] @ u_ref[:, :k].t()
+                torch.testing.assert_close(projector, reference, rtol=0, atol=1e-8)
+            assert total == pytest.approx(float((rows ** 2).sum()), rel=1e-12)
+            assert kept == pytest.approx(float((rows ** 2).sum() - (residual ** 2).sum()), rel=1e-9, abs=1e-9)

@@ -20,6 +20,7 @@ from neuroplastic.checks import require_in
 from neuroplastic.continual.base import ContinualMethod
 from neuroplastic.data.splits import loader
 from neuroplastic.data.streams import Experience, task_accuracy
+from neuroplastic.distributed import all_reduce_sums_, rank_batches
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.intervene.gradients import GradientMask
 from neuroplastic.record import LayerRecorder
@@ -114,18 +115,20 @@ class CLNP(ContinualMethod):
 
     def _activity(self, model: nn.Module, hidden: list[tuple[str, nn.Linear]],
                   experience: Experience) -> dict[str, Tensor]:
-        """Mean ReLU activity of every hidden unit on the task's training data."""
+        """Mean ReLU activity of every hidden unit on the task's training data (in a process
+        group each rank reads every N-th batch; sums and counts are all-reduced)."""
         from neuroplastic.batches import eval_mode, iter_batches, model_device
 
         sums = {name: torch.zeros(m.out_features) for name, m in hidden}
         count = 0
         with eval_mode(model), LayerRecorder(dict(hidden), inputs=False, outputs=True) as recorder:
-            for x, _ in iter_batches(loader(experience.train, batch_size=256),
+            for x, _ in iter_batches(rank_batches(loader(experience.train, batch_size=256)),
                                      device=model_device(model), name="activity"):
                 model(x)
                 for name, output in recorder.outputs.items():
                     sums[name] += torch.relu(output).reshape(-1, output.shape[-1]).sum(0).cpu()
                 count += len(x)
+        count = all_reduce_sums_(sums, count)
         return {name: total / max(count, 1) for name, total in sums.items()}
 
     def _choose(self, model: nn.Module, layers: list[tuple[str, nn.Linear]], activity: dict[str, Tensor],

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from neuroplastic import distributed
 from neuroplastic.checks import require_in, require_positive
 from neuroplastic.continual.base import ContinualMethod
 from neuroplastic.data.splits import loader
@@ -52,26 +53,6 @@ class InputRecorder(LayerRecorder):
 
     def rows(self) -> dict[str, Tensor]:
         return {name: as_rows(self.layers[name], x) for name, x in self.inputs.items()}
-
-
-@torch.no_grad()
-def layer_inputs(model: nn.Module, data: object, layers: dict[str, nn.Module], *,
-                 max_samples: int = 300) -> dict[str, Tensor]:
-    """The inputs each layer sees on the first ``max_samples`` samples of ``data``, as rows."""
-    from neuroplastic.batches import eval_mode, iter_batches, model_device
-
-    collected: dict[str, list[Tensor]] = {name: [] for name in layers}
-    seen = 0
-    with eval_mode(model), InputRecorder(layers) as recorder:
-        for x, _ in iter_batches(data, device=model_device(model), name="representation"):  # type: ignore[arg-type]
-            x = x[: max_samples - seen]
-            model(x)
-            for name, rows in recorder.rows().items():
-                collected[name].append(rows)
-            seen += len(x)
-            if seen >= max_samples:
-                break
-    return {name: torch.cat(parts) for name, parts in collected.items()}
 
 
 class _Projected(ContinualMethod):
@@ -124,18 +105,111 @@ def rows_of_layer(rows: int | Sequence[int], index: int) -> int:
     return int(rows[index])
 
 
-def left_singular(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """The left singular vectors and singular values of ``matrix`` (inputs x samples, float64),
-    largest first. With many more samples than inputs (a convolution's patches: 300 images
-    give hundreds of thousands of columns) from the eigendecomposition of ``matrix @
-    matrix.T``: the same subspaces and values as the SVD for one matrix product; otherwise
-    (a wide Linear layer's few hundred samples) the SVD itself, cheaper there."""
-    inputs, samples = matrix.shape
-    if samples < 4 * inputs:
-        u, s, _ = torch.linalg.svd(matrix, full_matrices=False)
-        return u, s
-    values, vectors = torch.linalg.eigh(matrix @ matrix.t())
-    return vectors.flip(1), values.flip(0).clamp_min(0).sqrt()
+class Representation:
+    """The representation GPM decomposes for one layer, read batch by batch: the input rows
+    themselves (float64) while they are fewer than the layer's inputs, then only their Gram
+    matrix X^T X (inputs x inputs, summed in float64; each batch's product and the final
+    eigendecomposition in ``products`` precision), so a convolution's hundreds of thousands
+    of unfolded patches are never held at once. Both are sums over rows, so the ranks of a
+    process group each read their part of every batch and :meth:`reduce` combines them."""
+
+    def __init__(self, inputs: int, device: torch.device, *, products: torch.dtype = torch.float64) -> None:
+        self.inputs, self.device, self.products = inputs, device, products
+        self.rows: Tensor | None = None  # (count, inputs) while count < inputs
+        self.gram: Tensor | None = None  # float64, summed over batches
+        self.count = 0
+
+    def add(self, rows: Tensor) -> None:
+        self.count += rows.shape[0]
+        if self.gram is None:
+            rows = rows.double()
+            self.rows = rows if self.rows is None else torch.cat([self.rows, rows])
+            if self.count >= self.inputs:
+                self._to_gram()
+        else:
+            rows = rows.to(self.products)
+            self.gram += (rows.t() @ rows).double()
+
+    def _to_gram(self) -> None:
+        rows = self.rows if self.rows is not None else self._no_rows()
+        self.gram, self.rows = rows.t() @ rows, None
+
+    def _no_rows(self, count: int = 0) -> Tensor:
+        return torch.zeros(count, self.inputs, dtype=torch.float64, device=self.device)
+
+    def reduce(self) -> None:
+        """Combine the ranks' parts (nothing in one process): the Gram matrices summed, or the
+        rows of every rank stacked in rank order when all ranks' rows together are still
+        fewer than the inputs."""
+        if not distributed.is_distributed():
+            return
+        counts = torch.zeros(distributed.world_size(), dtype=torch.float64, device=self.device)
+        counts[distributed.rank()] = self.count
+        counts = [int(c) for c in distributed.all_reduce_sum_(counts)]
+        self.count = sum(counts)
+        if self.count >= self.inputs:
+            if self.gram is None:
+                self._to_gram()
+            distributed.all_reduce_sum_(self.gram)  # type: ignore[arg-type]
+            return
+        stacked = self._no_rows(self.count)
+        start = sum(counts[: distributed.rank()])
+        if self.rows is not None:
+            stacked[start: start + len(self.rows)] = self.rows
+        self.rows = distributed.all_reduce_sum_(stacked)  # adding zeros: every row exact
+
+    def directions(self, old: Tensor | None) -> tuple[Tensor, Tensor, float, float]:
+        """The left singular vectors and values (largest first) of the representation with
+        the ``old`` basis (inputs x k, orthonormal) projected out, the representation's
+        energy and the part of it ``old`` already captures. From the Gram matrix: the
+        eigendecomposition of (I - Q Q^T) X^T X (I - Q Q^T), the same subspaces and squared
+        values as the SVD of the projected rows."""
+        if self.gram is None:
+            r = (self.rows if self.rows is not None else self._no_rows()).t()
+            residual = r if old is None else r - old.double() @ (old.double().t() @ r)
+            u, s, _ = torch.linalg.svd(residual, full_matrices=False)
+            total = _energy(r)
+            return u, s, total, total - _energy(residual)
+        gram, total = self.gram, float(self.gram.trace())
+        if old is not None:
+            q = old.double()
+            gq = gram @ q
+            gram = gram - q @ gq.t() - gq @ q.t() + q @ (q.t() @ gq) @ q.t()
+        values, vectors = torch.linalg.eigh(gram.to(self.products))
+        values, vectors = values.double(), vectors.double()
+        return vectors.flip(1), values.flip(0).clamp_min(0).sqrt(), total, total - float(gram.trace())
+
+
+@torch.no_grad()
+def representations(model: nn.Module, data: object, layers: dict[str, nn.Module], *,
+                    max_samples: int) -> dict[str, Representation]:
+    """Each layer's :class:`Representation` of its inputs on the first ``max_samples`` samples
+    of ``data``. In a process group every rank reads the same batches and runs the model on
+    its contiguous part of each; the parts are combined at the end."""
+    from neuroplastic.batches import eval_mode, iter_batches, model_device
+
+    device = model_device(model)
+    # a convolution's patch products in float32, as the reference's float32 SVD: they are
+    # most of the cost, and a Gram matrix of hundreds of thousands of rows is still summed
+    # in float64 batch by batch
+    found = {name: Representation(module.weight[0].numel(), device,
+                                  products=torch.float32 if isinstance(module, nn.Conv2d) else torch.float64)
+             for name, module in layers.items()}
+    seen = 0
+    with eval_mode(model), InputRecorder(layers) as recorder:
+        for x, _ in iter_batches(data, device=device, name="representation"):  # type: ignore[arg-type]
+            x = x[: max_samples - seen]
+            seen += len(x)
+            part = distributed.shard(x)
+            if len(part):
+                model(part)
+                for name, rows in recorder.rows().items():
+                    found[name].add(rows)
+            if seen >= max_samples:
+                break
+    for representation in found.values():
+        representation.reduce()
+    return found
 
 
 def _energy(rows: Tensor) -> float:
@@ -156,6 +230,9 @@ class GPM(_Projected):
     are decomposed by SVD; the fewest top singular vectors that bring the captured energy
     to ``threshold`` of the total join the basis (or exactly ``rows`` of them: the exact-PCA
     fixed point of HLOP's Hebbian rule). Later tasks' weight gradients are projected off it.
+    Where the samples (a convolution's patches) are at least as many as the layer's inputs,
+    the decomposition is the eigendecomposition of their Gram matrix, accumulated batch by
+    batch (same subspaces and values; :class:`Representation`).
     The counts are the original's (``update_GPM``): after the first task, the directions
     whose cumulative energy ratio stays below the threshold; after later tasks, directions
     are added until the ratio reaches it.
@@ -187,17 +264,15 @@ class GPM(_Projected):
     @torch.no_grad()
     def after_task(self, model: nn.Module, experience: Experience) -> None:  # type: ignore[override]
         layers = projectable_layers(model)
-        inputs = layer_inputs(model, loader(experience.train, batch_size=256), layers,
-                              max_samples=self.max_samples)
-        for index, (name, rows) in enumerate(inputs.items()):
-            r = rows.t().double()  # (inputs, samples)
+        # batches of 64: a convolution's unfolded patches of 256 images can take gigabytes
+        found = representations(model, loader(experience.train, batch_size=64), layers,
+                                max_samples=self.max_samples)
+        for index, (name, representation) in enumerate(found.items()):
             old = self.bases.get(name)
-            residual = r if old is None else r - old.double() @ (old.double().t() @ r)
-            u, s = left_singular(residual)
-            count = self._count(index, s, total=_energy(r), kept=_energy(r) - _energy(residual),
-                                first=self.tasks_done == 0)
+            u, s, total, kept = representation.directions(old)
+            count = self._count(index, s, total=total, kept=kept, first=self.tasks_done == 0)
             if count:
-                self.bases[name] = _merge(old, u[:, :count].to(rows.dtype))
+                self.bases[name] = _merge(old, u[:, :count].to(layers[name].weight.dtype))
         self.tasks_done += 1
         self._refresh_projection(model)
 
@@ -290,8 +365,14 @@ class HLOP(_Projected):
     def after_step(self, model: nn.Module, step: int) -> None:
         if self._recorder is None:
             return
-        for name, x in self._recorder.rows().items():
-            self.new[name] = self._oja(name, x)
+        rows = self._recorder.rows()
+        self._recorder.inputs.clear()  # a rank with no part of the next batch must not reuse these
+        for name, new in self.new.items():
+            # in a process group every rank takes part in every layer's reduction, also with
+            # no rows of this batch (a batch smaller than the group)
+            x = rows.get(name)
+            if x is not None or distributed.is_distributed():
+                self.new[name] = self._oja(name, x if x is not None else new.new_zeros(0, new.shape[1]))
 
     def _oja(self, name: str, x: Tensor, *, form: str | None = None) -> Tensor:
         """This task's rows after ``iterations`` Oja steps on the batch ``x`` (rows x inputs).
@@ -302,6 +383,10 @@ class HLOP(_Projected):
         each iteration costs only in the new rows; ``gram`` never forms a (B x inputs) matrix,
         y_new^T x - (y_new^T y) [H_old; H], and wins when the batch of rows is large and the
         old basis small (a convolution's unfolded patches early in the stream).
+
+        In a process group ``x`` is this rank's part of the batch: the row count, the input
+        energy and every iteration's dH are sums over rows, all-reduced before dividing, so
+        every rank takes the step one process takes on the whole batch.
         """
         new, velocity = self.new[name], self.velocity[name]
         old = self.bases.get(name)
@@ -315,7 +400,16 @@ class HLOP(_Projected):
         # Oja's rule is stable only for eta * |x|^2 below about 1: dividing by the batch's mean
         # input energy makes one eta fit every layer (hidden ReLU layers' inputs grow during
         # training)
-        energy = float((x * x).sum(1).mean().clamp_min(1e-12)) if self.normalize else 1.0
+        if distributed.is_distributed():
+            totals = distributed.all_reduce_sum_(
+                torch.stack([torch.tensor(float(batch), dtype=torch.float64, device=x.device),
+                             (x * x).sum().double()]))
+            rows_total, mean_energy = float(totals[0]), float(totals[1]) / max(float(totals[0]), 1.0)
+            if rows_total == 0:
+                return new
+        else:
+            rows_total, mean_energy = batch, float((x * x).sum(1).mean())
+        energy = max(mean_energy, 1e-12) if self.normalize else 1.0
         y_fixed = x @ fixed.t()  # (B, k_old): the old rows do not change within the step
         rest = x - y_fixed @ fixed if form == "residual" and k_old else x
         for _ in range(self.iterations):
@@ -325,7 +419,8 @@ class HLOP(_Projected):
             else:
                 y = torch.cat([y_fixed, y_new], dim=1)
                 delta = y_new.t() @ x - (y_new.t() @ y) @ torch.cat([fixed, new])
-            delta /= batch * energy  # new rows only
+            distributed.all_reduce_sum_(delta)
+            delta /= rows_total * energy  # new rows only
             if self.ema:
                 velocity.mul_(self.momentum).add_(delta.clamp(-10, 10), alpha=1 - self.momentum)
                 new = new + self.eta * velocity
