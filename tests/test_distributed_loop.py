@@ -49,7 +49,40 @@ def _mean_rule(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
     return torch.zeros(())
 
 
+def _token_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Rows of 4 labelled positions, most of them ignored (-100) in the later rows: a row
+    share is not a token share."""
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(24, 6, generator=gen)
+    y = torch.randint(0, 3, (24, 4), generator=gen)
+    y[6:12, 1:] = -100
+    y[18:, 2:] = -100
+    return [(x[:12], y[:12]), (x[12:], y[12:])]
+
+
+def _token_mean(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy averaged over the labelled positions, as a causal LM's loss."""
+    return nn.functional.cross_entropy(output.reshape(-1, 3), labels.reshape(-1), ignore_index=-100)
+
+
+def _token_mean_by_rows(output: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return _token_mean(output, labels)
+
+
+_token_mean.units = lambda labels: (labels != -100).sum()  # type: ignore[attr-defined]
+
+
+def _train_tokens(loss_fn) -> tuple[dict[str, torch.Tensor], float, int, list[type]]:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12))
+    result = loop.fit(model, _token_batches(), optimizer=torch.optim.SGD(model.parameters(), lr=0.5),
+                      epochs=3, loss_fn=loss_fn)
+    return model.state_dict(), result.last_loss, result.steps, []
+
+
 def _train(kind: str) -> tuple[dict[str, torch.Tensor], float, int, list[type]]:
+    if kind in ("tokens", "tokens-by-rows"):
+        return _train_tokens(_token_mean if kind == "tokens" else _token_mean_by_rows)
     if kind == "rule":
         model = _model()
         optimizer = torch.optim.SGD([model[0].weight], lr=0.1)
@@ -142,3 +175,16 @@ def test_a_local_rule_on_a_batch_smaller_than_the_group_counts_nothing_from_the_
              batch_grads=_mean_rule)
     assert torch.isfinite(ranks[0]["state"]["0.weight"]).all()  # the 1-row batch left rank 1 empty
     _assert_close_to(ranks[0]["state"], alone.state_dict())
+
+
+def test_a_loss_averaged_over_tokens_is_reduced_by_token_shares(tmp_path):
+    """A loss function with ``units`` (as the causal LM loss has) weights each rank's part by
+    its share of the labelled positions: the whole batch's token mean, as one process."""
+    ranks = _two_processes(tmp_path, "tokens")
+    alone, last, steps = _train_tokens(_token_mean)[:3]
+    assert steps == ranks[0]["steps"] == 6
+    _assert_close_to(ranks[0]["state"], alone)
+    assert abs(ranks[0]["last"] - last) < 1e-5
+    # the oracle is sensitive: weighting the parts by their rows instead ends elsewhere
+    by_rows = _two_processes(tmp_path, "tokens-by-rows")
+    assert not torch.allclose(by_rows[0]["state"]["0.weight"], alone["0.weight"], atol=1e-3)

@@ -99,6 +99,42 @@ def test_sparse_training_under_torchrun_takes_the_same_masks(tmp_path):
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
+def test_export_under_torchrun_writes_the_one_process_model(tmp_path):
+    done = _run(["sparse", "train", "--method", "set", "--sparsity", "0.9", "--epochs", "1",
+                 "--out", "trained"], tmp_path, processes=1)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trained = tmp_path / "trained"
+    (tmp_path / "export").mkdir()
+    one, two = _pair(tmp_path / "export", ["sparse", "export", "--model", str(trained / "model.safetensors")])
+    assert _assert_same_metrics(one, two, tolerance=1e-6) >= 1
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert a.keys() == b.keys() and any(bool((a[name] == 0).any()) for name in a)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_list_under_torchrun_prints_once_what_one_process_prints(tmp_path):
+    one, two = (_run(["list"], tmp_path, processes=processes) for processes in (1, 2))
+    assert one.returncode == two.returncode == 0, two.stderr[-2000:]
+    assert one.stdout.count("ssd-auto") >= 1 and two.stdout == one.stdout
+
+
+def test_make_demo_under_torchrun_trains_the_one_process_model(tmp_path):
+    """30 steps of the demo language model: its loss is a mean over answer tokens, so the
+    ranks' parts are weighted by their token shares (rows hold different numbers)."""
+    models = []
+    for processes in (1, 2):
+        cwd = tmp_path / f"p{processes}"
+        cwd.mkdir()
+        done = _run(["skills", "make-demo", "--steps", "30", "--out", "model"], cwd, processes=processes)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert sorted(p.name for p in cwd.iterdir() if p.name != "cache") == ["model"]
+        models.append(load_file(cwd / "model" / "model.safetensors"))
+    one, two = models
+    assert one.keys() == two.keys()
+    for name, value in one.items():
+        torch.testing.assert_close(two[name], value, rtol=1e-5, atol=1e-6)
+
+
 def test_pruning_under_torchrun_takes_the_same_masks(tmp_path):
     one, two = _pair(tmp_path, ["sparse", "prune", "--sparsity", "0.8", "--finetune-epochs", "2"])
     _assert_same_metrics(one, two, tolerance=1e-6)

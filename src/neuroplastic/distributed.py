@@ -207,6 +207,13 @@ def all_reduce_sum_(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def all_reduce_max_(tensor: Tensor) -> Tensor:
+    """``tensor``'s elementwise maximum over all processes, in place (unchanged in one process)."""
+    if is_distributed():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor
+
+
 def all_reduce_sum(value: float, *, device: torch.device | str = "cpu") -> float:
     """``value`` summed over all processes (itself in one process)."""
     if not is_distributed():

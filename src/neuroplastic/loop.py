@@ -48,6 +48,7 @@ ProgressFn = Callable[[int, int | None], None]
 """``progress(steps done, total steps or None)``."""
 
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
+Units = Callable[[Tensor], "Tensor | int"]  # what a loss averages over, from a batch's labels
 """``batch_loss(model, x, y)``: a whole loss computation (forward included)."""
 
 BatchGrads = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -114,7 +115,8 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         loss_fn: LossFn | None = None, batch_loss: BatchLoss | None = None,
         batch_grads: BatchGrads | None = None, plugins: Iterable[Any] = (),
         progress: ProgressFn | None = None, task: Any = 0,
-        start_epoch: int = 0, time_steps: bool = False, shard: bool = True) -> FitResult:
+        start_epoch: int = 0, time_steps: bool = False, shard: bool = True,
+        units: Units | None = None) -> FitResult:
     """Train ``model`` in place on ``data`` (re-iterable ``(x, ..., y)`` batches).
 
     Args:
@@ -136,6 +138,11 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         shard: in a process group, each rank trains on its part of every batch (the default);
             False: every rank trains on whole batches, as one process (for rules that read
             a batch as a whole and in order, such as the homeostatic learning rate).
+        units: ``units(y)``, what the loss averages over in a batch with labels ``y``, when
+            that is not its rows (default: ``loss_fn.units`` if the loss function has it, as
+            :func:`~neuroplastic.skills.lm.causal_lm_loss` has, else rows). In a process
+            group each rank's part of the batch is weighted by its share of the units, so a
+            loss averaged over tokens gives the whole batch's mean gradient.
 
     Returns:
         A :class:`FitResult`; the model is left in eval mode.
@@ -157,7 +164,8 @@ def fit(model: nn.Module, data: Data, *, optimizer: torch.optim.Optimizer, epoch
         budget = max(1, budget)
     total = budget
     device = model_device(model)
-    group = _Group(model, data, reduce_locally=batch_grads is not None, shard=shard)
+    units = units or getattr(loss_fn, "units", None)
+    group = _Group(model, data, reduce_locally=batch_grads is not None, shard=shard, units=units)
     inner = group.inner  # what plugins and batch_grads receive: the module inside a DDP wrapper
     steps, done_epochs, stopped, last = 0, start_epoch, False, float("nan")
     durations: list[float] = []
@@ -224,7 +232,9 @@ class _Group:
     scaled to make its plain average that mean), floating buffers (BatchNorm's running
     statistics) are averaged after every step, and a stop anywhere stops every rank."""
 
-    def __init__(self, model: nn.Module, data: Data, *, reduce_locally: bool, shard: bool) -> None:
+    def __init__(self, model: nn.Module, data: Data, *, reduce_locally: bool, shard: bool,
+                 units: Units | None = None) -> None:
+        self.units = units
         self.wrapped = isinstance(model, DistributedDataParallel)
         self.inner: nn.Module = model.module if self.wrapped else model
         self.active = distributed.is_distributed() and shard
@@ -246,8 +256,13 @@ class _Group:
             distributed.set_batch_share(self.weight)
             return x, y
         n = x.shape[0]
+        whole = y
         x, y = distributed.shard(x), distributed.shard(y)
         self.weight = x.shape[0] / n
+        if self.units is not None:
+            total = float(self.units(whole))
+            if total > 0:  # no unit anywhere: the loss is undefined, rows are as good
+                self.weight = float(self.units(y)) / total
         # a gradient captured in a backward hook: under DDP the loss is already scaled by
         # world * n_r / n, so its plain average over the ranks is the batch's mean
         distributed.set_batch_share(1.0 / self.world if self.wrapped else self.weight)

@@ -12,7 +12,7 @@ from torch import nn
 from neuroplastic import loop
 from neuroplastic.batches import model_device, seeded_rng
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.loop import BatchLoss, ProgressFn, StopWhen
+from neuroplastic.loop import BatchLoss, ProgressFn, StopWhen, Units
 from neuroplastic.types import Data, LossFn
 
 
@@ -37,11 +37,13 @@ def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
                  weight_decay: float = 0.0, loss_fn: LossFn | None = None,
                  progress: ProgressFn | None = None,
                  should_stop: Callable[[int], bool] | None = None,
-                 batch_loss: BatchLoss | None = None, plugins: Sequence[Any] = ()) -> int:
+                 batch_loss: BatchLoss | None = None, plugins: Sequence[Any] = (),
+                 units: Units | None = None) -> int:
     """Train ``model`` in place with Adam for ``epochs`` passes over ``data`` (fractional
     epochs stop mid-pass), through :func:`neuroplastic.loop.fit`. ``should_stop(steps)``
     is asked after every step and ends training early if true; ``batch_loss(model, x, y)``,
-    if given, replaces ``loss_fn(model(x), y)``; ``plugins`` join the loop.
+    if given, replaces ``loss_fn(model(x), y)``; ``plugins`` join the loop; ``units`` is
+    what the loss averages over (``loop.fit``'s, for a process group).
 
     Returns:
         The number of optimizer steps taken.
@@ -49,7 +51,7 @@ def train_epochs(model: nn.Module, data: Data, *, epochs: float, lr: float,
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     stop = [StopWhen(should_stop)] if should_stop is not None else []
     return loop.fit(model, data, optimizer=optimizer, epochs=epochs, loss_fn=loss_fn,
-                    batch_loss=batch_loss, plugins=[*plugins, *stop], progress=progress).steps
+                    batch_loss=batch_loss, plugins=[*plugins, *stop], progress=progress, units=units).steps
 
 
 def reinitialize_(model: nn.Module, *, seed: int = 0) -> nn.Module:

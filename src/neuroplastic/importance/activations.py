@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from neuroplastic.batches import eval_mode
-from neuroplastic.distributed import all_reduce_sums_
+from neuroplastic.batches import eval_mode, model_device
+from neuroplastic.distributed import all_reduce_max_, all_reduce_sum, all_reduce_sums_, is_distributed
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.hooks import forward_hooks
 
@@ -55,8 +55,9 @@ class ActivationStats:
 
     Statistics are accumulated as float64 sums of x and x^2 over every
     non-padding token (the attention mask says which), so long prompt sets
-    in half precision lose nothing; under torch.distributed the sums and
-    counts are all-reduced. Hooks only read and are removed in ``finally``.
+    in half precision lose nothing; under torch.distributed each rank passes
+    its own batches (:func:`~neuroplastic.distributed.rank_batches`) and the
+    sums and counts are all-reduced. Hooks only read and are removed in ``finally``.
 
     Args:
         sites: module names whose input is measured (see :func:`neuroplastic.skills.sites.mlp_sites`).
@@ -93,9 +94,17 @@ class ActivationStats:
                 current["mask"] = batch["attention_mask"].bool()
                 forward_padded(model, batch)
                 tokens += int(current["mask"].sum())
+        if is_distributed():  # a rank dealt no batch has no sums yet: widths from the others
+            widths = all_reduce_max_(torch.tensor([float(sums[s].shape[0]) if s in sums else 0.0
+                                                   for s in self.sites], dtype=torch.float64))
+            for site, width in zip(self.sites, widths.tolist(), strict=True):
+                if site not in sums and width > 0:
+                    sums[site] = torch.zeros(int(width), dtype=torch.float64,
+                                             device=model_device(model.get_submodule(site)))
+                    sums[site + "\0sq"] = torch.zeros_like(sums[site])
+            tokens = all_reduce_sums_(sums, tokens) if sums else int(all_reduce_sum(float(tokens)))
         if tokens == 0 or not sums:
             raise NeuroplasticError("cannot compute activation statistics: no tokens")
-        tokens = all_reduce_sums_(sums, tokens)
         mean = {s: (sums[s] / tokens).float() for s in self.sites}
         var = {s: (sums[s + "\0sq"] / tokens - (sums[s] / tokens) ** 2).clamp_min(0).float()
                for s in self.sites}

@@ -114,6 +114,14 @@ def causal_lm_loss(output: Any, labels: Tensor) -> Tensor:
     return nn.functional.cross_entropy(shifted, labels[:, 1:].reshape(-1), ignore_index=IGNORE)
 
 
+def _answer_tokens(labels: Tensor) -> Tensor:
+    """The positions :func:`causal_lm_loss` averages over."""
+    return (labels[:, 1:] != IGNORE).sum()
+
+
+causal_lm_loss.units = _answer_tokens  # type: ignore[attr-defined]  # read by loop.fit under torchrun
+
+
 def encoded_batches(tokenizer: Any, texts: Sequence[str], *, batch_size: int = 64,
                     device: str | torch.device = "cpu") -> list[dict[str, Tensor]]:
     """:func:`encode_prompts` over ``texts`` in batches of ``batch_size``."""

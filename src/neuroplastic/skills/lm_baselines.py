@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from neuroplastic.batches import model_device
+from neuroplastic.distributed import all_reduce_sum, batch_share
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.forget.ssd import SSD
 from neuroplastic.registry import register
@@ -54,8 +55,14 @@ class GradientAscent(SkillUnlearner):
             last["loss"] = loss.item()
             return -loss
 
+        def reached(_: int) -> bool:
+            # the whole batch's loss: in a process group each rank's part weighted by its share
+            # (0 for a rank with no part of the batch, whose last loss is an older batch's)
+            share = batch_share()
+            return all_reduce_sum(last["loss"] * share if share else 0.0) >= stop
+
         steps = train_epochs(model, batches, epochs=self.max_epochs, lr=self.lr, batch_loss=ascent,
-                             should_stop=lambda _: last["loss"] >= stop)
+                             should_stop=reached, units=causal_lm_loss.units)  # type: ignore[attr-defined]
         intervention.metrics.update(lr=self.lr, steps=float(steps), final_forget_loss=last["loss"])
 
 

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from neuroplastic import select
 from neuroplastic.batches import model_device
+from neuroplastic.distributed import rank_batches
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.activations import ActivationStats, NeuronStats
 from neuroplastic.registry import register
@@ -93,7 +94,7 @@ class NeuronAdjust(SkillUnlearner):
                    sites: list[str]) -> NeuronStats:
         batches = encoded_batches(tokenizer, example_texts(examples), batch_size=self.batch_size,
                                   device=model_device(model))
-        return ActivationStats(sites=sites).estimate(model, batches)
+        return ActivationStats(sites=sites).estimate(model, rank_batches(batches))
 
     def _apply(self, model: nn.Module, tokenizer: Any, forget: Sequence[Example],
                retain: Sequence[Example], intervention: Intervention) -> None:
@@ -105,7 +106,7 @@ class NeuronAdjust(SkillUnlearner):
         total = sum(d.numel() for d in difference.values())
         chosen = select.top_k(difference, k=neurons_to_adjust(total, self.percent))
         forget_std, retain_std = forget_stats.std(), retain_stats.std()
-        generator = torch.Generator(device=model_device(model)).manual_seed(self.seed)
+        generators = SeededPerDevice(self.seed)
         modules = dict(model.named_modules())
         per_layer, neurons = [], {}
         for site in sites:
@@ -115,7 +116,7 @@ class NeuronAdjust(SkillUnlearner):
             if index.numel() == 0:
                 continue
             hook = _adjust_hook(
-                index, generator,
+                index, generators,
                 forget_mean=forget_stats.mean[site][index], forget_std=forget_std[site][index],
                 retain_mean=retain_stats.mean[site][index], retain_std=retain_std[site][index],
             )
@@ -124,11 +125,26 @@ class NeuronAdjust(SkillUnlearner):
         intervention.details.update(sites=sites, neurons_per_layer=per_layer, neurons=neurons)
 
 
-def _adjust_hook(index: Tensor, generator: torch.Generator, **distributions: Tensor):
+class SeededPerDevice:
+    """One seeded generator per device the hooks draw on: a model loaded with ``device_map``
+    has its layers on several devices, and a generator draws only on its own. On one device
+    this is the one generator the draws always came from."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.generators: dict[torch.device, torch.Generator] = {}
+
+    def on(self, device: torch.device) -> torch.Generator:
+        if device not in self.generators:
+            self.generators[device] = torch.Generator(device=device).manual_seed(self.seed)
+        return self.generators[device]
+
+
+def _adjust_hook(index: Tensor, generators: SeededPerDevice, **distributions: Tensor):
     def hook(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
         values = args[0]
         picked = values[..., index].float()
-        uniform = torch.rand(picked.shape, generator=generator, device=picked.device)
+        uniform = torch.rand(picked.shape, generator=generators.on(picked.device), device=picked.device)
         changed = values.clone()
         changed[..., index] = adjust(picked, uniform=uniform, **distributions).to(values.dtype)
         return (changed, *args[1:])
