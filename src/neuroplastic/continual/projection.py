@@ -367,15 +367,20 @@ class HLOP(_Projected):
             return
         rows = self._recorder.rows()
         self._recorder.inputs.clear()  # a rank with no part of the next batch must not reuse these
-        for name, new in self.new.items():
-            # in a process group every rank takes part in every layer's reduction, also with
-            # no rows of this batch (a batch smaller than the group)
-            x = rows.get(name)
-            if x is not None or distributed.is_distributed():
-                self.new[name] = self._oja(name, x if x is not None else new.new_zeros(0, new.shape[1]))
+        if distributed.is_distributed():
+            # every rank takes part in every layer's reduction, also with no rows of this
+            # batch (a batch smaller than the group)
+            rows = {name: rows.get(name, new.new_zeros(0, new.shape[1])) for name, new in self.new.items()}
+        self.new.update(self._oja_layers(rows))
 
     def _oja(self, name: str, x: Tensor, *, form: str | None = None) -> Tensor:
-        """This task's rows after ``iterations`` Oja steps on the batch ``x`` (rows x inputs).
+        """This task's rows of layer ``name`` after ``iterations`` Oja steps on the batch ``x``
+        (rows x inputs); see :meth:`_oja_layers`."""
+        return self._oja_layers({name: x}, form=form)[name]
+
+    def _oja_layers(self, batches: dict[str, Tensor], *, form: str | None = None) -> dict[str, Tensor]:
+        """This task's rows of every layer in ``batches`` (name -> its rows x inputs) after
+        ``iterations`` Oja steps on its batch.
 
         dH = y_new^T (x - y [H_old; H]) / B is computed in one of two equal forms, the cheaper
         for the shapes (``form`` forces one, for tests): ``residual`` forms the part of the
@@ -384,50 +389,65 @@ class HLOP(_Projected):
         y_new^T x - (y_new^T y) [H_old; H], and wins when the batch of rows is large and the
         old basis small (a convolution's unfolded patches early in the stream).
 
-        In a process group ``x`` is this rank's part of the batch: the row count, the input
-        energy and every iteration's dH are sums over rows, all-reduced before dividing, so
-        every rank takes the step one process takes on the whole batch.
+        In a process group each batch is this rank's part: the row counts, the input
+        energies and every iteration's dH are sums over rows, all-reduced (every layer's in
+        one call) before dividing, so every rank takes the step one process takes on the
+        whole batch.
         """
-        new, velocity = self.new[name], self.velocity[name]
-        old = self.bases.get(name)
-        fixed = old.t().to(x.dtype) if old is not None else x.new_zeros(0, x.shape[1])
-        batch, inputs = x.shape
-        k_old, k_new = fixed.shape[0], new.shape[0]
-        if form is None:  # multiply-adds per batch beyond what both forms share
-            residual_cost = batch * k_old * inputs + self.iterations * k_new * k_new * (batch + inputs)
-            gram_cost = self.iterations * k_new * (k_old + k_new) * (batch + inputs)
-            form = "residual" if residual_cost < gram_cost else "gram"
+        group = distributed.is_distributed()
+        prepared = {}
+        for name, x in batches.items():
+            old = self.bases.get(name)
+            fixed = old.t().to(x.dtype) if old is not None else x.new_zeros(0, x.shape[1])
+            batch, inputs = x.shape
+            k_old, k_new = fixed.shape[0], self.new[name].shape[0]
+            chosen = form
+            if chosen is None:  # multiply-adds per batch beyond what both forms share
+                residual_cost = batch * k_old * inputs + self.iterations * k_new * k_new * (batch + inputs)
+                gram_cost = self.iterations * k_new * (k_old + k_new) * (batch + inputs)
+                chosen = "residual" if residual_cost < gram_cost else "gram"
+            y_fixed = x @ fixed.t()  # (B, k_old): the old rows do not change within the step
+            rest = x - y_fixed @ fixed if chosen == "residual" and k_old else x
+            prepared[name] = (x, fixed, y_fixed, rest, chosen)
         # Oja's rule is stable only for eta * |x|^2 below about 1: dividing by the batch's mean
         # input energy makes one eta fit every layer (hidden ReLU layers' inputs grow during
         # training)
-        if distributed.is_distributed():
-            totals = distributed.all_reduce_sum_(
-                torch.stack([torch.tensor(float(batch), dtype=torch.float64, device=x.device),
-                             (x * x).sum().double()]))
-            rows_total, mean_energy = float(totals[0]), float(totals[1]) / max(float(totals[0]), 1.0)
-            if rows_total == 0:
-                return new
+        if group:
+            sums = torch.tensor([[float(x.shape[0]), float((x * x).sum())] for x, *_ in prepared.values()],
+                                dtype=torch.float64).reshape(-1, 2)
+            distributed.all_reduce_sum_(sums)
+            counts = {name: float(total[0]) for name, total in zip(prepared, sums, strict=True)}
+            energies = {name: float(total[1]) / max(counts[name], 1.0)
+                        for name, total in zip(prepared, sums, strict=True)}
         else:
-            rows_total, mean_energy = batch, float((x * x).sum(1).mean())
-        energy = max(mean_energy, 1e-12) if self.normalize else 1.0
-        y_fixed = x @ fixed.t()  # (B, k_old): the old rows do not change within the step
-        rest = x - y_fixed @ fixed if form == "residual" and k_old else x
+            counts = {name: float(x.shape[0]) for name, (x, *_) in prepared.items()}
+            energies = {name: float((x * x).sum(1).mean()) for name, (x, *_) in prepared.items()}
+        active = [name for name in prepared if counts[name] > 0]
+        new = {name: self.new[name] for name in active}
         for _ in range(self.iterations):
-            y_new = x @ new.t()  # (B, k_new)
-            if form == "residual":
-                delta = y_new.t() @ rest - (y_new.t() @ y_new) @ new
-            else:
-                y = torch.cat([y_fixed, y_new], dim=1)
-                delta = y_new.t() @ x - (y_new.t() @ y) @ torch.cat([fixed, new])
-            distributed.all_reduce_sum_(delta)
-            delta /= rows_total * energy  # new rows only
-            if self.ema:
-                velocity.mul_(self.momentum).add_(delta.clamp(-10, 10), alpha=1 - self.momentum)
-                new = new + self.eta * velocity
-            else:
-                velocity.mul_(self.momentum).add_(delta)
-                new = (new + self.eta * velocity).clamp_(-10, 10)
-        self.velocity[name] = velocity
+            deltas = {}
+            for name in active:
+                x, fixed, y_fixed, rest, chosen = prepared[name]
+                y_new = x @ new[name].t()  # (B, k_new)
+                if chosen == "residual":
+                    deltas[name] = y_new.t() @ rest - (y_new.t() @ y_new) @ new[name]
+                else:
+                    y = torch.cat([y_fixed, y_new], dim=1)
+                    deltas[name] = y_new.t() @ x - (y_new.t() @ y) @ torch.cat([fixed, new[name]])
+            if group and deltas:
+                flat = distributed.all_reduce_sum_(torch.cat([d.reshape(-1) for d in deltas.values()]))
+                deltas = dict(zip(deltas, flat.split([d.numel() for d in deltas.values()]), strict=True))
+                deltas = {name: d.view_as(new[name]) for name, d in deltas.items()}
+            for name in active:
+                energy = max(energies[name], 1e-12) if self.normalize else 1.0
+                delta = deltas[name] / (counts[name] * energy)  # new rows only
+                velocity = self.velocity[name]
+                if self.ema:
+                    velocity.mul_(self.momentum).add_(delta.clamp(-10, 10), alpha=1 - self.momentum)
+                    new[name] = new[name] + self.eta * velocity
+                else:
+                    velocity.mul_(self.momentum).add_(delta)
+                    new[name] = (new[name] + self.eta * velocity).clamp_(-10, 10)
         return new
 
     @torch.no_grad()
