@@ -65,11 +65,14 @@ class Mixed(nn.Module):
         self.out = nn.Linear(6, 6)
         self.out.weight = self.head.weight  # tied
         self.twice = nn.Linear(6, 6)
+        self.bn_flat = nn.BatchNorm1d(6)  # on (B, 6): no dimension to sum over per sample
+        self.norm_flat = nn.LayerNorm(6)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.relu(self.bn(self.conv(x)))  # (B, 4, 3, 3)
         h = self.norm(self.seq(h.flatten(2).transpose(1, 2)))  # (B, 9, 6): a sequence
-        h = self.twice(torch.tanh(self.twice(h.mean(1))))  # one layer called twice
+        h = self.norm_flat(self.bn_flat(h.mean(1)))
+        h = self.twice(torch.tanh(self.twice(h)))  # one layer called twice
         return self.out(self.head(h * self.scale))
 
 
@@ -79,6 +82,8 @@ def test_per_sample_fast_path_equals_the_batch_size_one_loop_on_every_layer_kind
     with torch.no_grad():  # running statistics that are not the identity
         model.bn.running_mean.uniform_(-0.5, 0.5)
         model.bn.running_var.uniform_(0.5, 2.0)
+        model.bn_flat.running_mean.uniform_(-0.5, 0.5)
+        model.bn_flat.running_var.uniform_(0.5, 2.0)
     x, y = torch.randn(10, 2, 6, 6), torch.randint(0, 6, (10,))
     batches = [(x[:7], y[:7]), (x[7:], y[7:])]
     singles = [(x[i:i + 1], y[i:i + 1]) for i in range(10)]
@@ -90,7 +95,8 @@ def test_per_sample_fast_path_equals_the_batch_size_one_loop_on_every_layer_kind
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-10)
     # the fast path took the layers it can; the free and the tied parameters went to vmap
     named = {n for n, _ in model.named_parameters()}
-    assert set(covered_layers(model.eval(), named)) == {"conv", "bn", "seq", "norm", "twice"}
+    assert set(covered_layers(model.eval(), named)) == {"conv", "bn", "seq", "norm", "twice", "bn_flat",
+                                                        "norm_flat"}
 
 
 class InPlaceInput(nn.Module):
