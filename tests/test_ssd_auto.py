@@ -45,6 +45,10 @@ def test_chosen_alpha_is_the_largest_that_meets_the_target(trained_mlp, class3):
     assert accuracy(at, class3["forget"]) <= goal < accuracy(above, class3["forget"])
     assert all(torch.equal(a, b) for a, b in zip(at.state_dict().values(),
                                                  model.state_dict().values(), strict=True))
+    # every candidate evaluated once; the reported accuracy, kept from the search, is the model's
+    candidates = [(record["alpha"], record["lam"]) for record in result.trace]
+    assert len(candidates) == len(set(candidates)) == result.metrics["candidates"]
+    assert result.metrics["search_forget_acc"] == accuracy(model, class3["forget"])
 
 
 def test_repair_restores_retained_accuracy(trained_mlp, class3):

@@ -167,21 +167,28 @@ class SSDAuto(SSD):
             metrics.update(target_forget_acc=target, target_source=source,
                            original_forget_acc=base_forget, original_retain_sample_acc=base_retain)
 
+            # each candidate's accuracies, evaluated once (a dampen is exact: the chosen
+            # candidate's weights are the ones evaluated in the search)
+            forget_seen: dict[tuple[float, float], float] = {}
+            retain_seen: dict[tuple[float, float], float] = {}
+
             def forget_acc(alpha: float, lam: float) -> float:
-                mask = self._apply(model, original, i_f, i_d, alpha, lam)
-                acc = accuracy(model, forget)
-                result.trace.append({"alpha": alpha, "lam": lam, "forget_acc": acc,
-                                     "selected_fraction": select.fraction_selected(mask)})
-                return acc
+                if (alpha, lam) not in forget_seen:
+                    mask = self._apply(model, original, i_f, i_d, alpha, lam)
+                    forget_seen[alpha, lam] = accuracy(model, forget)
+                    result.trace.append({"alpha": alpha, "lam": lam, "forget_acc": forget_seen[alpha, lam],
+                                         "selected_fraction": select.fraction_selected(mask)})
+                return forget_seen[alpha, lam]
 
             def retain_acc(alpha: float, lam: float) -> float:
                 """Retain-sample accuracy (evaluated only for candidates that may be chosen)."""
-                self._apply(model, original, i_f, i_d, alpha, lam)
-                acc = accuracy(model, sample_batches)
-                for record in result.trace:
-                    if (record["alpha"], record["lam"]) == (alpha, lam):
-                        record["retain_acc"] = acc
-                return acc
+                if (alpha, lam) not in retain_seen:
+                    self._apply(model, original, i_f, i_d, alpha, lam)
+                    retain_seen[alpha, lam] = accuracy(model, sample_batches)
+                    for record in result.trace:
+                        if (record["alpha"], record["lam"]) == (alpha, lam):
+                            record["retain_acc"] = retain_seen[alpha, lam]
+                return retain_seen[alpha, lam]
 
             choice = self._choose(forget_acc, retain_acc, base_forget, base_retain, goal)
             if choice is None:  # already at the target: nothing to dampen
@@ -189,8 +196,8 @@ class SSDAuto(SSD):
                 f_acc, r_acc = base_forget, base_retain
             else:
                 metrics["alpha"], metrics["lam"] = choice
+                f_acc, r_acc = forget_acc(*choice), retain_acc(*choice)
                 self._apply(model, original, i_f, i_d, *choice)
-                f_acc, r_acc = accuracy(model, forget), accuracy(model, sample_batches)
         metrics.update(dampened=float(choice is not None), target_reached=float(f_acc <= goal),
                        search_forget_acc=f_acc, search_retain_sample_acc=r_acc,
                        candidates=float(len(result.trace)))
