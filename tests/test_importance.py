@@ -76,7 +76,13 @@ class Mixed(nn.Module):
         return self.out(self.head(h * self.scale))
 
 
-def test_per_sample_fast_path_equals_the_batch_size_one_loop_on_every_layer_kind():
+@pytest.mark.parametrize("conv_by_sample", [True, False], ids=["conv-kernel-per-sample", "conv-patches"])
+def test_per_sample_fast_path_equals_the_batch_size_one_loop_on_every_layer_kind(monkeypatch, conv_by_sample):
+    from neuroplastic.importance import per_sample
+
+    # a CPU takes a convolution's weight-gradient kernel sample by sample, a GPU the batched
+    # product over unfolded patches: both are checked here, on the CPU
+    monkeypatch.setattr(per_sample, "CONV_BY_SAMPLE_ON", ("cpu",) if conv_by_sample else ())
     torch.manual_seed(3)
     model = Mixed()
     with torch.no_grad():  # running statistics that are not the identity

@@ -7,10 +7,12 @@ matrix product, the size of the layer's ordinary weight gradient (Goodfellow 201
 "Efficient per-example gradient computations"; BackPACK's ``BatchL2``/``SumGradSquared``
 extensions use the same identities). Where a sample contributes several rows (sequence
 positions, convolution patches) the per-sample gradient is a sum of outer products, formed
-batched (``bmm``) and squared. Eval-mode BatchNorm and LayerNorm scale/shift gradients are
-``sum d * x_hat`` and ``sum d``. One forward and one backward pass of the whole batch give all
-of them; every other parameter (embeddings, tied weights, custom layers) falls back to
-``torch.func``'s ``vmap(grad)`` over the samples for just those parameters.
+batched (``bmm``) and squared; on a CPU a convolution's per-sample weight gradients come
+from its own weight-gradient kernel, one sample at a time, which is faster there.
+Eval-mode BatchNorm and LayerNorm scale/shift gradients are ``sum d * x_hat`` and
+``sum d``. One forward and one backward pass of the whole batch give all of them; every
+other parameter (embeddings, tied weights, custom layers) falls back to ``torch.func``'s
+``vmap(grad)`` over the samples for just those parameters.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from neuroplastic.types import LossFn
 # per-sample gradients are formed this many entries at a time at most (memory bound)
 CHUNK_ENTRIES = 1 << 25
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# devices whose convolutions get their per-sample weight gradients one sample at a time
+CONV_BY_SAMPLE_ON = ("cpu",)
 
 
 def _covered(module: nn.Module) -> bool:
@@ -82,6 +86,22 @@ def _squared_sum_of(per_sample: Callable[[slice], Tensor], batch: int, entries_p
     return total
 
 
+def _conv_squares_by_sample(module: nn.Conv2d, a: Tensor, d: Tensor) -> Tensor:
+    """``sum_b`` of the squared weight gradient of each sample, each from the convolution's own
+    weight-gradient kernel on that sample's input and output gradient. On a CPU this made the
+    per-sample Fisher of ResNet-18 (32 samples) 1.2-1.5x faster than with one batched
+    product over unfolded patches (the patches of a 3x3 layer are 9x its input, written and
+    read once more); where one sample cannot fill the device (a GPU) the batched product is
+    expected to win, not measured here."""
+    total = torch.zeros_like(module.weight, dtype=torch.float32)
+    for b in range(a.shape[0]):
+        grad_b = torch.nn.grad.conv2d_weight(a[b:b + 1], module.weight.shape, d[b:b + 1],
+                                             stride=module.stride, padding=module.padding,
+                                             dilation=module.dilation, groups=module.groups).float()
+        total.add_(grad_b.mul_(grad_b))
+    return total
+
+
 def _layer_squares(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]:
     """Sum over the batch of the squared per-sample gradients of ``module``'s parameters,
     from its input ``a`` and output gradient ``d`` (both batch-first)."""
@@ -101,11 +121,14 @@ def _layer_squares(module: nn.Module, a: Tensor, d: Tensor) -> dict[str, Tensor]
             out["bias"] = _squared_sum_of(lambda s: d3[s].sum(1), batch, d3.shape[-1])
         return out
     if isinstance(module, nn.Conv2d):
-        patches = nn.functional.unfold(a, module.kernel_size, dilation=module.dilation,
-                                       padding=module.padding, stride=module.stride)  # (B, in*k*k, P)
         d3 = d.reshape(batch, d.shape[1], -1)  # (B, out, P)
-        out["weight"] = _squared_sum_of(lambda s: d3[s] @ patches[s].transpose(1, 2), batch,
-                                        module.weight.numel()).reshape(module.weight.shape)
+        if a.device.type in CONV_BY_SAMPLE_ON:
+            out["weight"] = _conv_squares_by_sample(module, a, d)
+        else:
+            patches = nn.functional.unfold(a, module.kernel_size, dilation=module.dilation,
+                                           padding=module.padding, stride=module.stride)  # (B, in*k*k, P)
+            out["weight"] = _squared_sum_of(lambda s: d3[s] @ patches[s].transpose(1, 2), batch,
+                                            module.weight.numel()).reshape(module.weight.shape)
         if module.bias is not None:
             out["bias"] = _squared_sum_of(lambda s: d3[s].sum(2), batch, d3.shape[1])
         return out
