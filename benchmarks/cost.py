@@ -565,9 +565,10 @@ def markdown(results: dict[str, Any]) -> str:
                      "from the run's log, to the printed precision (the root-evaluation counts of the "
                      "learn rules were not printed and are missing).")
     for rerun in results.get("rerun", []):
+        note = f" Note: {rerun['note']}." if rerun.get("note") else ""
         lines.append(f"Re-run on {rerun['date']}: {', '.join(rerun['sections'])} on "
                      f"{', '.join(rerun['models']) or 'no image model'} "
-                     f"({rerun['seconds'] / 60:.0f} minutes).")
+                     f"({rerun['seconds'] / 60:.0f} minutes).{note}")
     return "\n".join(lines)
 
 
