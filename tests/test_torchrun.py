@@ -119,13 +119,13 @@ def test_list_under_torchrun_prints_once_what_one_process_prints(tmp_path):
 
 
 def test_make_demo_under_torchrun_trains_the_one_process_model(tmp_path):
-    """30 steps of the demo language model: its loss is a mean over answer tokens, so the
+    """10 steps of the demo language model: its loss is a mean over answer tokens, so the
     ranks' parts are weighted by their token shares (rows hold different numbers)."""
     models = []
     for processes in (1, 2):
         cwd = tmp_path / f"p{processes}"
         cwd.mkdir()
-        done = _run(["skills", "make-demo", "--steps", "30", "--out", "model"], cwd, processes=processes)
+        done = _run(["skills", "make-demo", "--steps", "10", "--out", "model"], cwd, processes=processes)
         assert done.returncode == 0, done.stderr[-3000:]
         assert sorted(p.name for p in cwd.iterdir() if p.name != "cache") == ["model"]
         models.append(load_file(cwd / "model" / "model.safetensors"))

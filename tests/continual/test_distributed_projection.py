@@ -61,20 +61,33 @@ def _activity() -> dict:
     return CLNP()._activity(model, [("1", model[1])], Task())  # type: ignore[arg-type]
 
 
-def _worker(rank: int, store_file: str, name: str, out: str) -> None:
+NAMES = ("gpm", "hlop", "clnp", "activity")
+
+
+def _found(name: str) -> dict:
+    return _activity() if name == "activity" else _run(name)
+
+
+def _worker(rank: int, store_file: str, out: str) -> None:
     def body() -> None:
-        found = _activity() if name == "activity" else _run(name)
+        found = {name: _found(name) for name in NAMES}  # one group for all: a spawn costs seconds
         if rank == 0:
             torch.save(found, out)
 
     in_group(rank, store_file, body)
 
 
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> dict:  # type: ignore[no-untyped-def]
+    folder = tmp_path_factory.mktemp("two-processes")
+    out = str(folder / "found.pt")
+    mp.spawn(_worker, args=(str(folder / "store"), out), nprocs=2, join=True)
+    return torch.load(out, weights_only=True)
+
+
 @pytest.mark.parametrize("name", ["gpm", "hlop", "clnp"])
-def test_two_processes_learn_the_bases_units_and_weights_of_one(tmp_path, name):
-    out = str(tmp_path / f"{name}.pt")
-    mp.spawn(_worker, args=(str(tmp_path / "store"), name, out), nprocs=2, join=True)
-    two, one = torch.load(out, weights_only=True), _run(name)
+def test_two_processes_learn_the_bases_units_and_weights_of_one(two_processes, name):
+    two, one = two_processes[name], _run(name)
     assert two["learned"].keys() == one["learned"].keys() == ({"1", "3"} if name == "clnp" else {"0", "3"})
     for layer, learned in one["learned"].items():
         assert two["learned"][layer].shape == learned.shape, layer
@@ -90,9 +103,7 @@ def test_two_processes_learn_the_bases_units_and_weights_of_one(tmp_path, name):
         assert 0 < int(one["learned"]["1"].sum()) < 16
 
 
-def test_clnp_activity_read_in_parts_is_the_one_process_mean(tmp_path):
-    out = str(tmp_path / "activity.pt")
-    mp.spawn(_worker, args=(str(tmp_path / "store"), "activity", out), nprocs=2, join=True)
-    two, one = torch.load(out, weights_only=True), _activity()
+def test_clnp_activity_read_in_parts_is_the_one_process_mean(two_processes):
+    two, one = two_processes["activity"], _activity()
     assert float(one["1"].max()) > 0
     torch.testing.assert_close(two["1"], one["1"], rtol=1e-6, atol=0)

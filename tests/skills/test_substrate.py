@@ -94,7 +94,7 @@ def test_activation_stats_refuse_empty_prompts(lm):
         ActivationStats(sites=mlp_sites(model)).estimate(model, [])
 
 
-def _stats_in_group(rank: int, store_file: str, batch_size: int, out: str) -> None:
+def _stats_in_group(rank: int, store_file: str, out: str) -> None:
     from neuroplastic.distributed import rank_batches
     from neuroplastic.skills.demo import char_tokenizer
     from tests.skills.conftest import tiny_llama
@@ -103,27 +103,30 @@ def _stats_in_group(rank: int, store_file: str, batch_size: int, out: str) -> No
     def body() -> None:
         tokenizer = char_tokenizer()
         model = tiny_llama(tokenizer)
-        batches = encoded_batches(tokenizer, PROMPTS, batch_size=batch_size)
-        stats = ActivationStats(sites=mlp_sites(model)).estimate(model, rank_batches(batches))
+        found = {}
+        for batch_size in (2, 6):  # 3 batches dealt 2 + 1; 1 batch: rank 1 has none
+            batches = encoded_batches(tokenizer, PROMPTS, batch_size=batch_size)
+            stats = ActivationStats(sites=mlp_sites(model)).estimate(model, rank_batches(batches))
+            found[batch_size] = {"mean": stats.mean, "var": stats.var, "tokens": stats.tokens}
         if rank == 0:
-            torch.save({"mean": stats.mean, "var": stats.var, "tokens": stats.tokens}, out)
+            torch.save(found, out)
 
     in_group(rank, store_file, body)
 
 
-@pytest.mark.parametrize("batch_size", [2, 6])  # 3 batches dealt 2 + 1; 1 batch: rank 1 has none
-def test_activation_stats_of_two_processes_dealt_batches_equal_one_process(tmp_path, tokenizer, batch_size):
+def test_activation_stats_of_two_processes_dealt_batches_equal_one_process(tmp_path, tokenizer):
     import torch.multiprocessing as mp
 
     from tests.skills.conftest import tiny_llama
 
     out = str(tmp_path / "stats.pt")
-    mp.spawn(_stats_in_group, args=(str(tmp_path / "store"), batch_size, out), nprocs=2, join=True)
-    two = torch.load(out, weights_only=True)
+    mp.spawn(_stats_in_group, args=(str(tmp_path / "store"), out), nprocs=2, join=True)
+    found = torch.load(out, weights_only=True)
     model = tiny_llama(tokenizer)
-    one = ActivationStats(sites=mlp_sites(model)).estimate(model, encoded_batches(tokenizer, PROMPTS,
-                                                                                  batch_size=batch_size))
-    assert two["tokens"] == one.tokens == sum(len(tokenizer(p)["input_ids"]) for p in PROMPTS)
-    for site in one.mean:
-        torch.testing.assert_close(two["mean"][site], one.mean[site], rtol=1e-6, atol=1e-7)
-        torch.testing.assert_close(two["var"][site], one.var[site], rtol=1e-6, atol=1e-7)
+    for batch_size, two in found.items():
+        one = ActivationStats(sites=mlp_sites(model)).estimate(
+            model, encoded_batches(tokenizer, PROMPTS, batch_size=batch_size))
+        assert two["tokens"] == one.tokens == sum(len(tokenizer(p)["input_ids"]) for p in PROMPTS)
+        for site in one.mean:
+            torch.testing.assert_close(two["mean"][site], one.mean[site], rtol=1e-6, atol=1e-7)
+            torch.testing.assert_close(two["var"][site], one.var[site], rtol=1e-6, atol=1e-7)
