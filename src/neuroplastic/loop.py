@@ -48,8 +48,10 @@ ProgressFn = Callable[[int, int | None], None]
 """``progress(steps done, total steps or None)``."""
 
 BatchLoss = Callable[[nn.Module, Tensor, Tensor], Tensor]
-Units = Callable[[Tensor], "Tensor | int"]  # what a loss averages over, from a batch's labels
 """``batch_loss(model, x, y)``: a whole loss computation (forward included)."""
+
+Units = Callable[[Tensor], "Tensor | int"]
+"""``units(y)``: how many things a loss averages over in a batch with labels ``y`` (tokens)."""
 
 BatchGrads = Callable[[nn.Module, Tensor, Tensor], Tensor]
 """``batch_grads(model, x, y)``: fills the parameters' ``.grad`` itself (a local learning

@@ -59,11 +59,13 @@ class GradientAscent(SkillUnlearner):
             # the whole batch's loss: in a process group each rank's part weighted by its share
             # (0 for a rank with no part of the batch, whose last loss is an older batch's)
             share = batch_share()
-            return all_reduce_sum(last["loss"] * share if share else 0.0) >= stop
+            last["batch"] = all_reduce_sum(last["loss"] * share if share else 0.0)
+            return last["batch"] >= stop
 
         steps = train_epochs(model, batches, epochs=self.max_epochs, lr=self.lr, batch_loss=ascent,
                              should_stop=reached, units=causal_lm_loss.units)  # type: ignore[attr-defined]
-        intervention.metrics.update(lr=self.lr, steps=float(steps), final_forget_loss=last["loss"])
+        intervention.metrics.update(lr=self.lr, steps=float(steps),
+                                    final_forget_loss=last.get("batch", last["loss"]))
 
 
 @register("ssd", kind="skill", needs=('retain',))
