@@ -267,6 +267,30 @@ def test_continual_run_writes_matrix_metrics_and_a_heatmap(tmp_path):
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
 
 
+def test_continual_takes_a_built_in_architecture(tmp_path, monkeypatch):
+    """--model-arch cnn trains PyTorch's MNIST CNN on an image scenario (GPM then projects
+    convolution gradients too); an unknown name is one line."""
+    import neuroplastic.models
+
+    built = []
+    real = neuroplastic.models.build_architecture
+
+    def spy(arch, shape, classes):  # type: ignore[no-untyped-def]
+        model = real(arch, shape, classes)
+        built.append((arch, tuple(shape), classes, type(model).__name__))
+        return model
+
+    monkeypatch.setattr(neuroplastic.models, "build_architecture", spy)
+    out = tmp_path / "run"
+    assert main(["continual", "--method", "gpm", "--scenario", "split-digits", "--model-arch", "cnn",
+                 "--epochs", "2", "--out", str(out)]) == 0
+    assert built and all(b == ("cnn", (1, 8, 8), 10, "MnistCNN") for b in built)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["acc"] > 0.55  # learned beyond the 2-way heads' chance of 0.5
+    assert main(["continual", "--model-arch", "resnet", "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad").exists()
+
+
 def test_a_diverged_run_warns_on_the_console_in_the_report_and_in_metrics(tmp_path, capsys):
     """Plain-gradient EWC at an absurd lambda turns the weights to NaN: the run still ends
     (exit 0) but says so in all three places."""

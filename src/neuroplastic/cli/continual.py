@@ -10,6 +10,7 @@ from neuroplastic.cli.common import (
     Device,
     JsonOut,
     RunFolder,
+    check_arch,
     check_device,
     check_training_options,
     options_of,
@@ -92,6 +93,9 @@ def continual(
     compare: list[str] = typer.Option([], help="Also run these methods (default hyperparameters)."),
     param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable."),
     hidden: str = typer.Option("256,256", help="Hidden widths of the MLP, comma separated."),
+    model_arch: str | None = typer.Option(None, "--model-arch", help=(
+        "A built-in model instead of the MLP of --hidden: cnn (PyTorch's MNIST CNN) or resnet18 "
+        "(CIFAR stem), for image scenarios; mlp is that MLP.")),
     epochs: int = typer.Option(25, help="Epochs per task."),
     lr: float = typer.Option(0.01, help="SGD learning rate."),
     momentum: float = typer.Option(0.9, help="SGD momentum."),
@@ -119,6 +123,7 @@ def continual(
     if setting is not None and setting not in ("task", "domain", "class"):
         raise NeuroplasticError(f"--setting must be task, domain or class, got {setting!r}")
     widths = parse_hidden(hidden)
+    check_arch(model_arch, None)
     folder = run_dir("continual", out)
     check_device(device)
     from neuroplastic import registry
@@ -131,17 +136,23 @@ def continual(
 
     from neuroplastic.continual import ContinualRecipe, run_stream
     from neuroplastic.data.streams import load_stream
-    from neuroplastic.models import MLP
+    from neuroplastic.models import MLP, build_architecture
 
     stream = load_stream(scenario, tasks=tasks, setting=setting, seed=seed)
     recipe = ContinualRecipe(epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size, seed=seed)
     features = int(torch.tensor(stream.input_shape).prod())
+
+    def new_model() -> torch.nn.Module:
+        if model_arch in (None, "mlp"):
+            return MLP(features, stream.num_outputs, hidden=widths)
+        return build_architecture(model_arch, tuple(stream.input_shape), stream.num_outputs)
+
     results, models = {}, {}
     from neuroplastic.loop import warm_up
 
     with torch.random.fork_rng(devices=[]):
         example = stream[0].train.tensors
-        warm_up(MLP(features, stream.num_outputs, hidden=widths).to(device),
+        warm_up(new_model().to(device),
                 example[0][:recipe.batch_size].to(device), example[1][:recipe.batch_size].to(device),
                 loss_fn=stream.loss_fn())  # not inside the first method's seconds
     for name in [method, *compare]:
@@ -149,7 +160,7 @@ def continual(
         instance = registry.create(name, kind="continual", **kwargs)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = MLP(features, stream.num_outputs, hidden=widths).to(device)
+            model = new_model().to(device)
         fit_threads(model)
         with progress_bar(f"{name} on {stream.name} ({stream.setting}-IL)") as progress:
             results[name] = run_stream(model, stream, instance, recipe, progress=progress)
