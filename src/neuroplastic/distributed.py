@@ -207,6 +207,21 @@ def all_reduce_sum_(tensor: Tensor) -> Tensor:
     return tensor
 
 
+def all_gather_rows(rows: Tensor) -> Tensor:
+    """Every rank's ``rows`` stacked in rank order along dimension 0 (ranks may hold different
+    numbers of rows; ``rows`` itself in one process). Each rank writes its rows at its offset
+    into zeros and the ranks' matrices are summed: adding zeros leaves every row exact."""
+    if not is_distributed():
+        return rows
+    counts = torch.zeros(world_size(), dtype=torch.float64, device=rows.device)
+    counts[rank()] = rows.shape[0]
+    sizes = [int(c) for c in all_reduce_sum_(counts).tolist()]
+    start = sum(sizes[: rank()])
+    stacked = rows.new_zeros((sum(sizes), *rows.shape[1:]))
+    stacked[start: start + rows.shape[0]] = rows
+    return all_reduce_sum_(stacked)
+
+
 def all_reduce_max_(tensor: Tensor) -> Tensor:
     """``tensor``'s elementwise maximum over all processes, in place (unchanged in one process)."""
     if is_distributed():

@@ -134,8 +134,8 @@ class Representation:
         rows = self.rows if self.rows is not None else self._no_rows()
         self.gram, self.rows = rows.t() @ rows, None
 
-    def _no_rows(self, count: int = 0) -> Tensor:
-        return torch.zeros(count, self.inputs, dtype=torch.float64, device=self.device)
+    def _no_rows(self) -> Tensor:
+        return torch.zeros(0, self.inputs, dtype=torch.float64, device=self.device)
 
     def reduce(self) -> None:
         """Combine the ranks' parts (nothing in one process): the Gram matrices summed, or the
@@ -143,20 +143,13 @@ class Representation:
         fewer than the inputs."""
         if not distributed.is_distributed():
             return
-        counts = torch.zeros(distributed.world_size(), dtype=torch.float64, device=self.device)
-        counts[distributed.rank()] = self.count
-        counts = [int(c) for c in distributed.all_reduce_sum_(counts)]
-        self.count = sum(counts)
+        self.count = int(distributed.all_reduce_sum(float(self.count), device=self.device))
         if self.count >= self.inputs:
             if self.gram is None:
                 self._to_gram()
             distributed.all_reduce_sum_(self.gram)  # type: ignore[arg-type]
-            return
-        stacked = self._no_rows(self.count)
-        start = sum(counts[: distributed.rank()])
-        if self.rows is not None:
-            stacked[start: start + len(self.rows)] = self.rows
-        self.rows = distributed.all_reduce_sum_(stacked)  # adding zeros: every row exact
+        else:
+            self.rows = distributed.all_gather_rows(self.rows if self.rows is not None else self._no_rows())
 
     def directions(self, old: Tensor | None) -> tuple[Tensor, Tensor, float, float]:
         """The left singular vectors and values (largest first) of the representation with
