@@ -134,52 +134,6 @@ def test_in_place_masks_under_ddp_match_one_process(tmp_path):
             assert torch.all(shared[name][~final[name]] == 0), name
 
 
-def _fsdp_worker(rank: int, store_file: str, out: str) -> None:
-    from torch.distributed.fsdp import fully_shard
-
-    from neuroplastic.errors import NeuroplasticError
-    from neuroplastic.intervene.atomic import atomic
-    from neuroplastic.intervene.dampen import dampen_
-
-    def body() -> None:
-        model = _mlp()
-        fully_shard(model)
-        before = {n: p.detach().full_tensor().clone() for n, p in model.named_parameters()}
-        refused = []
-        calls = {
-            "fisher": lambda: Fisher(mode="batch_sq").estimate(model, tiny_batches(n=16, batch=8)),
-            "per_sample": lambda: Fisher(mode="per_sample").estimate(model, tiny_batches(n=16, batch=8)),
-            "masks": lambda: SparseMasks().prepare(model, _masks(model)),
-            "dampen": lambda: dampen_(model, {}, {}, mask={}),
-        }
-        for name, call in calls.items():
-            try:
-                call()
-            except NeuroplasticError as err:
-                refused.append(name if "FSDP" in str(err) else f"{name}: {err}")
-        restored = False
-        try:
-            with atomic(model):
-                for p in model.parameters():
-                    p.data.mul_(0)
-                raise RuntimeError("failed half-way")
-        except RuntimeError:
-            restored = all(torch.equal(p.detach().full_tensor(), before[n])
-                           for n, p in model.named_parameters())
-        if rank == 0:
-            torch.save({"refused": refused, "restored": restored}, out)
-
-    in_group(rank, store_file, body)
-
-
-def test_fsdp2_models_are_refused_in_one_line_where_unsupported_and_atomic_restores_them(tmp_path):
-    out = str(tmp_path / "fsdp.pt")
-    mp.spawn(_fsdp_worker, args=(str(tmp_path / "fsdp.store"), out), nprocs=2, join=True)
-    found = torch.load(out, weights_only=True)
-    assert found["refused"] == ["fisher", "per_sample", "masks", "dampen"]
-    assert found["restored"]
-
-
 def test_the_scaling_benchmark_runs_and_two_processes_compute_what_one_does(tmp_path):
     import json
     import subprocess

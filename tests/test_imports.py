@@ -17,6 +17,7 @@ FLOORS = {
     "params": 1, "threads": 1, "lazy": 1, "runs": 1,
     # 2
     "hooks": 2, "record": 2, "batches": 2, "io": 2, "registry": 2, "": 2,  # "": the package root
+    "sharded": 2,
     # 3: the substrate
     "importance": 3, "select": 3, "intervene": 3, "consolidate": 3, "loop": 3,
     # 4
@@ -31,7 +32,8 @@ SAME_FLOOR = {("intervene", "loop"), ("intervene", "importance"), ("intervene", 
               ("consolidate", "targets"), ("evaluate", "data"), ("evaluate", "models"),
               ("models", "data"), ("skills", "forget"), ("adapt", "local"), ("hooks", "batches"),
               ("record", "hooks"), ("io", "batches"), ("registry", "params"), ("", "registry"),
-              ("training", "data"), ("distributed", "runs"), ("__main__", "cli")}
+              ("training", "data"), ("distributed", "runs"), ("__main__", "cli"),
+              ("sharded", "batches")}
 
 
 def module_name(path: Path) -> str:

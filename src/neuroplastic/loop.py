@@ -42,6 +42,7 @@ from neuroplastic import distributed
 from neuroplastic.batches import iter_batches, model_device
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.losses import cross_entropy
+from neuroplastic.sharded import has_sharded_parameters
 from neuroplastic.types import Data, LossFn
 
 ProgressFn = Callable[[int, int | None], None]
@@ -237,11 +238,15 @@ class _Group:
     def __init__(self, model: nn.Module, data: Data, *, reduce_locally: bool, shard: bool,
                  units: Units | None = None) -> None:
         self.units = units
-        self.wrapped = isinstance(model, DistributedDataParallel)
-        self.inner: nn.Module = model.module if self.wrapped else model
+        self.sharded = has_sharded_parameters(model)  # FSDP2: it reduce-scatters the gradients
+        self.wrapped = isinstance(model, DistributedDataParallel) or self.sharded
+        self.inner: nn.Module = model.module if isinstance(model, DistributedDataParallel) else model
         self.active = distributed.is_distributed() and shard
         self.world = distributed.world_size()
         self.presharded = self.active and distributed.is_rank_part(data)
+        if self.active and self.sharded and reduce_locally:
+            raise NeuroplasticError("a local learning rule (batch_grads) cannot train an FSDP-sharded "
+                                    "model: its updates are reduced here, FSDP's in the backward pass")
         self.reduce_here = self.active and (reduce_locally or not self.wrapped)
         self.params = [p for p in self.inner.parameters() if p.requires_grad]
         self.buffers = [b for b in self.inner.buffers() if b.is_floating_point()]
@@ -270,8 +275,8 @@ class _Group:
         distributed.set_batch_share(1.0 / self.world if self.wrapped else self.weight)
         if self.wrapped and x.shape[0] == 0:
             raise NeuroplasticError(f"a batch of {n} examples cannot be split over {self.world} "
-                                    "processes of a DistributedDataParallel model: use batches of at "
-                                    "least that many")
+                                    "processes of a DistributedDataParallel or FSDP model: use batches of "
+                                    "at least that many")
         return x, y
 
     def empty(self, x: Tensor) -> bool:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from neuroplastic.errors import NeuroplasticError
+from neuroplastic.sharded import whole
 from neuroplastic.types import Masks, Scores
 
 # tensors already found finite, with the version they had then: a search that selects and
@@ -23,7 +24,7 @@ def check_finite(scores: Scores, what: str) -> None:
         known = _FINITE.get(id(value))
         if known is not None and known[0]() is value and known[1] == value._version:
             continue
-        if not torch.isfinite(value).all():
+        if not bool(whole(torch.isfinite(value).all())):
             raise NeuroplasticError(f"{what} importance of {name!r} contains NaN or inf")
         key = id(value)
         _FINITE[key] = (weakref.ref(value, lambda _, key=key: _FINITE.pop(key, None)), value._version)
@@ -59,10 +60,13 @@ def ratio(forget: Scores, full: Scores, *, alpha: float) -> Masks:
 
 
 def top_k(scores: Scores, *, k: int, per_tensor: bool = False) -> Masks:
-    """The ``k`` highest-scoring entries, globally or in each tensor (ties broken by order)."""
+    """The ``k`` highest-scoring entries, globally or in each tensor (ties broken by order).
+    DTensor scores (an FSDP2 model's) are gathered first: the masks are whole tensors, the
+    same on every rank."""
     if k < 0:
         raise NeuroplasticError(f"k must be >= 0, got {k}")
     check_finite(scores, "the")
+    scores = {name: whole(value) for name, value in scores.items()}
     if per_tensor:
         return {name: top_k_mask(value, k) for name, value in scores.items()}
     flat = torch.cat([v.reshape(-1).float() for v in scores.values()])
@@ -75,7 +79,9 @@ def top_k(scores: Scores, *, k: int, per_tensor: bool = False) -> Masks:
 
 
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Bool mask of the ``k`` largest entries of one tensor (same shape)."""
+    """Bool mask of the ``k`` largest entries of one tensor (same shape; a DTensor is
+    gathered first)."""
+    values = whole(values)
     mask = torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
     k = max(0, min(k, values.numel()))
     if k > 0:
@@ -86,4 +92,4 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
 def fraction_selected(masks: Masks) -> float:
     """Fraction of all entries that are selected."""
     total = sum(m.numel() for m in masks.values())
-    return sum(int(m.sum()) for m in masks.values()) / max(total, 1)
+    return sum(int(whole(m.sum())) for m in masks.values()) / max(total, 1)

@@ -23,16 +23,17 @@ from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 from torch.utils.data._utils.collate import default_collate
 
 from neuroplastic.batches import ConcatData, iter_batches, model_device
-from neuroplastic.distributed import rank_batches
+from neuroplastic.distributed import any_process, rank_batches
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.base import ImportanceEstimator
 from neuroplastic.io import load_tensors, save_tensors
 from neuroplastic.runs import writes_files
+from neuroplastic.sharded import whole
 from neuroplastic.types import Batch, Data, LossFn, Scores
 
 
 def _update_with_tensor(digest: hashlib._Hash, tensor: Tensor) -> None:
-    tensor = tensor.detach().cpu().contiguous()
+    tensor = whole(tensor.detach()).cpu().contiguous()  # an FSDP2 slice: every rank hashes the whole
     digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
     digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
 
@@ -141,7 +142,9 @@ class ImportanceCache:
         """
         key = self.key(estimator, model, data, loss_fn, cache_key=cache_key)
         scores = self._lookup(key)
-        if scores is None:
+        # under torchrun the ranks compute together (collectives): a miss anywhere is a miss
+        # everywhere (another machine's rank may not see rank 0's file)
+        if any_process(scores is None):
             self.misses += 1
             scores = estimator.estimate(model, rank_batches(data), loss_fn=loss_fn)
             self._store(key, scores)
@@ -162,8 +165,10 @@ class ImportanceCache:
 
     def _store(self, key: str, scores: Scores) -> None:
         self._remember(key, scores)
-        if self.directory is not None and writes_files():  # under torchrun rank 0 writes it
-            save_tensors(scores, self.directory / f"{key}.safetensors")
+        if self.directory is not None:
+            whole_scores = {name: whole(value) for name, value in scores.items()}  # every rank gathers
+            if writes_files():  # under torchrun rank 0 writes it
+                save_tensors(whole_scores, self.directory / f"{key}.safetensors")
 
     def _remember(self, key: str, scores: Scores) -> None:
         self._memory[key] = scores

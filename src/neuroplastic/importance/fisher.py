@@ -10,10 +10,11 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from neuroplastic.batches import eval_mode, iter_batches, logits_of, model_device
-from neuroplastic.distributed import all_reduce_sums_, refuse_sharded_parameters
+from neuroplastic.distributed import all_reduce_sums_
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.base import BatchGradientEstimator, cross_entropy
-from neuroplastic.importance.per_sample import squared_grad_sums
+from neuroplastic.importance.per_sample import squared_grad_sums, uncovered
+from neuroplastic.sharded import batch_parts, has_sharded_parameters, like_parameter, refuse
 from neuroplastic.targets import Targets
 from neuroplastic.types import Data, LossFn, Scores
 
@@ -69,10 +70,11 @@ class Fisher(BatchGradientEstimator):
 
 
     def estimate(self, model: nn.Module, data: Data, *, loss_fn: LossFn | None = None) -> Scores:
-        if self.mode == "batch_sq":  # checked for FSDP-sharded parameters there
+        if self.mode == "batch_sq":
             return super().estimate(model, data, loss_fn=loss_fn)
-        refuse_sharded_parameters(model, f"Fisher({self.mode})")
         if self.mode == "exact":
+            refuse(model, 'Fisher(mode="exact")', "its per-class gradients run the model through "
+                   "torch.func.functional_call; use mode='per_sample' or 'batch_sq'")
             return self._exact(model, data, getattr(loss_fn, "masked_logits", None))
         return self._per_sample(model, data, loss_fn or cross_entropy)
 
@@ -113,6 +115,8 @@ class Fisher(BatchGradientEstimator):
 
     def _per_sample(self, model: nn.Module, data: Data, loss_fn: LossFn) -> Scores:
         named = dict(self.targets.named_parameters(model))
+        if has_sharded_parameters(model):
+            return self._per_sample_sharded(model, named, data, loss_fn)
         sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named.items()}
         samples = 0
         with eval_mode(model):
@@ -124,3 +128,31 @@ class Fisher(BatchGradientEstimator):
         if samples == 0:
             raise NeuroplasticError("cannot estimate importance: the data is empty")
         return {n: total.div_(samples) for n, total in sums.items()}
+
+    def _per_sample_sharded(self, model: nn.Module, named: dict[str, nn.Parameter], data: Data,
+                            loss_fn: LossFn) -> Scores:
+        """``per_sample`` on an FSDP2 model: every rank runs every batch on its rows (in step,
+        for FSDP's collectives); the per-sample squares of covered layers come from their
+        inputs and output gradients, so each rank sums whole-shaped squares over its rows; the
+        sums are all-reduced and each rank keeps its slice."""
+        sums = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in named.items()}
+        samples = 0
+        with eval_mode(model):
+            if rest := uncovered(model, set(named)):
+                refuse(model, 'Fisher(mode="per_sample")', f"{sorted(rest)[0]!r} is not in a Linear, Conv2d "
+                       "or eval-mode norm layer (others take torch.func); use mode='batch_sq'")
+            for x, y, _ in batch_parts(data, model_device(model), name="importance"):
+                if not x.is_floating_point():
+                    refuse(model, 'Fisher(mode="per_sample")', "integer inputs (token ids) need the "
+                           "parameters' own gradients; use mode='batch_sq'")
+                if x.shape[0]:
+                    for n, total in squared_grad_sums(model, named, x, y, loss_fn).items():
+                        sums[n].add_(total)
+                else:  # no rows here, but this rank must take part in the collectives
+                    leaf = x.detach().requires_grad_()
+                    torch.autograd.grad(logits_of(model(leaf * 1)).sum() * 0.0, [leaf], allow_unused=True)
+                samples += x.shape[0]
+        samples = all_reduce_sums_(sums, samples)
+        if samples == 0:
+            raise NeuroplasticError("cannot estimate importance: the data is empty")
+        return {n: like_parameter(total.div_(samples), named[n]) for n, total in sums.items()}

@@ -71,6 +71,12 @@ def covered_layers(model: nn.Module, names: set[str]) -> dict[str, nn.Module]:
     return layers
 
 
+def uncovered(model: nn.Module, names: set[str]) -> set[str]:
+    """The parameters among ``names`` that no covered layer holds (``torch.func`` computes
+    theirs; the model's current train/eval mode counts)."""
+    return names - _names(covered_layers(model, names))
+
+
 def _squared_sum_of(per_sample: Callable[[slice], Tensor], batch: int, entries_per_sample: int) -> Tensor:
     """``sum_b per_sample(b)^2``, computing the per-sample tensors a chunk of samples at a time.
     ``per_sample`` returns a new tensor each call: it is squared in place."""
@@ -93,7 +99,7 @@ def _conv_squares_by_sample(module: nn.Conv2d, a: Tensor, d: Tensor) -> Tensor:
     product over unfolded patches (the patches of a 3x3 layer are 9x its input, written and
     read once more); where one sample cannot fill the device (a GPU) the batched product is
     expected to win, not measured here."""
-    total = torch.zeros_like(module.weight, dtype=torch.float32)
+    total = torch.zeros(module.weight.shape, dtype=torch.float32, device=a.device)  # whole, also under FSDP
     for b in range(a.shape[0]):
         grad_b = torch.nn.grad.conv2d_weight(a[b:b + 1], module.weight.shape, d[b:b + 1],
                                              stride=module.stride, padding=module.padding,
@@ -200,7 +206,8 @@ def squared_grad_sums(model: nn.Module, named: dict[str, nn.Parameter], x: Tenso
             if layer not in grads:  # the layer took no part in this loss
                 for key, p in module._parameters.items():
                     if p is not None:
-                        sums[_qualified(layer, key)] = torch.zeros_like(p, dtype=torch.float32)
+                        sums[_qualified(layer, key)] = torch.zeros(p.shape, dtype=torch.float32,
+                                                                   device=p.device)
                 continue
             for key, value in _layer_squares(module, inputs[layer], grads[layer]).items():
                 sums[_qualified(layer, key)] = value

@@ -7,9 +7,9 @@ import math
 import torch
 from torch import nn
 
-from neuroplastic.distributed import refuse_sharded_parameters
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.select import check_aligned, check_finite
+from neuroplastic.sharded import like_parameter, whole
 from neuroplastic.types import Masks, Scores
 
 
@@ -20,7 +20,8 @@ def dampen_(model: nn.Module, forget: Scores, full: Scores, *, mask: Masks,
 
     Implements the dampening step of SSD (Foster et al., AAAI 2024). All
     inputs are checked before any weight changes, so a bad call leaves the
-    model untouched.
+    model untouched. On an FSDP2 model each rank dampens its slice of every parameter;
+    scores and masks may be whole tensors or DTensors sharded like the parameters.
 
     Args:
         model: modified in place.
@@ -35,7 +36,6 @@ def dampen_(model: nn.Module, forget: Scores, full: Scores, *, mask: Masks,
     """
     if not (isinstance(lam, (int, float)) and math.isfinite(lam) and lam > 0):
         raise NeuroplasticError(f"lambda must be a finite number > 0, got {lam!r}")
-    refuse_sharded_parameters(model, "dampen_")
     check_aligned(forget, full)
     check_aligned(forget, mask)
     check_finite(forget, "forget")
@@ -46,16 +46,18 @@ def dampen_(model: nn.Module, forget: Scores, full: Scores, *, mask: Masks,
             raise NeuroplasticError(f"model has no parameter {name!r}")
         if params[name].shape != mask[name].shape:
             raise NeuroplasticError(f"mask shape of {name!r} does not match the parameter")
-        if bool((mask[name] & (forget[name] <= 0)).any()):
+        selected, importance = (like_parameter(t, params[name]) for t in (mask[name], forget[name]))
+        if bool(whole((selected & (importance <= 0)).any())):
             raise NeuroplasticError(f"mask of {name!r} selects entries with zero forget importance")
     dampened = 0
-    for name, selected in mask.items():
-        count = int(selected.sum())
+    for name in mask:
+        param = params[name]
+        selected, i_f, i_d = (like_parameter(t, param) for t in (mask[name], forget[name], full[name]))
+        count = int(whole(selected.sum()))
         if not count:
             continue
-        param = params[name]
         # dense: beta = 1 (an exact no-op) where not selected, so no gather/scatter is needed
-        beta = torch.where(selected, (lam * full[name] / forget[name]).clamp_(max=1.0), 1.0)
+        beta = torch.where(selected, (lam * i_d / i_f).clamp_(max=1.0), 1.0)
         param.mul_(beta.to(param.dtype))
         dampened += count
     return dampened

@@ -15,6 +15,7 @@ from neuroplastic.checks import require_choice
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.importance.simple import Magnitude
 from neuroplastic.select import fraction_selected, top_k, top_k_mask
+from neuroplastic.sharded import whole
 from neuroplastic.sparse.density import erk_counts, uniform_counts
 from neuroplastic.sparse.masks import SparseMasks
 from neuroplastic.sparse.parametrized_masks import ParametrizedMasks
@@ -164,7 +165,10 @@ class Sparsifier(ABC):
         return masks
 
     def weights(self) -> dict[str, Tensor]:
-        """Current trainable tensors behind the masks (inactive entries are zero)."""
+        """Current trainable tensors behind the masks (inactive entries are zero); on an FSDP2
+        model, whole copies gathered from the ranks' slices (the same on every rank)."""
+        if self.masks.sharded:
+            return {n: whole(self.masks.weight(n).detach()) for n in self.masks.names}
         return {n: self.masks.weight(n) for n in self.masks.names}
 
     def is_update_step(self, step: int) -> bool:
@@ -244,7 +248,7 @@ def dense_grads(sparsifier: Sparsifier) -> dict[str, Tensor]:
             f"{sparsifier.name} needs the dense gradient of {missing[0]!r} at step "
             f"{sparsifier.step_count}: call step() right after backward() and optimizer.step()"
         )
-    if distributed.is_distributed():
+    if distributed.is_distributed() and not sparsifier.masks.sharded:  # FSDP reduced them already
         grads = {n: g.clone() for n, g in grads.items()}  # type: ignore[union-attr]
         distributed.reduce_batch_means_(list(grads.values()))  # type: ignore[arg-type]
     return grads  # type: ignore[return-value]

@@ -20,6 +20,14 @@ MLP 1.4x a dense step. While a weight is inactive its second moment (the state A
 and Adagrad take the root of) holds a positive fill instead; its update is 0 all the same
 (gradient and first moment are 0), and the fill goes back to exactly 0 when the masks change
 or are squashed, so a regrown weight starts as a fresh entry.
+
+On an FSDP2 model (``fully_shard``) each rank keeps its slice of every mask, in the weight's
+DTensor layout. A sharded weight's gradient appears only after FSDP's reduce-scatter, on the
+sharded parameter that autograd never sees, so it is masked (and, for a dense-gradient
+method, captured) by the optimizer's pre-step hook instead of a gradient hook: whatever reads
+gradients between ``backward`` and ``optimizer.step()`` (gradient clipping) sees them
+unmasked. :attr:`SparseMasks.masks` and the methods' mask decisions use whole tensors (the
+same on every rank), gathered at each mask update.
 """
 
 from __future__ import annotations
@@ -37,9 +45,9 @@ from torch.optim.optimizer import (
 )
 from torch.utils.hooks import RemovableHandle
 
-from neuroplastic.distributed import refuse_sharded_parameters
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.intervene.gradients import GradientMask
+from neuroplastic.sharded import is_sharded, like_parameter, whole
 from neuroplastic.types import Masks
 
 # optimizer state keys of second moments, whose square root the update takes; an inactive
@@ -96,6 +104,7 @@ class SparseMasks:
         self._handles: list[RemovableHandle] = []
         self._capturing = False
         self._dense_grads: dict[str, Tensor | None] = {}
+        self.sharded = False  # FSDP2: the weights are DTensors (see the module's docstring)
         self._generation = 0  # bumped on every mask change
         self._synced: weakref.WeakKeyDictionary[Optimizer, int] = weakref.WeakKeyDictionary()
         # per optimizer: the last fill of its second moments (see _after_optimizer_step)
@@ -106,7 +115,6 @@ class SparseMasks:
         remove_collected_hooks()
         if self.model is not None:
             raise NeuroplasticError("these masks are already attached to a model")
-        refuse_sharded_parameters(model, "sparse masks")
         params = dict(model.named_parameters())
         for name, mask in masks.items():
             if name not in params:
@@ -121,14 +129,16 @@ class SparseMasks:
 
     def _attach(self, weights: dict[str, nn.Parameter], masks: Masks) -> None:
         self._weights = weights
-        self._keep = {name: mask.to(weights[name].device, weights[name].dtype, copy=True)
+        self.sharded = any(is_sharded(weight) for weight in weights.values())
+        self._keep = {name: like_parameter(mask.to(weights[name].device, weights[name].dtype, copy=True),
+                                           weights[name])
                       for name, mask in masks.items()}
         self._gradient_mask = GradientMask.sharing(self._keep)
         with torch.no_grad():
             for name, weight in weights.items():
                 weight.mul_(self._keep[name])
-        self._handles = [weight.register_hook(self._grad_hook(name))
-                         for name, weight in weights.items() if weight.requires_grad]
+        hooked = {name: w for name, w in weights.items() if w.requires_grad and not is_sharded(w)}
+        self._handles = [weight.register_hook(self._grad_hook(name)) for name, weight in hooked.items()]
         # weakly: masks nobody squashed must not be kept alive by the global hooks
         for register, method in ((register_optimizer_step_pre_hook, self._before_optimizer_step),
                                  (register_optimizer_step_post_hook, self._after_optimizer_step)):
@@ -161,14 +171,40 @@ class SparseMasks:
 
     @torch.no_grad()
     def _before_optimizer_step(self, optimizer: Optimizer) -> None:
+        if self.sharded:
+            self._mask_sharded_grads(optimizer)
         # After a mask change, a dropped weight still has momentum: zero the optimizer's
         # state at every inactive position once, then all update rules leave zeros at zero.
         if self._synced.get(optimizer) == self._generation:
             return
+        self._require_current_weights()
         self._unfill(optimizer)
         for name, _, value in self._states(optimizer):
             value.mul_(self._mask_on(name, value.device).to(value.dtype))
         self._synced[optimizer] = self._generation
+
+    def _require_current_weights(self) -> None:
+        """Raise if the model's parameters are no longer the masked ones (``fully_shard``
+        after ``prepare`` replaces every parameter: the masks would hold on the old ones)."""
+        if self.model is None:
+            return
+        params = dict(self.model.named_parameters())
+        for name, weight in self._weights.items():
+            if params.get(name) is not weight:
+                raise NeuroplasticError(f"the model's parameter {name!r} was replaced after the masks "
+                                        "were attached (fully_shard after prepare?): attach them after "
+                                        "fully_shard")
+
+    def _mask_sharded_grads(self, optimizer: Optimizer) -> None:
+        """Mask (and capture, when asked) the gradients of the sharded weights this optimizer
+        steps: FSDP writes them after its reduce-scatter, where no gradient hook sees them."""
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        for name, weight in self._weights.items():
+            if id(weight) not in stepped or not is_sharded(weight) or weight.grad is None:
+                continue
+            if self._capturing:  # already the whole batch's mean: FSDP reduced it
+                self._dense_grads[name] = whole(weight.grad.detach())
+            weight.grad.mul_(self._mask_on(name, weight.grad.device))
 
     def _unfill(self, optimizer: Optimizer) -> None:
         """Put the filled second moments back to exactly 0 (a regrown weight starts fresh)."""
@@ -217,7 +253,7 @@ class SparseMasks:
     def masks(self) -> Masks:
         """The current masks as bool tensors, by parameter name (copies; change them with
         ``update``)."""
-        return {name: self._keep_of(name).bool() for name in self.names}
+        return {name: whole(self._keep_of(name)).bool() for name in self.names}
 
     def update(self, masks: Masks) -> None:
         """Replace some or all masks in place; newly active entries start at zero."""
@@ -225,6 +261,7 @@ class SparseMasks:
 
     def _set(self, masks: Masks, *, regrow_at_zero: bool) -> None:
         self._require_model()
+        self._require_current_weights()
         for name, new in masks.items():
             if name not in self.names:
                 raise NeuroplasticError(f"{name!r} is not masked")
@@ -233,9 +270,9 @@ class SparseMasks:
         with torch.no_grad():
             for name, new in masks.items():
                 keep, weight = self._keep_of(name), self.weight(name)
-                new = new.to(keep.device, torch.bool)
+                new = like_parameter(new.to(keep.device, torch.bool), weight)
                 if regrow_at_zero:
-                    weight[new & ~keep.bool()] = 0.0
+                    weight.masked_fill_(new & ~keep.bool(), 0.0)
                 keep.copy_(new)
                 weight.mul_(keep)
         self._generation += 1

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from neuroplastic.sharded import has_sharded_parameters, refuse
 from neuroplastic.sparse.masks import SparseMasks
 from neuroplastic.types import Masks
 
@@ -57,6 +58,9 @@ class ParametrizedMasks(SparseMasks):
 
     def _attach(self, weights: dict[str, nn.Parameter], masks: Masks) -> None:
         model = self._require_model()
+        if has_sharded_parameters(model):
+            self.model, self.names = None, []
+            refuse(model, "masking='parametrize'", "a parametrization of a DTensor; use the in-place masks")
         for name, mask in masks.items():
             module_name, attr = _split(name)
             weight = weights[name]
