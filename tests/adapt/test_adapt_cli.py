@@ -62,3 +62,26 @@ def test_shift_compares_the_three_learning_rate_rules(tmp_path, capsys) -> None:
         for key in ("online_acc", "recovery_acc", "final_test_acc", "lr_final"):
             assert prefix + key in metrics
     assert metrics["constant.lr_final"] == 0.05 and metrics["swaps"] == 8.0  # the CLI's eta0
+
+
+def test_shift_takes_a_built_in_architecture(tmp_path, capsys, monkeypatch) -> None:
+    """--model-arch cnn learns the stream with PyTorch's MNIST CNN instead of the reference's
+    MLP (every rule gets its own copy); flat data for an image model is one line."""
+    import neuroplastic.models
+
+    built = []
+    real = neuroplastic.models.build_architecture
+
+    def spy(arch, shape, classes):  # type: ignore[no-untyped-def]
+        model = real(arch, shape, classes)
+        built.append((arch, tuple(shape), classes, type(model).__name__))
+        return model
+
+    monkeypatch.setattr(neuroplastic.models, "build_architecture", spy)
+    metrics, _ = run(tmp_path, capsys, "shift", "--model-arch", "cnn", "--swaps", "0", "--epochs", "2",
+                     "--no-compare")
+    assert built and all(b == ("cnn", (1, 8, 8), 10, "MnistCNN") for b in built)
+    assert metrics["final_test_acc"] > 0.5  # the CNN learned the digits (chance 0.1)
+    assert main(["shift", "--model-arch", "cnn", "--data", "mnist1d", "--out", str(tmp_path / "bad")]) == 2
+    assert "needs (channels, height, width)" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -219,6 +219,9 @@ def shift(
     param: list[str] = typer.Option([], help="A hyperparameter of --method, name=value; repeatable "
                                     "(the built-in rules have none; a plug-in's may)."),
     data: str = typer.Option("digits", help=DATA_HELP),
+    model_arch: str | None = typer.Option(None, "--model-arch", help=(
+        "A built-in model instead of the reference's inputs-80-60-classes ELU network: cnn "
+        "(PyTorch's MNIST CNN) or resnet18 (CIFAR stem), for image data; mlp is that network.")),
     epochs: int = typer.Option(10, help="Epochs of the stream."),
     lr: float = typer.Option(SHIFT_LR, help="Starting learning rate eta0 (moves are eta0 / 10). lrh.py's "
                              "1e-3 is for 50 epochs of 60,000 MNIST images; on digits it stays at chance "
@@ -238,6 +241,7 @@ def shift(
     params = registry.parse_params(method, kind="shift", items=param)
     registry.create(method, kind="shift", **params)  # bad hyperparameters fail before any work
     check_training_options(epochs=epochs, lr=lr, batch_size=batch_size, device=device)
+    check_arch(model_arch, None)
     if swaps < 0:
         raise NeuroplasticError(f"--swaps must be >= 0, got {swaps}")
     folder = run_dir("shift", out)
@@ -249,14 +253,19 @@ def shift(
     from neuroplastic.adapt.homeostasis import ConceptShiftStream, shift_mlp, shift_warnings, train_shift
     from neuroplastic.models import seeded_model
 
+    if model_arch in (None, "mlp"):
+        factory = lambda: shift_mlp(math.prod(split.input_shape), split.num_classes)  # noqa: E731
+    else:  # checked on one batch: an image model on flat data is one line
+        from neuroplastic.cli.common import resolve_factory
+
+        factory = resolve_factory(None, split, arch=model_arch)
     methods = [method, *(m for m in registered if m != method)] if compare else [method]
     results, nets = {}, {}
     with progress_tasks() as start:
         for name in methods:
             stream = ConceptShiftStream(split.train, swaps=swaps, epochs=epochs, batch_size=batch_size,
                                         seed=seed)
-            net = seeded_model(lambda: shift_mlp(math.prod(split.input_shape), split.num_classes), seed,
-                               device)
+            net = seeded_model(factory, seed, device)
             fit_threads(net)
             results[name] = train_shift(net, stream, method=name, lr=lr, test=split.test, seed=seed,
                                         params=params if name == method else None, progress=start(name))
