@@ -152,6 +152,15 @@ def shard(tensor: Tensor) -> Tensor:
     return torch.tensor_split(tensor, world_size())[rank()]
 
 
+def shard_start(rows: int) -> int:
+    """Index of this rank's first row in a batch of ``rows`` cut by :func:`shard` (0 in one
+    process): ``torch.tensor_split`` gives the first ``rows % N`` ranks one row more."""
+    if not is_distributed():
+        return 0
+    size, extra = divmod(rows, world_size())
+    return size * rank() + min(rank(), extra)
+
+
 class RankBatches:
     """Re-iterable view of batch data holding this rank's whole batches: batches ``r``,
     ``r + N``, ``r + 2N``... of the data (all of them in one process). The importance

@@ -173,3 +173,25 @@ def test_hlop_update_with_old_rows_is_the_literal_oja_rule(form):
         v = 0.9 * v + delta
         h = (h + 0.05 * v).clamp(-10, 10)
     torch.testing.assert_close(hlop._oja("l", x, form=form), h, rtol=1e-12, atol=1e-14)
+
+
+def test_gpm_reads_convolutions_on_conv_samples_and_linear_layers_on_max_samples():
+    """Each layer's representation comes from its own number of task samples (the original
+    takes 100-125 for deep convolutions, 300 for its MLP): changing the samples after the
+    first ``conv_samples`` leaves the convolution's basis exactly as it was and moves the
+    Linear layer's, which reads ``max_samples``."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32, 3))
+    x = torch.randn(50, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    changed = x.clone()
+    changed[20:] = torch.randn(30, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    bases = []
+    for inputs in (x, changed):
+        class Task:
+            train = TensorDataset(inputs, torch.zeros(50, dtype=torch.long))
+
+        gpm = GPM(threshold=0.9, max_samples=50, conv_samples=20)
+        gpm.after_task(model, Task())
+        bases.append(gpm.bases)
+    assert torch.equal(bases[0]["0"], bases[1]["0"])  # the convolution saw the same 20 samples
+    assert bases[0]["3"].shape != bases[1]["3"].shape or not torch.allclose(bases[0]["3"], bases[1]["3"])

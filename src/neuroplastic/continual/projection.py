@@ -121,14 +121,14 @@ class Representation:
 
     def add(self, rows: Tensor) -> None:
         self.count += rows.shape[0]
-        if self.gram is None:
+        if self.gram is None and self.count < self.inputs:
             rows = rows.double()
             self.rows = rows if self.rows is None else torch.cat([self.rows, rows])
-            if self.count >= self.inputs:
-                self._to_gram()
-        else:
-            rows = rows.to(self.products)
-            self.gram += (rows.t() @ rows).double()
+            return
+        if self.gram is None:  # the rows kept so far, then this batch's in ``products`` precision
+            self._to_gram()
+        rows = rows.to(self.products)
+        self.gram += (rows.t() @ rows).double()  # type: ignore[operator]
 
     def _to_gram(self) -> None:
         rows = self.rows if self.rows is not None else self._no_rows()
@@ -175,30 +175,31 @@ class Representation:
 
 @torch.no_grad()
 def representations(model: nn.Module, data: object, layers: dict[str, nn.Module], *,
-                    max_samples: int) -> dict[str, Representation]:
-    """Each layer's :class:`Representation` of its inputs on the first ``max_samples`` samples
-    of ``data``. In a process group every rank reads the same batches and runs the model on
-    its contiguous part of each; the parts are combined at the end."""
+                    samples: dict[str, int]) -> dict[str, Representation]:
+    """Each layer's :class:`Representation` of its inputs on the first ``samples[name]``
+    samples of ``data``. In a process group every rank reads the same batches and runs the
+    model on its contiguous part of each; the parts are combined at the end."""
     from neuroplastic.batches import eval_mode, iter_batches, model_device
 
     device = model_device(model)
-    # a convolution's patch products in float32, as the reference's float32 SVD: they are
-    # most of the cost, and a Gram matrix of hundreds of thousands of rows is still summed
-    # in float64 batch by batch
+    # a convolution's patch products in float32: they are most of the cost, and a Gram
+    # matrix of hundreds of thousands of rows is still summed in float64 batch by batch
     found = {name: Representation(module.weight[0].numel(), device,
                                   products=torch.float32 if isinstance(module, nn.Conv2d) else torch.float64)
              for name, module in layers.items()}
-    seen = 0
+    most, seen = max(samples.values()), 0
     with eval_mode(model), InputRecorder(layers) as recorder:
         for x, _ in iter_batches(data, device=device, name="representation"):  # type: ignore[arg-type]
-            x = x[: max_samples - seen]
+            x = x[: most - seen]
+            part, start = distributed.shard(x), seen + distributed.shard_start(len(x))
             seen += len(x)
-            part = distributed.shard(x)
             if len(part):
                 model(part)
-                for name, rows in recorder.rows().items():
-                    found[name].add(rows)
-            if seen >= max_samples:
+                for name, inputs in recorder.inputs.items():
+                    wanted = min(max(samples[name] - start, 0), len(part))  # this layer's own limit
+                    if wanted:
+                        found[name].add(as_rows(layers[name], inputs[:wanted]))
+            if seen >= most:
                 break
     for representation in found.values():
         representation.reduce()
@@ -240,11 +241,16 @@ class GPM(_Projected):
         threshold: captured-energy threshold in (0, 1] (GPM's epsilon_th; default 0.97).
         rows: a fixed number of new directions per layer and task instead (one int, or one
             per layer in model order).
-        max_samples: task samples used for the representation.
+        max_samples: task samples used for a Linear layer's representation (the original's
+            300, ``main_pmnist.py``).
+        conv_samples: task samples used for a Conv2d layer's representation: all their patches
+            (the original takes 100-125 samples for the deeper convolutions of its AlexNet and
+            ResNet-18, ``main_cifar100.py`` and ``main_five_dataset.py``, and 10-50 for the
+            earlier ones).
     """
 
     def __init__(self, *, threshold: float | None = None, rows: int | Sequence[int] | None = None,
-                 max_samples: int = 300) -> None:
+                 max_samples: int = 300, conv_samples: int = 100) -> None:
         super().__init__()
         if threshold is not None and rows is not None:
             raise NeuroplasticError("gpm takes threshold or rows, not both (rows replaces the "
@@ -253,13 +259,15 @@ class GPM(_Projected):
                                     low_open=True)
         self.rows = None if rows is None else checked_rows(rows)
         self.max_samples = int(require_positive("max_samples", max_samples))
+        self.conv_samples = int(require_positive("conv_samples", conv_samples))
 
     @torch.no_grad()
     def after_task(self, model: nn.Module, experience: Experience) -> None:  # type: ignore[override]
         layers = projectable_layers(model)
         # batches of 64: a convolution's unfolded patches of 256 images can take gigabytes
-        found = representations(model, loader(experience.train, batch_size=64), layers,
-                                max_samples=self.max_samples)
+        samples = {name: self.conv_samples if isinstance(module, nn.Conv2d) else self.max_samples
+                   for name, module in layers.items()}
+        found = representations(model, loader(experience.train, batch_size=64), layers, samples=samples)
         for index, (name, representation) in enumerate(found.items()):
             old = self.bases.get(name)
             u, s, total, kept = representation.directions(old)
