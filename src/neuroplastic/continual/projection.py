@@ -235,7 +235,9 @@ class GPM(_Projected):
     (biases, norm affine) is frozen from the second task on (as HLOP's reference; GPM's MLP
     has no biases); BatchNorm running statistics are not frozen after the first task
     (GPM's CIFAR code trains with batch statistics; the reference models of this library's
-    benchmark have no BatchNorm).
+    benchmark have no BatchNorm); where a convolution's patches outnumber its inputs, their
+    products and the eigendecomposition of their Gram matrix are float32 (the original's SVD
+    of the patches is float64): they are most of the cost.
 
     Args:
         threshold: captured-energy threshold in (0, 1] (GPM's epsilon_th; default 0.97).
