@@ -76,3 +76,21 @@ def class3(digits_data):
         "full": loader(digits_data.train, batch_size=64),
         "test_retain": loader(scenario.test_retain, batch_size=256),
     }
+
+
+@pytest.fixture
+def built_architectures(monkeypatch: pytest.MonkeyPatch) -> list:
+    """``(arch, shape, classes, model class name)`` of every built-in model a command builds
+    through ``neuroplastic.models.build_architecture`` (a spy; the models are real)."""
+    import neuroplastic.models
+
+    built: list = []
+    real = neuroplastic.models.build_architecture
+
+    def spy(arch, shape, classes):  # type: ignore[no-untyped-def]
+        model = real(arch, shape, classes)
+        built.append((arch, tuple(shape), classes, type(model).__name__))
+        return model
+
+    monkeypatch.setattr(neuroplastic.models, "build_architecture", spy)
+    return built

@@ -267,20 +267,10 @@ def test_continual_run_writes_matrix_metrics_and_a_heatmap(tmp_path):
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 3
 
 
-def test_continual_takes_a_built_in_architecture(tmp_path, monkeypatch):
+def test_continual_takes_a_built_in_architecture(tmp_path, built_architectures):
     """--model-arch cnn trains PyTorch's MNIST CNN on an image scenario (GPM then projects
     convolution gradients too); an unknown name is one line."""
-    import neuroplastic.models
-
-    built = []
-    real = neuroplastic.models.build_architecture
-
-    def spy(arch, shape, classes):  # type: ignore[no-untyped-def]
-        model = real(arch, shape, classes)
-        built.append((arch, tuple(shape), classes, type(model).__name__))
-        return model
-
-    monkeypatch.setattr(neuroplastic.models, "build_architecture", spy)
+    built = built_architectures
     out = tmp_path / "run"
     assert main(["continual", "--method", "gpm", "--scenario", "split-digits", "--model-arch", "cnn",
                  "--epochs", "2", "--out", str(out)]) == 0

@@ -64,20 +64,10 @@ def test_shift_compares_the_three_learning_rate_rules(tmp_path, capsys) -> None:
     assert metrics["constant.lr_final"] == 0.05 and metrics["swaps"] == 8.0  # the CLI's eta0
 
 
-def test_shift_takes_a_built_in_architecture(tmp_path, capsys, monkeypatch) -> None:
+def test_shift_takes_a_built_in_architecture(tmp_path, capsys, built_architectures) -> None:
     """--model-arch cnn learns the stream with PyTorch's MNIST CNN instead of the reference's
     MLP (every rule gets its own copy); flat data for an image model is one line."""
-    import neuroplastic.models
-
-    built = []
-    real = neuroplastic.models.build_architecture
-
-    def spy(arch, shape, classes):  # type: ignore[no-untyped-def]
-        model = real(arch, shape, classes)
-        built.append((arch, tuple(shape), classes, type(model).__name__))
-        return model
-
-    monkeypatch.setattr(neuroplastic.models, "build_architecture", spy)
+    built = built_architectures
     metrics, _ = run(tmp_path, capsys, "shift", "--model-arch", "cnn", "--swaps", "0", "--epochs", "2",
                      "--no-compare")
     assert built and all(b == ("cnn", (1, 8, 8), 10, "MnistCNN") for b in built)
