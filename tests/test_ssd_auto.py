@@ -116,7 +116,7 @@ def search_trace(method: SSDAuto, threshold: float) -> tuple[tuple[float, float]
     at any lambda, and keeps its retain accuracy: the oracle is the threshold itself."""
     calls = []
 
-    def forget_acc(alpha: float, lam: float) -> float:
+    def forget_acc(alpha: float, lam: float, exact: bool = False) -> float:
         calls.append((alpha, lam))
         return 0.0 if alpha <= threshold else 1.0
 
@@ -135,3 +135,55 @@ def test_below_alpha_range_only_when_nothing_inside_meets_the_target():
     assert search_trace(SSDAuto(), threshold=5.0) == search_trace(SSDAuto(alpha_floor=1.0), threshold=5.0)
     with pytest.raises(NeuroplasticError, match="alpha_floor must be > 0"):
         SSDAuto(alpha_floor=0.0)
+
+
+def test_stopping_an_infeasible_candidate_early_changes_no_choice(trained_mlp, class3, monkeypatch):
+    """A candidate's forget accuracy stops counting once it is surely above the goal: the
+    search then chooses the same candidate, with the same weights and accuracies, as when
+    every candidate is counted to the end (the oracle), in fewer forward passes; the trace
+    marks the stopped counts as lower bounds of the full ones."""
+    import neuroplastic.forget.ssd_auto as ssd_auto
+
+    real = ssd_auto.forget_accuracy
+    batches = {"early": 0, "full": 0}
+
+    def counted(which):  # type: ignore[no-untyped-def]
+        def count(model, forget, *, above=None):  # type: ignore[no-untyped-def]
+            calls = []
+            original = model.forward
+
+            def forward(x):  # type: ignore[no-untyped-def]
+                calls.append(1)
+                return original(x)
+
+            model.forward = forward
+            try:
+                return real(model, forget, above=above if which == "early" else None)
+            finally:
+                del model.forward
+                batches[which] += len(calls)
+        return count
+
+    runs = {}
+    cache = ImportanceCache()
+    x, y = (torch.cat(t) for t in zip(*class3["forget"], strict=True))
+    forget = [(x[i:i + 16], y[i:i + 16]) for i in range(0, len(y), 16)]  # several batches to stop in
+    for which in ("full", "early"):
+        monkeypatch.setattr(ssd_auto, "forget_accuracy", counted(which))
+        model = copy.deepcopy(trained_mlp)
+        # an interior alpha: the bisection meets infeasible candidates
+        result = SSDAuto(cache=cache, repair_epochs=0, alpha_range=(1.0, 1000.0)).unlearn(
+            model, forget, class3["retain"], full=class3["full"])
+        runs[which] = (result, model)
+    (full, full_model), (early, early_model) = runs["full"], runs["early"]
+    assert (early.metrics["alpha"], early.metrics["lam"]) == (full.metrics["alpha"], full.metrics["lam"])
+    assert 1.0 < early.metrics["alpha"] < 1000.0
+    assert early.metrics["search_forget_acc"] == full.metrics["search_forget_acc"]
+    assert all(torch.equal(a, b) for a, b in zip(early_model.state_dict().values(),
+                                                 full_model.state_dict().values(), strict=True))
+    assert batches["early"] < batches["full"], batches
+    exact = {(r["alpha"], r["lam"]): r["forget_acc"] for r in full.trace}
+    stopped = [r for r in early.trace if r.get("forget_acc_is_lower_bound")]
+    assert stopped and all(r["forget_acc"] <= exact[r["alpha"], r["lam"]] for r in stopped)
+    goal = early.metrics["target_forget_acc"] + SSDAuto().forget_tol
+    assert all(r["forget_acc"] > goal for r in stopped)

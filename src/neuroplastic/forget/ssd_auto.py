@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from neuroplastic import select
-from neuroplastic.batches import iter_batches, labels_of, model_device
+from neuroplastic.batches import eval_mode, iter_batches, labels_of, logits_of, model_device
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.evaluate.outputs import accuracy
 from neuroplastic.forget.base import Timer, UnlearnResult, require_retain
@@ -39,6 +39,25 @@ def random_sample(data: Data, *, size: int, seed: int) -> TensorDataset:
     if kept is None:
         raise NeuroplasticError("the retain set is empty")
     return TensorDataset(kept[1], kept[2])
+
+
+@torch.no_grad()
+def forget_accuracy(model: nn.Module, batches: list[tuple[Tensor, Tensor]], *,
+                    above: float | None = None) -> tuple[float, bool]:
+    """(accuracy of ``model`` on ``batches``, whether it is exact). With ``above``, counting
+    stops once the accuracy is certain to exceed it, and the count so far (a lower bound) is
+    returned with ``False``. Batch for batch the predictions of
+    :func:`~neuroplastic.evaluate.outputs.accuracy`."""
+    total = sum(len(y) for _, y in batches)
+    if total == 0:
+        return float("nan"), True
+    correct = 0
+    with eval_mode(model):
+        for x, y in batches:
+            correct += int((logits_of(model(x)).argmax(-1) == y).sum())
+            if above is not None and correct > above * total:
+                return correct / total, False
+    return correct / total, True
 
 
 @register("ssd-auto", kind="forget", needs=('full', 'retain', 'labels'))
@@ -168,17 +187,25 @@ class SSDAuto(SSD):
                            original_forget_acc=base_forget, original_retain_sample_acc=base_retain)
 
             # each candidate's accuracies, evaluated once (a dampen is exact: the chosen
-            # candidate's weights are the ones evaluated in the search)
-            forget_seen: dict[tuple[float, float], float] = {}
+            # candidate's weights are the ones evaluated in the search); a candidate's forget
+            # accuracy stops counting once it is certainly above the goal, unless the exact
+            # value is asked for (it decides nothing more: such a candidate is infeasible)
+            forget_seen: dict[tuple[float, float], tuple[float, bool]] = {}
             retain_seen: dict[tuple[float, float], float] = {}
 
-            def forget_acc(alpha: float, lam: float) -> float:
-                if (alpha, lam) not in forget_seen:
+            def forget_acc(alpha: float, lam: float, exact: bool = False) -> float:
+                known = forget_seen.get((alpha, lam))
+                if known is None or (exact and not known[1]):
                     mask = self._apply(model, original, i_f, i_d, alpha, lam)
-                    forget_seen[alpha, lam] = accuracy(model, forget)
-                    result.trace.append({"alpha": alpha, "lam": lam, "forget_acc": forget_seen[alpha, lam],
-                                         "selected_fraction": select.fraction_selected(mask)})
-                return forget_seen[alpha, lam]
+                    known = forget_seen[alpha, lam] = forget_accuracy(model, forget,
+                                                                      above=None if exact else goal)
+                    record = {"alpha": alpha, "lam": lam, "forget_acc": known[0],
+                              "selected_fraction": select.fraction_selected(mask)}
+                    if not known[1]:
+                        record["forget_acc_is_lower_bound"] = True
+                    result.trace[:] = [r for r in result.trace if (r["alpha"], r["lam"]) != (alpha, lam)]
+                    result.trace.append(record)
+                return known[0]
 
             def retain_acc(alpha: float, lam: float) -> float:
                 """Retain-sample accuracy (evaluated only for candidates that may be chosen)."""
@@ -233,7 +260,7 @@ class SSDAuto(SSD):
             restore_(model, good)
         return {"repair_steps": float(steps), "repair_stopped": float(reverted)}
 
-    def _choose(self, forget_acc: Callable[[float, float], float],
+    def _choose(self, forget_acc: Callable[..., float],
                 retain_acc: Callable[[float, float], float], base_forget: float,
                 base_retain: float, goal: float) -> tuple[float, float] | None:
         """(alpha, lambda) as described in the class docstring; ``None`` if the model
@@ -258,7 +285,7 @@ class SSDAuto(SSD):
                 return max(met)[2:]
         return min(missed)[1:]
 
-    def _largest_feasible_alpha(self, forget_acc: Callable[[float, float], float], lam: float,
+    def _largest_feasible_alpha(self, forget_acc: Callable[..., float], lam: float,
                                 goal: float, bounds: tuple[float, float]) -> tuple[float, float]:
         """Bisection in log space between ``bounds`` for the largest alpha meeting ``goal``
         at this lambda; the low bound if none does. Returns (alpha, its forget accuracy)."""
@@ -266,7 +293,7 @@ class SSDAuto(SSD):
         f_high = forget_acc(high, lam)
         if f_high <= goal:
             return high, f_high
-        f_low = forget_acc(low, lam)
+        f_low = forget_acc(low, lam, True)  # exact: it may be kept as the one that forgets most
         if f_low > goal:
             return low, f_low
         feasible, infeasible, f_best = low, high, f_low
