@@ -78,8 +78,9 @@ class SSDAuto(SSD):
     3. For each lambda in ``lams`` (gentlest first), bisection on log(alpha)
        finds the largest alpha (fewest dampened weights) whose forget
        accuracy is <= target + ``forget_tol``. Each candidate is a dampen of
-       the original weights plus a forward pass over the forget set and a
-       random retain sample. The search stops at the first lambda whose
+       the original weights plus a forward pass over the forget set (stopped
+       once the candidate surely misses the goal) and, for a candidate that
+       may be chosen, a random retain sample. The search stops at the first lambda whose
        candidate meets the target and keeps the retain sample within
        ``retain_tol``; otherwise the candidate with the best retain-sample
        accuracy among those meeting the target is kept (or, if none does,
