@@ -124,6 +124,17 @@ def _worker(rank: int, store_file: str, out: str) -> None:
             after = _full(dict(model.named_parameters()))
             found["restored"] = all(torch.equal(after[n], before[n]) for n in before)
         found["rigl"] = _train_rigl(_mlp(), sharded=True)
+        from neuroplastic.sparse import SparseMasks
+
+        early, masks = _mlp(), SparseMasks()
+        masks.prepare(early, {"1.weight": torch.rand(12, 16) > 0.5})  # before fully_shard
+        _shard(early)
+        optimizer = torch.optim.SGD(early.parameters(), lr=0.1)
+        early(torch.randn(4, 1, 4, 4)).sum().backward()
+        try:
+            optimizer.step()
+        except NeuroplasticError as err:
+            found["attached_before"] = str(err)
         found["ssd_request"] = _ssd_request(_shard(_tiny()))
         if rank == 0:
             torch.save(found, out)
@@ -183,6 +194,10 @@ def test_an_ssd_request_on_an_fsdp_model_equals_one_process(sharded):
     assert metrics["selected_fraction"] == alone_metrics["selected_fraction"] > 0
     for key, value in alone.items():
         torch.testing.assert_close(weights[key], value, rtol=1e-5, atol=1e-7)
+
+
+def test_masks_attached_before_fully_shard_are_an_error_at_the_first_step(sharded):
+    assert "fully_shard" in sharded["attached_before"] and "\n" not in sharded["attached_before"]
 
 
 def test_atomic_restores_an_fsdp_model(sharded):
