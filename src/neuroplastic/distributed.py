@@ -135,16 +135,6 @@ def reduce_batch_means_(tensors: Sequence[Tensor]) -> None:
             all_reduce_sum_(tensor.mul_(share))
 
 
-def refuse_sharded_parameters(model: nn.Module, what: str) -> None:
-    """Raise one line if ``model`` holds FSDP-sharded (DTensor) parameters, which ``what``
-    does not support yet: its scores, masks or factors are defined on whole tensors."""
-    for name, param in model.named_parameters():
-        if type(param).__name__ == "DTensor" or type(param.data).__name__ == "DTensor":
-            raise NeuroplasticError(
-                f"{what} does not support FSDP-sharded parameters yet ({name} is a DTensor): "
-                "use DistributedDataParallel, or gather a full state dict into an unsharded model")
-
-
 def shard(tensor: Tensor) -> Tensor:
     """This rank's contiguous part of a batch (the whole batch in one process)."""
     if not is_distributed():

@@ -197,6 +197,8 @@ class SSDAuto(SSD):
             def forget_acc(alpha: float, lam: float, exact: bool = False) -> float:
                 known = forget_seen.get((alpha, lam))
                 if known is None or (exact and not known[1]):
+                    if known is not None:  # counted only up to the goal before: its record is replaced
+                        result.trace[:] = [r for r in result.trace if (r["alpha"], r["lam"]) != (alpha, lam)]
                     mask = self._apply(model, original, i_f, i_d, alpha, lam)
                     known = forget_seen[alpha, lam] = forget_accuracy(model, forget,
                                                                       above=None if exact else goal)
@@ -204,7 +206,6 @@ class SSDAuto(SSD):
                               "selected_fraction": select.fraction_selected(mask)}
                     if not known[1]:
                         record["forget_acc_is_lower_bound"] = True
-                    result.trace[:] = [r for r in result.trace if (r["alpha"], r["lam"]) != (alpha, lam)]
                     result.trace.append(record)
                 return known[0]
 
