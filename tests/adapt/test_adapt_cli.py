@@ -68,8 +68,10 @@ def test_shift_takes_a_built_in_architecture(tmp_path, capsys, built_architectur
     """--model-arch cnn learns the stream with PyTorch's MNIST CNN instead of the reference's
     MLP (every rule gets its own copy); flat data for an image model is one line."""
     built = built_architectures
+    # the constant rate: the homeostatic rule's rate decisions flip with the float sums' thread
+    # count (0.46-0.86 test accuracy seen), which is not what this test is about
     metrics, _ = run(tmp_path, capsys, "shift", "--model-arch", "cnn", "--swaps", "0", "--epochs", "2",
-                     "--no-compare")
+                     "--method", "constant", "--no-compare")
     assert built and all(b == ("cnn", (1, 8, 8), 10, "MnistCNN") for b in built)
     assert metrics["final_test_acc"] > 0.5  # the CNN learned the digits (chance 0.1)
     assert main(["shift", "--model-arch", "cnn", "--data", "mnist1d", "--out", str(tmp_path / "bad")]) == 2
