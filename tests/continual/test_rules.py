@@ -477,6 +477,74 @@ def test_conv_layers_are_projected_on_their_unfolded_patches(method):
     assert patches.shape == (4 * 64, 9)
 
 
+CONVS = {
+    "zeros": lambda: nn.Conv2d(3, 4, 3, padding=1),
+    "reflect-stride-dilation": lambda: nn.Conv2d(3, 4, (3, 2), stride=(2, 1), dilation=(1, 2),
+                                                 padding=(2, 1), padding_mode="reflect"),
+    "same-circular": lambda: nn.Conv2d(3, 4, 3, padding="same", padding_mode="circular"),
+    "1x1": lambda: nn.Conv2d(3, 4, 1),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(CONVS))
+def test_patch_rows_are_what_the_convolution_multiplies_and_sampled_ones_are_drawn_rows(kind):
+    """Oracle 1: the layer's own output, rows @ W^T + b (a reflect- or circular-padded
+    convolution's patches are padded its way, not with zeros). Oracle 2: the sampled rows are
+    the full rows at the positions ``torch.randperm`` draws with the same seed, gathered
+    without unfolding the whole input; with no more rows than the limit, all rows in order."""
+    from neuroplastic.continual.projection import as_rows, row_count, sampled_rows
+
+    torch.manual_seed(0)
+    conv, x = CONVS[kind](), torch.randn(5, 3, 9, 7)
+    rows = as_rows(conv, x)
+    assert rows.shape[0] == row_count(conv, x)
+    with torch.no_grad():
+        out = conv(x)
+        by_rows = (rows @ conv.weight.reshape(4, -1).t() + conv.bias).reshape(5, -1, 4).transpose(1, 2)
+    assert torch.allclose(by_rows.reshape(out.shape), out, atol=1e-5)
+    sampled = sampled_rows(conv, x, limit=17, generator=torch.Generator().manual_seed(3))
+    drawn = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(3))[:17]
+    assert torch.equal(sampled, rows[drawn])
+    every = sampled_rows(conv, x, limit=rows.shape[0], generator=torch.Generator())
+    assert torch.equal(every, rows)
+
+
+def test_sampled_rows_of_a_token_sequence_are_drawn_tokens():
+    from neuroplastic.continual.projection import as_rows, sampled_rows
+
+    layer, x = nn.Linear(6, 2), torch.randn(3, 5, 6)
+    sampled = sampled_rows(layer, x, limit=4, generator=torch.Generator().manual_seed(1))
+    drawn = torch.randperm(15, generator=torch.Generator().manual_seed(1))[:4]
+    assert torch.equal(sampled, as_rows(layer, x)[drawn])
+
+
+def test_hlop_on_sampled_patches_finds_the_principal_subspace_of_all_patches():
+    """HLOP reading 128 random patches per step (of the 32 x 64 a batch has) learns a subspace
+    that captures >= 98% of the patch energy the exact top principal components of ALL the
+    task's patches capture (same number of rows). Control: a random subspace of that size
+    captures far less, so the bound can fail."""
+    from neuroplastic.continual.projection import as_rows
+
+    stream = permuted_stream(npl.data.digits(), tasks=2, setting="domain")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 64, 10))
+    k = 6
+    hlop = HLOP(rows=k, max_rows=128)
+    run_stream(model, stream, hlop, ContinualRecipe(epochs=3))
+    patches = as_rows(model[0], stream[0].train.tensors[0]).double()  # 25-wide rows
+    total = float((patches ** 2).sum())
+    exact = torch.linalg.svd(patches, full_matrices=False)[2][:k].t()
+    exact_energy = float(((patches @ exact) ** 2).sum()) / total
+    basis = hlop.bases["0"].double()[:, :k]  # the first task's rows come first
+    hebbian = float(((patches @ basis) ** 2).sum()) / total
+    random_basis = torch.linalg.qr(torch.randn(25, k, dtype=torch.float64,
+                                               generator=torch.Generator().manual_seed(0)))[0]
+    random_energy = float(((patches @ random_basis) ** 2).sum()) / total
+    assert hlop.bases["0"].shape == (25, 2 * k)
+    assert random_energy < 0.9 * exact_energy  # the bound below can fail
+    assert hebbian >= 0.98 * exact_energy, (hebbian, exact_energy, random_energy)
+
+
 def test_layer_recorder_reads_inputs_and_outputs_and_leaves_no_hook():
     from neuroplastic.record import LayerRecorder
 
