@@ -455,6 +455,34 @@ def test_torchvision_streams_are_built_from_data_on_disk(monkeypatch):
 
 
 @pytest.mark.parametrize("method", ["gpm", "hlop"])
+def test_a_grouped_convolution_is_projected_off_every_groups_old_patches(method):
+    """A grouped convolution (4 groups of 2 channels): its basis lives in a group's patch
+    space (2 x 3 x 3), it is not the whole space, and each group's filters' gradient is
+    projected off it: the layer's outputs on old patches inside the basis cannot move."""
+    from neuroplastic.continual.projection import as_rows
+
+    stream = permuted_stream(npl.data.digits(), tasks=2, setting="domain")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=4),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(8 * 64, 10))
+    chosen = GPM(threshold=0.9) if method == "gpm" else HLOP(rows=4)
+    run_stream(model, stream, chosen, ContinualRecipe(epochs=1))
+    basis = chosen.bases["2"]
+    assert basis.shape[0] == 2 * 9 and 0 < basis.shape[1] < 2 * 9
+    x, y = stream[1].train.tensors[0][:32], stream[1].train.tensors[1][:32]
+    model.zero_grad()
+    nn.functional.cross_entropy(model(x), y).backward()
+    raw = model[2].weight.grad.reshape(8, -1).clone()
+    chosen.after_backward(model)
+    projected = model[2].weight.grad.reshape(8, -1)
+    assert float((projected @ basis).abs().max()) < 1e-5 * float(raw.abs().max())
+    assert float((raw @ basis).abs().max()) > 1e-2 * float(raw.abs().max())  # there was something to remove
+    # every group's patches are rows of the basis's space: the layer's input, group by group
+    patches = as_rows(model[2], torch.relu(model[0](x)).detach())
+    assert patches.shape == (32 * 64 * 4, 2 * 9)
+
+
+@pytest.mark.parametrize("method", ["gpm", "hlop"])
 def test_conv_layers_are_projected_on_their_unfolded_patches(method):
     """A Conv2d weight's gradient (flattened to out x in*k*k) is projected off the basis of
     the layer's unfolded input patches, so its response to old patches cannot change."""
@@ -483,25 +511,31 @@ CONVS = {
                                                  padding=(2, 1), padding_mode="reflect"),
     "same-circular": lambda: nn.Conv2d(3, 4, 3, padding="same", padding_mode="circular"),
     "1x1": lambda: nn.Conv2d(3, 4, 1),
+    "grouped": lambda: nn.Conv2d(4, 6, 3, padding=1, groups=2),
+    "depthwise-reflect": lambda: nn.Conv2d(4, 4, 3, padding=1, groups=4, padding_mode="reflect"),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(CONVS))
 def test_patch_rows_are_what_the_convolution_multiplies_and_sampled_ones_are_drawn_rows(kind):
-    """Oracle 1: the layer's own output, rows @ W^T + b (a reflect- or circular-padded
-    convolution's patches are padded its way, not with zeros). Oracle 2: the sampled rows are
-    the full rows at the positions ``torch.randperm`` draws with the same seed, gathered
-    without unfolding the whole input; with no more rows than the limit, all rows in order."""
+    """Oracle 1: the layer's own output, each group's filters (out / groups x in / groups * k
+    * k) times that group's rows, plus the bias (a reflect- or circular-padded convolution's
+    patches are padded its way, not with zeros). Oracle 2: the sampled rows are the full rows
+    at the places ``torch.randperm`` draws with the same seed, gathered without unfolding the
+    whole input; with no more rows than the limit, all rows in order."""
     from neuroplastic.continual.projection import as_rows, row_count, sampled_rows
 
     torch.manual_seed(0)
-    conv, x = CONVS[kind](), torch.randn(5, 3, 9, 7)
+    conv = CONVS[kind]()
+    x, groups, out_channels = torch.randn(5, conv.in_channels, 9, 7), conv.groups, conv.out_channels
     rows = as_rows(conv, x)
-    assert rows.shape[0] == row_count(conv, x)
+    assert rows.shape == (row_count(conv, x), conv.weight[0].numel())
     with torch.no_grad():
         out = conv(x)
-        by_rows = (rows @ conv.weight.reshape(4, -1).t() + conv.bias).reshape(5, -1, 4).transpose(1, 2)
-    assert torch.allclose(by_rows.reshape(out.shape), out, atol=1e-5)
+        filters = conv.weight.reshape(groups, out_channels // groups, -1)
+        by_rows = torch.einsum("pgw,gow->pgo", rows.reshape(-1, groups, rows.shape[1]), filters)
+        by_rows = by_rows.reshape(5, -1, out_channels) + conv.bias
+    assert torch.allclose(by_rows.transpose(1, 2).reshape(out.shape), out, atol=1e-5)
     sampled = sampled_rows(conv, x, limit=17, generator=torch.Generator().manual_seed(3))
     drawn = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(3))[:17]
     assert torch.equal(sampled, rows[drawn])

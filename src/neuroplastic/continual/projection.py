@@ -47,11 +47,15 @@ def _padded(layer: nn.Conv2d, inputs: Tensor) -> Tensor:
 def as_rows(layer: nn.Module, inputs: Tensor) -> Tensor:
     """A layer's input as rows of the space its weight's columns live in: a Linear layer's
     (batch, in) inputs as they are (a sequence's tokens as rows); a Conv2d's unfolded
-    patches, (batch * positions, in * k * k), padded as the layer pads."""
+    patches, (batch * positions, in * k * k), padded as the layer pads. A grouped
+    convolution's filters each see one group of ``in / groups`` channels: every group's
+    patch is a row, (batch * positions * groups, in / groups * k * k), so one basis holds
+    every group's old inputs (a group's gradient projected off it keeps that group's
+    outputs on old inputs, and more: the basis spans the other groups' inputs too)."""
     if isinstance(layer, nn.Conv2d):
         patches = nn.functional.unfold(_padded(layer, inputs), layer.kernel_size,
                                        dilation=layer.dilation, stride=layer.stride)
-        return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+        return patches.transpose(1, 2).reshape(-1, patches.shape[1] // layer.groups)
     return inputs.reshape(-1, inputs.shape[-1])
 
 
@@ -63,7 +67,7 @@ def row_count(layer: nn.Module, inputs: Tensor) -> int:
         positions = math.prod((length - dilation * (kernel - 1) - 1) // stride + 1
                               for length, kernel, dilation, stride
                               in zip(size, layer.kernel_size, layer.dilation, layer.stride, strict=True))
-        return inputs.shape[0] * positions
+        return inputs.shape[0] * positions * layer.groups
     return inputs.numel() // inputs.shape[-1]
 
 
@@ -88,8 +92,12 @@ def sampled_rows(layer: nn.Module, inputs: Tensor, *, limit: int,
     # every patch as a view (sample, channel, row, column, kernel row, kernel column): no copy
     windows = padded.as_strided((padded.shape[0], padded.shape[1], out_h, out_w, kh, kw),
                                 (batch, channels, height * sh, width * sw, height * dh, width * dw))
-    position = index % (out_h * out_w)
-    patches = windows[index // (out_h * out_w), :, position // out_w, position % out_w]  # (limit, C, kh, kw)
+    groups, width = layer.groups, padded.shape[1] // layer.groups
+    place, group = index // groups, index % groups  # row = (sample * positions + position) * groups + group
+    position = (place % (out_h * out_w))[:, None]
+    channel = group[:, None] * width + torch.arange(width, device=inputs.device)  # (limit, width)
+    patches = windows[(place // (out_h * out_w))[:, None], channel, position // out_w,
+                      position % out_w]  # (limit, width, kh, kw)
     return patches.reshape(limit, -1)
 
 
