@@ -64,12 +64,15 @@ def test_quick_forget_benchmark(tmp_path):
 def test_quick_sparse_benchmark(tmp_path):
     results = run_quick("sparse", tmp_path)
     cnn = results["cnn"]
-    for method in ("granet", "rigl", "set", "gmp", "snip", "magnitude"):
+    for method in ("granet", "rigl", "set", "gmp", "snip", "magnitude", "granet, dense start"):
         # the masks hold 10% of the weights; a weight regrown at zero that got no gradient
         # stays an exact zero, so the counted sparsity may exceed the target, never fall short
         assert 0.9 - 1e-4 <= cnn[method]["0.9"]["actual_sparsity"][0] <= 0.91, method
         assert 0.0 < cnn[method]["0.9"]["inference_flops_ratio"][0] < 1.0
     assert cnn["export"]["export_max_abs_diff"] < 1e-4  # the export computes the same function
+    # started dense, GraNet trains denser than from its 50% start: more training FLOPs
+    started, default = cnn["granet, dense start"]["0.9"], cnn["granet"]["0.9"]
+    assert started["train_flops_ratio"][0] > default["train_flops_ratio"][0]
     resnet = results["resnet18"]
     assert resnet["parameters"] == 11_172_810  # torchvision's resnet18 with a 1-channel 3x3 stem
     for method in ("granet", "rigl"):

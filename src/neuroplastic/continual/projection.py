@@ -415,7 +415,7 @@ class HLOP(_Projected):
         self.ema = ema
         self.normalize = normalize
         if max_rows is not None and max_rows < 1:
-            raise NeuroplasticError(f"max_rows must be >= 1 or None, got {max_rows}")
+            raise NeuroplasticError(f"max_rows must be >= 1, or None to read every row, got {max_rows}")
         self.max_rows = max_rows
         self.generator = torch.Generator().manual_seed(seed)
         self.sampler = torch.Generator().manual_seed(seed)  # the row draws, apart from the starts
