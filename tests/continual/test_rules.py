@@ -543,6 +543,20 @@ def test_patch_rows_are_what_the_convolution_multiplies_and_sampled_ones_are_dra
     assert torch.equal(every, rows)
 
 
+@pytest.mark.parametrize("layout", ["view-with-offset", "channels-last"])
+def test_sampled_patches_of_an_unpadded_convolution_read_the_input_as_laid_out(layout):
+    """Without padding the window view is taken on the input itself: a slice of a larger
+    batch (a storage offset) and a channels-last tensor give the unfolded rows too."""
+    from neuroplastic.continual.projection import as_rows, sampled_rows
+
+    conv, big = nn.Conv2d(3, 4, 3), torch.randn(7, 3, 9, 9)
+    x = big[2:6] if layout == "view-with-offset" else big.contiguous(memory_format=torch.channels_last)
+    sampled = sampled_rows(conv, x, limit=11, generator=torch.Generator().manual_seed(5))
+    rows = as_rows(conv, x)
+    drawn = torch.randperm(rows.shape[0], generator=torch.Generator().manual_seed(5))[:11]
+    assert torch.equal(sampled, rows[drawn])
+
+
 def test_sampled_rows_of_a_token_sequence_are_drawn_tokens():
     from neuroplastic.continual.projection import as_rows, sampled_rows
 
