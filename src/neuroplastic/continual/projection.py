@@ -21,7 +21,7 @@ from neuroplastic.data.splits import loader
 from neuroplastic.data.streams import Experience
 from neuroplastic.errors import NeuroplasticError
 from neuroplastic.intervene.gradients import GradientProjection
-from neuroplastic.record import LayerRecorder
+from neuroplastic.record import LayerRecorder, as_rows, padded_input
 from neuroplastic.registry import register
 
 LAYERS = (nn.Linear, nn.Conv2d)
@@ -35,39 +35,20 @@ def projectable_layers(model: nn.Module) -> dict[str, nn.Module]:
     return layers
 
 
-def _padded(layer: nn.Conv2d, inputs: Tensor) -> Tensor:
-    """A convolution's input padded as the layer pads it (its padding mode, ``"same"`` too)."""
-    padding = layer._reversed_padding_repeated_twice
-    if not any(padding):
-        return inputs
-    mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-    return nn.functional.pad(inputs, padding, mode=mode)
-
-
-def as_rows(layer: nn.Module, inputs: Tensor) -> Tensor:
-    """A layer's input as rows of the space its weight's columns live in: a Linear layer's
-    (batch, in) inputs as they are (a sequence's tokens as rows); a Conv2d's unfolded
-    patches, (batch * positions, in * k * k), padded as the layer pads. A grouped
-    convolution's filters each see one group of ``in / groups`` channels: every group's
-    patch is a row, (batch * positions * groups, in / groups * k * k), so one basis holds
-    every group's old inputs (a group's gradient projected off it keeps that group's
-    outputs on old inputs, and more: the basis spans the other groups' inputs too)."""
-    if isinstance(layer, nn.Conv2d):
-        patches = nn.functional.unfold(_padded(layer, inputs), layer.kernel_size,
-                                       dilation=layer.dilation, stride=layer.stride)
-        return patches.transpose(1, 2).reshape(-1, patches.shape[1] // layer.groups)
-    return inputs.reshape(-1, inputs.shape[-1])
+def _output_size(layer: nn.Conv2d, padded: tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) of positions a convolution takes on an input of ``padded`` size."""
+    out = [(length - dilation * (kernel - 1) - 1) // stride + 1
+           for length, kernel, dilation, stride in zip(padded, layer.kernel_size, layer.dilation,
+                                                       layer.stride, strict=True)]
+    return out[0], out[1]
 
 
 def row_count(layer: nn.Module, inputs: Tensor) -> int:
     """How many rows :func:`as_rows` gives, without forming them."""
     if isinstance(layer, nn.Conv2d):
         left, right, top, bottom = layer._reversed_padding_repeated_twice
-        size = (inputs.shape[-2] + top + bottom, inputs.shape[-1] + left + right)
-        positions = math.prod((length - dilation * (kernel - 1) - 1) // stride + 1
-                              for length, kernel, dilation, stride
-                              in zip(size, layer.kernel_size, layer.dilation, layer.stride, strict=True))
-        return inputs.shape[0] * positions * layer.groups
+        out_h, out_w = _output_size(layer, (inputs.shape[-2] + top + bottom, inputs.shape[-1] + left + right))
+        return inputs.shape[0] * out_h * out_w * layer.groups
     return inputs.numel() // inputs.shape[-1]
 
 
@@ -84,20 +65,20 @@ def sampled_rows(layer: nn.Module, inputs: Tensor, *, limit: int,
     index = torch.randperm(total, generator=generator)[:limit].to(inputs.device)
     if not isinstance(layer, nn.Conv2d):
         return inputs.reshape(-1, inputs.shape[-1])[index]
-    padded = _padded(layer, inputs).contiguous()
+    padded = padded_input(layer, inputs).contiguous()
     (kh, kw), (dh, dw), (sh, sw) = layer.kernel_size, layer.dilation, layer.stride
-    out_h = (padded.shape[-2] - dh * (kh - 1) - 1) // sh + 1
-    out_w = (padded.shape[-1] - dw * (kw - 1) - 1) // sw + 1
-    batch, channels, height, width = padded.stride()
+    out_h, out_w = _output_size(layer, (padded.shape[-2], padded.shape[-1]))
+    step_sample, step_channel, step_row, step_column = padded.stride()
     # every patch as a view (sample, channel, row, column, kernel row, kernel column): no copy
     windows = padded.as_strided((padded.shape[0], padded.shape[1], out_h, out_w, kh, kw),
-                                (batch, channels, height * sh, width * sw, height * dh, width * dw))
-    groups, width = layer.groups, padded.shape[1] // layer.groups
+                                (step_sample, step_channel, step_row * sh, step_column * sw,
+                                 step_row * dh, step_column * dw))
+    groups, group_channels = layer.groups, padded.shape[1] // layer.groups
     place, group = index // groups, index % groups  # row = (sample * positions + position) * groups + group
     position = (place % (out_h * out_w))[:, None]
-    channel = group[:, None] * width + torch.arange(width, device=inputs.device)  # (limit, width)
+    channel = group[:, None] * group_channels + torch.arange(group_channels, device=inputs.device)
     patches = windows[(place // (out_h * out_w))[:, None], channel, position // out_w,
-                      position % out_w]  # (limit, width, kh, kw)
+                      position % out_w]  # (limit, group_channels, kh, kw)
     return patches.reshape(limit, -1)
 
 

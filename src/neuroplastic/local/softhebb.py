@@ -34,6 +34,7 @@ from neuroplastic.errors import NeuroplasticError
 from neuroplastic.local.base import LocalRule, LocalUpdates, add_grad_
 from neuroplastic.local.protocol import Control, LearnContext, LearnDefaults, LearnMethod, LearnOutcome
 from neuroplastic.loop import FitResult, ProgressFn
+from neuroplastic.record import as_rows
 from neuroplastic.registry import register
 from neuroplastic.types import Data
 
@@ -58,13 +59,7 @@ def _patches(layer: nn.Module, pre: Tensor) -> Tensor:
     conv: nn.Conv2d = layer  # type: ignore[assignment]
     if conv.groups != 1 or isinstance(conv.padding, str):
         raise NeuroplasticError("SoftHebb supports Conv2d with groups=1 and integer padding")
-    if conv.padding_mode != "zeros":
-        pre = F.pad(pre, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        padding: tuple[int, ...] = (0, 0)
-    else:
-        padding = conv.padding  # type: ignore[assignment]
-    cols = F.unfold(pre, conv.kernel_size, dilation=conv.dilation, padding=padding, stride=conv.stride)
-    return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return as_rows(conv, pre)  # padded as the layer pads (its padding mode)
 
 
 def _weighted_inputs(layer: nn.Module, post: Tensor) -> Tensor:
