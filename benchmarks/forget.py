@@ -319,7 +319,10 @@ def fashion_verdicts(part: dict) -> list[str]:
 def fashion_markdown(results: dict) -> str:
     """The README tables of the Fashion-MNIST part."""
     lines: list[str] = []
-    for arch, part in results["setups"].items():
+    cores = "one thread" if results.get("threads", 1) == 1 else f"{results['threads']} threads"
+    order = [s.arch for s in FASHION]  # the run's order (stored JSON keys are sorted)
+    for arch, part in sorted(results["setups"].items(), key=lambda item: order.index(item[0])
+                             if item[0] in order else len(order)):
         setup = part["setup"]
         test = f"{part['test_size']:,} test images" + (" (a stratified subset)" if setup["test"] else "")
         lines += [f"**Fashion-MNIST, {arch}** ({part['parameters']:,} parameters): a stratified "
@@ -328,7 +331,7 @@ def fashion_markdown(results: dict) -> str:
                   f"augmentation: training accuracy "
                   f"{part['original_train_acc']:.3f}, test accuracy {part['original_test_acc']:.3f}; "
                   f"one epoch = {part['epoch_seconds']:.2f} s, this part's wall time "
-                  f"{part['wall_seconds'] / 60:.1f} min on one core of a 2-core machine. Class "
+                  f"{part['wall_seconds'] / 60:.1f} min with {cores} of a 2-core machine. Class "
                   f"forgetting, mean over classes {', '.join(map(str, setup['classes']))}:", "",
                   *class_rows(part["class_summary"]), ""]
         if "random" in part:
@@ -354,6 +357,8 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
     parser.add_argument("--no-readme", action="store_true")
     parser.add_argument("--shadows", type=int, default=SHADOWS, help="U-LiRA shadow models")
+    parser.add_argument("--setups", nargs="+", choices=[s.arch for s in FASHION],
+                        help="only these Fashion-MNIST models (say, one per process with --json each)")
     parser.add_argument("--from-json", action="store_true",
                         help="only re-render the tables from benchmarks/results/forget.json")
     args = parse_with_parts(parser)
@@ -364,7 +369,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     def fashion() -> None:
-        run_fashion(QUICK if args.quick else FASHION, json_path=args.json,
+        setups = QUICK if args.quick else FASHION
+        run_fashion(tuple(s for s in setups if not args.setups or s.arch in args.setups), json_path=args.json,
                     shadows=QUICK_SHADOWS if args.quick else args.shadows, readme=not args.no_readme)
 
     run_parts(args, digits=lambda: run_digits(args), fashion=fashion)

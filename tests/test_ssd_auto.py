@@ -11,7 +11,7 @@ from neuroplastic import NeuroplasticError
 from neuroplastic.data import loader, random_samples
 from neuroplastic.evaluate import accuracy
 from neuroplastic.forget import SSD, Retrain, SSDAuto
-from neuroplastic.importance import ImportanceCache
+from neuroplastic.importance import ImportanceCache, ImportanceEstimator, LossFree
 
 
 def test_ssd_auto_forgets_a_class_like_retraining(trained_mlp, class3):
@@ -98,7 +98,7 @@ def test_repair_never_revives_what_was_forgotten(trained_mlp, class3, digits_dat
     model = copy.deepcopy(trained_mlp)
     auto = SSDAuto(alpha_range=(0.05, 0.1), target_forget_acc=0.0, cache=ImportanceCache())
     result = auto.unlearn(model, class3["forget"], leaky_retain, full=class3["full"])
-    assert result.metrics["repaired"] == 1.0 and result.metrics["repair_stopped"] == 1.0
+    assert result.metrics["repaired"] == 1.0 and result.metrics["repair_reverted"] == 1.0
     assert accuracy(model, class3["forget"]) <= auto.forget_tol
     # the same budget of plain retraining on this retain data does revive the class
     unguarded = copy.deepcopy(trained_mlp)
@@ -187,3 +187,117 @@ def test_stopping_an_infeasible_candidate_early_changes_no_choice(trained_mlp, c
     assert stopped and all(r["forget_acc"] <= exact[r["alpha"], r["lam"]] for r in stopped)
     goal = early.metrics["target_forget_acc"] + SSDAuto().forget_tol
     assert all(r["forget_acc"] > goal for r in stopped)
+
+
+class Blind(ImportanceEstimator):
+    """An importance that sees nothing (all zeros), as the loss's squared gradient sees
+    nothing on samples a model fits with p ~ 1: no entry is ever selected."""
+
+    def estimate(self, model, data, *, loss_fn=None):  # type: ignore[no-untyped-def]
+        return {name: torch.zeros_like(p) for name, p in self.targets.named_parameters(model)}
+
+
+def test_label_free_importance_takes_over_when_the_first_cannot_forget(trained_mlp, class3):
+    """With an importance under which no alpha reaches the goal, ssd-auto searches again with
+    LFSSD's label-free importance: the result is exactly ssd-auto run with that importance
+    (same choice, same weights), and it meets the goal the blind search missed."""
+    retain = loader(class3["scenario"].retain, batch_size=64)  # unshuffled: the same retain sample
+    runs = {}
+    for name, kwargs in (("blind", {"estimator": Blind()}),
+                         ("blind, no fallback", {"estimator": Blind(), "label_free_fallback": False}),
+                         ("label-free", {"estimator": LossFree()})):
+        model = copy.deepcopy(trained_mlp)
+        result = SSDAuto(cache=ImportanceCache(), repair_epochs=0, **kwargs).unlearn(
+            model, class3["forget"], retain, full=class3["full"])
+        runs[name] = (result, model)
+    (fallback, fallback_model), (blind, blind_model), (free, free_model) = runs.values()
+    goal = fallback.metrics["target_forget_acc"] + SSDAuto().forget_tol
+    assert blind.metrics["label_free"] == 0.0 and accuracy(blind_model, class3["forget"]) > 0.9
+    assert fallback.metrics["label_free"] == 1.0 and free.metrics["label_free"] == 0.0
+    chosen = {name: (result.metrics["alpha"], result.metrics["lam"]) for name, (result, _) in runs.items()}
+    assert chosen["blind"] == chosen["label-free"]
+    assert all(torch.equal(a, b) for a, b in zip(fallback_model.state_dict().values(),
+                                                 free_model.state_dict().values(), strict=True))
+    assert accuracy(fallback_model, class3["forget"]) <= goal
+    # the blind candidates come first in the trace, then the label-free ones (as searched alone)
+    searched = [r for r in fallback.trace if r["label_free"] == 1.0]
+    assert [(r["alpha"], r["lam"]) for r in searched] == [(r["alpha"], r["lam"]) for r in free.trace]
+    assert "label_free_full_importance_seconds" in fallback.metrics
+    # without the training data, D is built from retain and forget for both importances
+    model = copy.deepcopy(trained_mlp)
+    without_full = SSDAuto(cache=ImportanceCache(), repair_epochs=0, estimator=Blind()).unlearn(
+        model, class3["forget"], retain)
+    assert without_full.metrics["label_free"] == 1.0 and accuracy(model, class3["forget"]) <= goal
+
+
+def test_a_request_met_by_the_first_importance_never_computes_the_label_free_one(trained_mlp, class3):
+    retain = loader(class3["scenario"].retain, batch_size=64)
+    runs = []
+    for fallback in (True, False):
+        model = copy.deepcopy(trained_mlp)
+        result = SSDAuto(cache=ImportanceCache(), repair_epochs=0, label_free_fallback=fallback).unlearn(
+            model, class3["forget"], retain, full=class3["full"])
+        runs.append((result, model))
+    (on, on_model), (off, off_model) = runs
+    assert on.metrics["target_reached"] == 1.0 and on.metrics["label_free"] == 0.0
+    assert "label_free_full_importance_seconds" not in on.metrics
+    assert on.trace == off.trace
+    assert all(torch.equal(a, b) for a, b in zip(on_model.state_dict().values(),
+                                                 off_model.state_dict().values(), strict=True))
+
+
+class StopAtRevival(SSDAuto):
+    """The earlier repair rule, as the oracle of what stopping gives: the first check that
+    sees the forgotten behaviour back ends the repair at the last state that met the goal."""
+
+    def _guarded_repair(self, model, forget, retain, goal, redampen):  # type: ignore[no-untyped-def]
+        from neuroplastic.intervene.atomic import restore_, snapshot
+        from neuroplastic.training import train_epochs
+
+        good, revived = snapshot(model), []
+
+        def check(step: int) -> bool:
+            if step % self.repair_check_every:
+                return False
+            if accuracy(model, forget) > goal:
+                revived.append(step)
+                return True
+            for key, tensor in model.state_dict().items():
+                good[key].copy_(tensor)
+            return False
+
+        steps = train_epochs(model, retain, epochs=self.repair_epochs, lr=self.repair_lr, should_stop=check)
+        if revived:
+            restore_(model, good)
+        return {"repair_steps": float(steps), "repair_reverted": float(bool(revived))}
+
+
+def test_a_repair_that_revives_the_class_dampens_again_and_keeps_repairing(trained_mlp, digits_data):
+    """Where a few repair steps bring a forgotten class back above the goal (the chosen
+    dampening sits at the goal's edge), the request's dampening is applied again and the
+    repair runs its whole budget: never worse than stopping there, and here better."""
+    from neuroplastic.data import full_class
+
+    revived = 0
+    for cls in range(10):
+        scenario = full_class(digits_data, cls)
+        runs = {}
+        for method in (SSDAuto, StopAtRevival):
+            model = copy.deepcopy(trained_mlp)
+            retain = loader(scenario.retain, batch_size=64, shuffle=True, seed=0)
+            result = method(cache=ImportanceCache()).unlearn(
+                model, loader(scenario.forget, batch_size=64), retain,
+                full=loader(digits_data.train, batch_size=64))
+            test_acc = accuracy(model, loader(scenario.test_retain, batch_size=256))
+            runs[method] = (result.metrics, model, test_acc)
+        (now, model, test_now), (stopped, stopped_model, test_stopped) = runs[SSDAuto], runs[StopAtRevival]
+        goal = now["target_forget_acc"] + SSDAuto().forget_tol
+        assert accuracy(model, loader(scenario.forget, batch_size=64)) <= goal
+        if stopped.get("repair_reverted"):  # the old rule stopped: the new one went on
+            revived += 1
+            assert now["repair_redampened"] >= 1 and now["repair_reverted"] == 0.0
+            assert now["repair_steps"] > stopped["repair_steps"] and test_now >= test_stopped, cls
+        else:  # nothing revived: the same repair, weight for weight
+            assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                         stopped_model.state_dict().values(), strict=True))
+    assert revived >= 1  # the weaker test model revives at least one class (6, here)

@@ -74,20 +74,23 @@ class SSD(Unlearner):
         return Fisher(mode="batch_sq", targets=targets)
 
     def importances(self, model: nn.Module, forget: Data, retain: Data | None,
-                    full: Data | None, timer: Timer) -> tuple[Scores, Scores]:
-        """(I_f, I_D): the forget-set importance and the cached full-data importance."""
+                    full: Data | None, timer: Timer, *, estimator: ImportanceEstimator | None = None,
+                    phase: str = "") -> tuple[Scores, Scores]:
+        """(I_f, I_D): the forget-set importance and the cached full-data importance, by
+        ``estimator`` (default: the method's own); ``phase`` prefixes the timer's phase names."""
+        estimator = estimator or self.estimator
         if full is None:
             if retain is None:
                 raise NeuroplasticError(f"{self.name} needs retain data or the full training data")
             full = Rebatched(retain, forget, batch_size=batch_size_of(forget))
         cache = self.cache or default_cache()
         misses = cache.misses
-        with timer.phase("full_importance"):
-            i_d = cache.get_or_compute(self.estimator, model, full, loss_fn=self.loss_fn,
+        with timer.phase(f"{phase}full_importance"):
+            i_d = cache.get_or_compute(estimator, model, full, loss_fn=self.loss_fn,
                                        cache_key=self.cache_key)
-        timer.metrics["cache_hit"] = float(cache.misses == misses)
-        with timer.phase("forget_importance"):
-            i_f = self.estimator.estimate(model, rank_batches(forget), loss_fn=self.loss_fn)
+        timer.metrics[f"{phase}cache_hit"] = float(cache.misses == misses)
+        with timer.phase(f"{phase}forget_importance"):
+            i_f = estimator.estimate(model, rank_batches(forget), loss_fn=self.loss_fn)
         return i_f, i_d
 
     def _unlearn(self, model: nn.Module, forget: Data, retain: Data | None, *,
