@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -19,7 +20,7 @@ from neuroplastic.forget.ssd import SSD
 from neuroplastic.importance.base import ImportanceEstimator
 from neuroplastic.importance.cache import ImportanceCache
 from neuroplastic.importance.simple import LossFree
-from neuroplastic.intervene.atomic import restore_, snapshot
+from neuroplastic.intervene.atomic import restore_, restore_tensors_, snapshot
 from neuroplastic.intervene.dampen import dampen_
 from neuroplastic.registry import register
 from neuroplastic.targets import Targets
@@ -221,10 +222,6 @@ class SSDAuto(SSD):
             if free is not None and free.forget_acc < found.forget_acc:  # type: ignore[union-attr]
                 found, i_f, i_d = free, i_f_free, i_d_free
                 metrics["label_free"] = 1.0
-
-        def redampen() -> None:  # nothing is repaired unless something was dampened
-            dampen_(model, i_f, i_d, mask=mask, lam=found.lam)  # type: ignore[union-attr]
-
         if found is None:  # already at the target: nothing to dampen
             search.restore()
             f_acc, r_acc = base_forget, base_retain
@@ -238,7 +235,8 @@ class SSDAuto(SSD):
         needs_repair = base_retain - r_acc > self.retain_tol and self.repair_epochs > 0
         metrics["repaired"] = float(needs_repair)
         metrics["repair_seconds"] = 0.0
-        if needs_repair:
+        if needs_repair and found is not None:  # r_acc is base_retain when nothing was dampened
+            redampen = functools.partial(dampen_, model, i_f, i_d, mask=mask, lam=found.lam)
             with timer.phase("repair"):
                 metrics.update(self._guarded_repair(model, batches, retain, goal, redampen=redampen))
         return result
@@ -261,8 +259,7 @@ class SSDAuto(SSD):
 
         def check(step: int) -> bool:
             if step % self.repair_check_every == 0 and meets_goal_or_redampen():
-                for key, tensor in model.state_dict().items():
-                    good[key].copy_(tensor)
+                restore_tensors_(good, model.state_dict())  # the model's state into the snapshot
             return False
 
         steps = train_epochs(model, retain, epochs=self.repair_epochs, lr=self.repair_lr,
