@@ -67,7 +67,7 @@ class FashionSetup:
     random: bool
 
 
-FASHION = (FashionSetup("mlp", 5000, 5000, 70, tuple(range(10)), True),
+FASHION = (FashionSetup("mlp", 5000, 5000, 100, tuple(range(10)), True),
            FashionSetup("cnn", 5000, None, 40, (0, 1, 2), False))
 QUICK = (FashionSetup("mlp", 600, 600, 10, (0,), True),
          FashionSetup("cnn", 300, 300, 1, (0,), False))

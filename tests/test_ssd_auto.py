@@ -79,7 +79,45 @@ def test_sample_forgetting_needs_a_holdout_or_target(trained_mlp, digits_data):
     holdout = loader(digits_data.val, batch_size=64)
     result = SSDAuto(cache=ImportanceCache()).unlearn(model, forget, retain, holdout=holdout)
     assert result.metrics["target_source"] == "holdout"
-    assert result.metrics["target_forget_acc"] == pytest.approx(accuracy(trained_mlp, holdout))
+    target = accuracy(trained_mlp, holdout)
+    assert result.metrics["target_forget_acc"] == pytest.approx(target)
+    # the search's goal: forget_tol above; the repair's: 1.645 standard errors of
+    # (forget accuracy - holdout accuracy)
+    tol = SSDAuto().forget_tol
+    assert result.metrics["goal_forget_acc"] == pytest.approx(target + tol)
+    spread = target * (1 - target) * (1 / len(scenario.forget) + 1 / len(digits_data.val))
+    assert result.metrics["repair_goal_forget_acc"] == pytest.approx(target + 1.645 * spread ** 0.5)
+    assert 1.645 * spread ** 0.5 > tol  # 126 samples: the spread decides
+    tight = SSDAuto(holdout_z=0.0, cache=ImportanceCache()).unlearn(
+        copy.deepcopy(trained_mlp), forget, retain, holdout=holdout)
+    assert tight.metrics["repair_goal_forget_acc"] == pytest.approx(target + tol)
+
+
+def test_the_repair_holds_a_holdout_request_to_its_own_goal(trained_mlp, digits_data):
+    """The repair of a holdout-target request gets the looser goal and may ascend; a class
+    request's repair gets the search's goal and never ascends."""
+    from neuroplastic.data import full_class
+
+    seen = []
+
+    class Recording(SSDAuto):
+        def _guarded_repair(self, model, forget, retain, goal, redampen, ascend):  # type: ignore[no-untyped-def]
+            seen.append((goal, ascend))
+            return super()._guarded_repair(model, forget, retain, goal, redampen, ascend)
+
+    holdout = loader(digits_data.val, batch_size=64)
+    metrics = []
+    for scenario in (random_samples(digits_data, fraction=0.1, seed=1), full_class(digits_data, 3)):
+        method = Recording(retain_tol=-1.0, cache=ImportanceCache())  # every dampened request repairs
+        result = method.unlearn(copy.deepcopy(trained_mlp), loader(scenario.forget, batch_size=64),
+                                loader(scenario.retain, batch_size=64),
+                                full=loader(digits_data.train, batch_size=64), holdout=holdout)
+        assert result.metrics["dampened"] == 1.0
+        metrics.append(result.metrics)
+    (random_goal, random_ascends), (class_goal, class_ascends) = seen
+    assert random_ascends and not class_ascends
+    assert random_goal == metrics[0]["repair_goal_forget_acc"] > metrics[0]["goal_forget_acc"]
+    assert class_goal == metrics[1]["repair_goal_forget_acc"] == metrics[1]["goal_forget_acc"]
 
 
 def test_bad_settings_are_refused():
@@ -87,6 +125,10 @@ def test_bad_settings_are_refused():
         SSDAuto(alpha_range=(5.0, 1.0))
     with pytest.raises(NeuroplasticError):
         SSDAuto(target_forget_acc=1.5)
+    with pytest.raises(NeuroplasticError, match="ascent_beta"):
+        SSDAuto(ascent_beta=1.0)
+    with pytest.raises(NeuroplasticError, match="holdout_z"):
+        SSDAuto(holdout_z=-1.0)
 
 
 def test_repair_never_revives_what_was_forgotten(trained_mlp, class3, digits_data):
@@ -250,7 +292,7 @@ class StopAtRevival(SSDAuto):
     """The earlier repair rule, as the oracle of what stopping gives: the first check that
     sees the forgotten behaviour back ends the repair at the last state that met the goal."""
 
-    def _guarded_repair(self, model, forget, retain, goal, redampen):  # type: ignore[no-untyped-def]
+    def _guarded_repair(self, model, forget, retain, goal, redampen, ascend):  # type: ignore[no-untyped-def]
         from neuroplastic.intervene.atomic import restore_, snapshot
         from neuroplastic.training import train_epochs
 
@@ -301,3 +343,48 @@ def test_a_repair_that_revives_the_class_dampens_again_and_keeps_repairing(train
             assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(),
                                                          stopped_model.state_dict().values(), strict=True))
     assert revived >= 1  # the weaker test model revives at least one class (6, here)
+
+
+
+def test_where_dampening_again_cannot_hold_the_goal_the_repair_ascends_the_forget_loss(
+        trained_mlp, digits_data, monkeypatch):
+    """The repair's rule against a slow reference loop: the forget accuracy is scripted (above
+    the goal at the first check, before and after dampening again; under it from then on), so
+    the second step alone is an ascent step, beta * L_retain - (1 - beta) * L_forget on the
+    first forget batch, and every other step plain Adam on the retain batch."""
+    from neuroplastic.forget import ssd_auto
+    from neuroplastic.losses import cross_entropy
+
+    scripted = iter([0.9, 0.9] + [0.1] * 4)
+    monkeypatch.setattr(ssd_auto, "accuracy", lambda model, data: next(scripted))
+    x, y = digits_data.train.tensors
+    retain = [(x[i:i + 64], y[i:i + 64]) for i in range(0, 256, 64)]
+    forget = [(x[300:364], y[300:364]), (x[364:400], y[364:400])]
+    redampened = []
+    method = SSDAuto(repair_check_every=1)
+    model = copy.deepcopy(trained_mlp)
+    metrics = method._guarded_repair(model, forget, retain, 0.5, redampen=lambda: redampened.append(1),
+                                     ascend=True)
+    assert metrics == {"repair_steps": 4.0, "repair_redampened": 1.0, "repair_ascent_steps": 1.0,
+                       "repair_reverted": 0.0}
+    assert redampened == [1]
+
+    reference = copy.deepcopy(trained_mlp)
+    optimizer = torch.optim.Adam(reference.parameters(), lr=method.repair_lr)
+    reference.train()
+    for step, (xb, yb) in enumerate(retain):
+        optimizer.zero_grad(set_to_none=True)
+        loss = cross_entropy(reference(xb), yb)
+        if step == 1:
+            beta = method.ascent_beta
+            loss = beta * loss - (1 - beta) * cross_entropy(reference(forget[0][0]), forget[0][1])
+        loss.backward()
+        optimizer.step()
+    for (name, a), b in zip(model.state_dict().items(), reference.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=name)
+
+    # without ascend (a class request) the same script dampens again and never ascends
+    scripted = iter([0.9, 0.9] + [0.1] * 4)
+    model = copy.deepcopy(trained_mlp)
+    metrics = method._guarded_repair(model, forget, retain, 0.5, redampen=lambda: None, ascend=False)
+    assert metrics["repair_ascent_steps"] == 0.0 and metrics["repair_redampened"] == 1.0

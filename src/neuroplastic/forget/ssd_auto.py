@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -22,6 +23,7 @@ from neuroplastic.importance.cache import ImportanceCache
 from neuroplastic.importance.simple import LossFree
 from neuroplastic.intervene.atomic import restore_, restore_tensors_, snapshot
 from neuroplastic.intervene.dampen import dampen_
+from neuroplastic.losses import cross_entropy
 from neuroplastic.registry import register
 from neuroplastic.targets import Targets
 from neuroplastic.training import train_epochs
@@ -78,9 +80,10 @@ class SSDAuto(SSD):
        when the forget labels never occur in the retain data (a retrained
        model cannot predict a class it never saw); else the accuracy on
        ``holdout`` data (what a model that never saw the samples reaches).
+       The goal is the target plus ``forget_tol``.
     3. For each lambda in ``lams`` (gentlest first), bisection on log(alpha)
        finds the largest alpha (fewest dampened weights) whose forget
-       accuracy is <= target + ``forget_tol``. Each candidate is a dampen of
+       accuracy is <= the goal. Each candidate is a dampen of
        the original weights plus a forward pass over the forget set (stopped
        once the candidate surely misses the goal) and, for a candidate that
        may be chosen, a random retain sample. The search stops at the first lambda whose
@@ -107,7 +110,32 @@ class SSDAuto(SSD):
        forgotten behaviour, the request's dampening (the same entries and
        factors) is applied again to the current weights; if at the end the
        goal is not met even so (as when unidentified poisoned samples sit in
-       the retain set), the last checked state that met it is kept. Why:
+       the retain set), the last checked state that met it is kept. For a
+       holdout target the repair's goal is looser than the search's: the
+       target plus at least ``holdout_z`` standard errors of the difference
+       between the forget set's and the holdout's accuracies,
+       sqrt(p (1 - p) (1/n_f + 1/n_h)). Why: a forget set of n_f samples that a
+       retrained model never saw scores the holdout's accuracy only up to that
+       sampling noise (100 samples at p = 0.85: 0.036), and a repair held inside
+       the noise keeps damage retraining would not have (the search still
+       forgets to the tighter goal, so a request of a few samples is never
+       left as it was). Where the
+       forgotten labels occur in the retain data (a target from ``holdout`` or
+       given) and dampening again does not bring the forget accuracy under the
+       goal, the steps up to the next check also ascend the forget loss
+       (beta L_retain - (1 - beta) L_forget, NegGrad+'s loss, Kurmanji et al.
+       NeurIPS 2023, with ``ascent_beta``), until a check finds the goal met.
+       Why: on such requests (random samples) the retain data lifts the forget
+       accuracy back by generalisation plus what the dampening left of the
+       memorised samples, and dampening again cannot hold it, so the repair
+       was reverted to the damaged candidate (measured on the Fashion-MNIST MLP
+       trained 70 epochs, a random 10% request: 0.72 retained test accuracy
+       against retraining's 0.83; with the ascent and the repair's goal above,
+       0.79 and U-LiRA AUC 0.528 against retraining's 0.530; 100 samples: 0.77
+       before, now 0.83, retraining's 0.83). NegGrad+'s own beta = 0.95
+       never held the goal there (0.72 again); equal weights do. Class requests
+       (labels the retain data lacks) repair exactly as before. Why dampen
+       again there:
        the chosen candidate sits at the goal's edge (the gentlest dampening
        that meets it), so a few repair steps revive a class above it; the
        repair used to stop there, keeping most of the damage (measured on the
@@ -134,6 +162,9 @@ class SSDAuto(SSD):
         repair_epochs: repair budget in passes over the retain data (0 disables repair).
         repair_lr: Adam learning rate of the repair.
         repair_check_every: optimizer steps between the repair's forget-set checks.
+        ascent_beta: the retain loss's weight in the repair's ascent steps (4.), in (0, 1).
+        holdout_z: the repair goal's slack above a holdout target in standard errors (4.);
+            0 leaves ``forget_tol``.
         label_free_fallback: search with the label-free importance when the estimator's own
             cannot reach the target (3b.); off for a :class:`~neuroplastic.importance.LossFree`
             estimator, which is that importance already.
@@ -148,7 +179,9 @@ class SSDAuto(SSD):
                  lams: tuple[float, ...] = (1.0, 0.1, 0.01), target_forget_acc: float | None = None,
                  forget_tol: float = 0.01, retain_tol: float = 0.01, retain_sample: int = 512,
                  repair_epochs: float = 1.0, repair_lr: float = 1e-3,
-                 repair_check_every: int = 5, seed: int = 0, label_free_fallback: bool = True,
+                 repair_check_every: int = 5, ascent_beta: float = 0.5, holdout_z: float = 1.645,
+                 seed: int = 0,
+                 label_free_fallback: bool = True,
                  estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
                  cache: ImportanceCache | None = None) -> None:
         low, high = alpha_range
@@ -160,6 +193,10 @@ class SSDAuto(SSD):
             raise NeuroplasticError(f"target_forget_acc must be in [0, 1], got {target_forget_acc}")
         if repair_epochs < 0 or retain_sample < 1 or steps < 0:
             raise NeuroplasticError("repair_epochs, retain_sample and steps must be non-negative")
+        if not holdout_z >= 0:
+            raise NeuroplasticError(f"holdout_z must be >= 0, got {holdout_z}")
+        if not 0 < ascent_beta < 1:
+            raise NeuroplasticError(f"ascent_beta must be in (0, 1), got {ascent_beta}")
         if not lams or any(not lam > 0 for lam in lams):
             raise NeuroplasticError(f"lams must be a non-empty sequence of values > 0, got {lams}")
         super().__init__(alpha=high, lam=lams[0], estimator=estimator, targets=targets,
@@ -173,19 +210,25 @@ class SSDAuto(SSD):
         self.retain_sample = retain_sample
         self.repair_epochs, self.repair_lr = repair_epochs, repair_lr
         self.repair_check_every = max(1, repair_check_every)
+        self.ascent_beta = float(ascent_beta)
+        self.holdout_z = float(holdout_z)
         self.seed = seed
         self.label_free_fallback = bool(label_free_fallback) and not isinstance(self.estimator, LossFree)
 
     def resolve_target(self, model: nn.Module, forget: Data, retain: Data,
-                       holdout: Data | None) -> tuple[float, str]:
-        """The target forget accuracy and where it came from."""
+                       holdout: Data | None) -> tuple[float, str, float]:
+        """The target forget accuracy, where it came from, and the repair goal's slack above
+        it: ``forget_tol``, or for a holdout target at least ``holdout_z`` standard errors of
+        the difference between the forget set's and the holdout's accuracies."""
         if self.target_forget_acc is not None:
-            return self.target_forget_acc, "given"
-        forget_labels = set(labels_of(forget).tolist())
-        if not forget_labels & set(labels_of(retain).tolist()):
-            return 0.0, "unseen-class"
+            return self.target_forget_acc, "given", self.forget_tol
+        forget_labels = labels_of(forget)
+        if not set(forget_labels.tolist()) & set(labels_of(retain).tolist()):
+            return 0.0, "unseen-class", self.forget_tol
         if holdout is not None:
-            return accuracy(model, holdout), "holdout"
+            target = accuracy(model, holdout)
+            spread = target * (1 - target) * (1 / len(forget_labels) + 1 / len(labels_of(holdout)))
+            return target, "holdout", max(self.forget_tol, self.holdout_z * math.sqrt(spread))
         raise NeuroplasticError(
             "ssd-auto cannot tell how well a retrained model would do on these samples: "
             "pass holdout data or target_forget_acc"
@@ -201,13 +244,14 @@ class SSDAuto(SSD):
         with timer.phase("search"):
             # the forget set is small by nature: keep it in memory for the repeated evaluations
             batches = list(iter_batches(forget, device=model_device(model), name="forget"))
-            target, source = self.resolve_target(model, batches, retain, holdout)
+            target, source, slack = self.resolve_target(model, batches, retain, holdout)
             sample = random_sample(retain, size=self.retain_sample, seed=self.seed)
             search = _Search(self, model, batches, [(sample.tensors[0], sample.tensors[1])], result,
                              names=set(i_f))
             base_forget, base_retain = search.base_forget, search.base_retain
-            goal = target + self.forget_tol
-            metrics.update(target_forget_acc=target, target_source=source,
+            goal, repair_goal = target + self.forget_tol, target + slack
+            metrics.update(target_forget_acc=target, target_source=source, goal_forget_acc=goal,
+                           repair_goal_forget_acc=repair_goal,
                            original_forget_acc=base_forget, original_retain_sample_acc=base_retain)
             found = search.run(i_f, i_d, goal, label_free=False)
         fallback = self.label_free_fallback and found is not None and found.forget_acc > goal
@@ -238,37 +282,59 @@ class SSDAuto(SSD):
         if needs_repair and found is not None:  # r_acc is base_retain when nothing was dampened
             redampen = functools.partial(dampen_, model, i_f, i_d, mask=mask, lam=found.lam)
             with timer.phase("repair"):
-                metrics.update(self._guarded_repair(model, batches, retain, goal, redampen=redampen))
+                metrics.update(self._guarded_repair(model, batches, retain, repair_goal,
+                                                    redampen=redampen, ascend=source == "holdout"))
         return result
 
     def _guarded_repair(self, model: nn.Module, forget: list[tuple[Tensor, Tensor]], retain: Data,
-                        goal: float, redampen: Callable[[], object]) -> dict[str, float]:
+                        goal: float, redampen: Callable[[], object], ascend: bool) -> dict[str, float]:
         """Finetune on ``retain``; every ``repair_check_every`` steps, if the forget accuracy
         is back above ``goal``, ``redampen`` (the request's dampening, applied to the current
-        weights). The last state checked to meet ``goal`` is kept if the end does not."""
+        weights); with ``ascend``, where that does not bring it under ``goal``, the steps up
+        to the next check also ascend the forget loss (cycling through ``forget``), until a
+        check finds the goal met. The last state checked to meet ``goal`` is kept if the end
+        does not."""
         good = snapshot(model)  # parameters and buffers (BatchNorm statistics move too)
-        redampened = 0
+        counts = {"repair_redampened": 0.0, "repair_ascent_steps": 0.0}
+        ascending = False
+        forget_batches = itertools.cycle(forget)
 
-        def meets_goal_or_redampen() -> bool:
-            nonlocal redampened
+        def meets_goal() -> bool:
+            nonlocal ascending
             if accuracy(model, forget) <= goal:
+                ascending = False
                 return True
-            redampen()
-            redampened += 1
-            return accuracy(model, forget) <= goal
-
-        def check(step: int) -> bool:
-            if step % self.repair_check_every == 0 and meets_goal_or_redampen():
-                restore_tensors_(good, model.state_dict())  # the model's state into the snapshot
+            if not ascending:
+                redampen()
+                counts["repair_redampened"] += 1
+                if accuracy(model, forget) <= goal:
+                    return True
+            ascending = ascend
             return False
 
+        checked = [0]
+
+        def check(step: int) -> bool:  # asked after every step and again at an epoch's end
+            if step % self.repair_check_every == 0 and step != checked[0]:
+                checked[0] = step
+                if meets_goal():
+                    restore_tensors_(good, model.state_dict())  # the model's state into the snapshot
+            return False
+
+        def batch_loss(net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+            loss = cross_entropy(net(x), y)
+            if not ascending:
+                return loss
+            counts["repair_ascent_steps"] += 1
+            x_f, y_f = next(forget_batches)
+            return self.ascent_beta * loss - (1 - self.ascent_beta) * cross_entropy(net(x_f), y_f)
+
         steps = train_epochs(model, retain, epochs=self.repair_epochs, lr=self.repair_lr,
-                             should_stop=check)
-        reverted = not meets_goal_or_redampen()
+                             should_stop=check, batch_loss=batch_loss)
+        reverted = not meets_goal()
         if reverted:
             restore_(model, good)
-        return {"repair_steps": float(steps), "repair_redampened": float(redampened),
-                "repair_reverted": float(reverted)}
+        return {"repair_steps": float(steps), **counts, "repair_reverted": float(reverted)}
 
     def _choose(self, forget_acc: Callable[..., float],
                 retain_acc: Callable[[float, float], float], base_forget: float,
