@@ -9,9 +9,10 @@ Digits writes benchmarks/results/forget.json and the README table between the
 ``forget-benchmark`` markers (about 4 minutes on 2 CPU cores). Fashion-MNIST (needs
 ``make data``) writes benchmarks/results/forget-fashion.json and the tables between the
 ``forget-fashion-benchmark`` markers: the MLP on a 5,000-image training subset for all ten
-classes and the random requests with U-LiRA, and the CNN of PyTorch's MNIST example on
-another 5,000-image subset for three classes (63 minutes measured on one core of this 2-core
-machine). Run: ``.venv/bin/python benchmarks/forget.py [--part digits|fashion]``;
+classes and the random requests with U-LiRA (25 minutes with one thread of this 2-core
+machine), and the CNN of PyTorch's MNIST example on another 5,000-image subset for three
+classes (34 minutes with one thread; ``--setups`` runs one model, so the two can share the
+two cores). Run: ``.venv/bin/python benchmarks/forget.py [--part digits|fashion]``;
 ``--quick --json PATH`` is a one-minute Fashion-MNIST run at toy sizes (tested; no README).
 """
 
