@@ -132,14 +132,20 @@ CHOICE_WORDS = {
     "alpha": "selection threshold alpha (I_f > alpha * I_D)",
     "lam": "dampening constant lambda",
     "target_forget_acc": "forget accuracy aimed at",
+    "goal_forget_acc": "forget accuracy the search had to reach (target + tolerance)",
+    "repair_goal_forget_acc": "forget accuracy the repair had to hold",
+    "label_free": "searched again with the label-free importance",
     "repaired": "repaired by a retain finetune afterwards",
+    "repair_redampened": "times the repair dampened again",
+    "repair_ascent_steps": "repair steps that also ascended the forget loss",
+    "repair_reverted": "repair reverted to its last state that met the goal",
     "selected": "parameters selected",
     "selected_fraction": "fraction of parameters selected",
     "dampened": "dampened any parameter",
     "target_reached": "reached the forget target",
     "cache_hit": "full-data importance came from the cache",
 }
-YES_NO = {"repaired", "dampened", "target_reached", "cache_hit"}
+YES_NO = {"repaired", "dampened", "target_reached", "cache_hit", "label_free", "repair_reverted"}
 
 
 def run_rows(metrics: dict[str, Any]) -> list[str]:
