@@ -75,7 +75,7 @@ def test_other_scenarios_run(tmp_path, scenario):
     assert metrics["scenario"] == scenario and "retrain.forget_acc" not in metrics
     if scenario == "random":  # a holdout target: the repair's own goal, told in words
         assert metrics["choice.repair_goal_forget_acc"] > metrics["choice.goal_forget_acc"]
-        assert "forget accuracy the repair had to hold" in (out / "report.html").read_text()
+        assert "forget accuracy a repair must hold" in (out / "report.html").read_text()
     if scenario == "corrective":
         assert 0 <= metrics["unlearned.attack_success"] <= 1
         assert metrics["choice.target_forget_acc"] == 0.0

@@ -133,7 +133,7 @@ CHOICE_WORDS = {
     "lam": "dampening constant lambda",
     "target_forget_acc": "forget accuracy aimed at",
     "goal_forget_acc": "forget accuracy the search had to reach (target + tolerance)",
-    "repair_goal_forget_acc": "forget accuracy the repair had to hold",
+    "repair_goal_forget_acc": "forget accuracy a repair must hold",
     "label_free": "searched again with the label-free importance",
     "repaired": "repaired by a retain finetune afterwards",
     "repair_redampened": "times the repair dampened again",
