@@ -120,8 +120,8 @@ class SSDAuto(SSD):
        the noise keeps damage retraining would not have (the search still
        forgets to the tighter goal, so a request of a few samples is never
        left as it was). Where the
-       forgotten labels occur in the retain data (a target from ``holdout`` or
-       given) and dampening again does not bring the forget accuracy under the
+       forgotten labels occur in the retain data (a target from ``holdout``)
+       and dampening again does not bring the forget accuracy under the
        goal, the steps up to the next check also ascend the forget loss
        (beta L_retain - (1 - beta) L_forget, NegGrad+'s loss, Kurmanji et al.
        NeurIPS 2023, with ``ascent_beta``), until a check finds the goal met.
