@@ -180,8 +180,7 @@ class SSDAuto(SSD):
                  forget_tol: float = 0.01, retain_tol: float = 0.01, retain_sample: int = 512,
                  repair_epochs: float = 1.0, repair_lr: float = 1e-3,
                  repair_check_every: int = 5, ascent_beta: float = 0.5, holdout_z: float = 1.645,
-                 seed: int = 0,
-                 label_free_fallback: bool = True,
+                 seed: int = 0, label_free_fallback: bool = True,
                  estimator: ImportanceEstimator | None = None, targets: Targets | None = None,
                  cache: ImportanceCache | None = None) -> None:
         low, high = alpha_range
@@ -296,7 +295,7 @@ class SSDAuto(SSD):
         does not."""
         good = snapshot(model)  # parameters and buffers (BatchNorm statistics move too)
         counts = {"repair_redampened": 0.0, "repair_ascent_steps": 0.0}
-        ascending = False
+        ascending, last_check = False, 0
         forget_batches = itertools.cycle(forget)
 
         def meets_goal() -> bool:
@@ -312,11 +311,10 @@ class SSDAuto(SSD):
             ascending = ascend
             return False
 
-        checked = [0]
-
         def check(step: int) -> bool:  # asked after every step and again at an epoch's end
-            if step % self.repair_check_every == 0 and step != checked[0]:
-                checked[0] = step
+            nonlocal last_check
+            if step % self.repair_check_every == 0 and step != last_check:
+                last_check = step
                 if meets_goal():
                     restore_tensors_(good, model.state_dict())  # the model's state into the snapshot
             return False
