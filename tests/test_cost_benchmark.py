@@ -34,7 +34,8 @@ def test_quick_cost_benchmark(tmp_path):
     for key in ("ssd cold", "ssd cached", "lfssd cold", "ssd-auto cold", "ssd-auto cached", "masked step",
                 "mask update", "masked step (GraNet schedule)", "export speed-up", "ewc step",
                 "ewc end of task", "si step", "gpm step", "hlop step", "clnp step",
-                "importance peak memory", "training peak memory"):
+                "importance peak memory", "training peak memory", "importance peak tensor memory",
+                "training peak tensor memory"):
         assert math.isfinite(mlp[key]) and mlp[key] >= 0, key
     # the schedule's average: a masked step plus the mask update spread over GraNet's 100 steps
     assert math.isclose(mlp["masked step (GraNet schedule)"], mlp["masked step"] + mlp["mask update"] / 100)
@@ -44,3 +45,23 @@ def test_quick_cost_benchmark(tmp_path):
               "ActivationStats tokens per second"}
     assert set(results["skills"]) >= skills
     assert "Targets" in done.stdout
+
+
+def test_peak_tensor_bytes_is_the_largest_sum_of_live_tensors():
+    """Against hand-counted allocations: 4 MB, then 2 MB more while the first lives, both
+    freed, then 5 MB alone: the peak is 6 MB, never the 11 MB allocated in all."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from cost import peak_tensor_bytes
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import torch
+
+    def allocate() -> None:
+        first = torch.ones(1_000_000)  # 4,000,000 bytes of float32
+        second = torch.ones(500_000)
+        del first, second
+        third = torch.ones(1_250_000)
+        del third
+
+    assert peak_tensor_bytes(allocate) == 6_000_000
