@@ -126,8 +126,15 @@ class NegGradPlus(_PairedUnlearner):
         self.beta = beta
 
     def pair_loss(self, model, retain, forget, generator):  # type: ignore[no-untyped-def]
-        return (self.beta * cross_entropy(model(retain[0]), retain[1])
-                - (1 - self.beta) * cross_entropy(model(forget[0]), forget[1]))
+        return neggrad_loss(model, retain, forget, beta=self.beta)
+
+
+def neggrad_loss(model: nn.Module, retain: tuple[torch.Tensor, torch.Tensor],
+                 forget: tuple[torch.Tensor, torch.Tensor], *, beta: float) -> torch.Tensor:
+    """NegGrad+'s loss, beta * L_retain - (1 - beta) * L_forget (Kurmanji et al., NeurIPS
+    2023), on one retain and one forget batch (the retain forward first)."""
+    return (beta * cross_entropy(model(retain[0]), retain[1])
+            - (1 - beta) * cross_entropy(model(forget[0]), forget[1]))
 
 
 @register("random-labels", kind="forget", needs=('retain', 'labels'))

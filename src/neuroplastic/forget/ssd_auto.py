@@ -15,8 +15,9 @@ from torch.utils.data import TensorDataset
 from neuroplastic import select
 from neuroplastic.batches import eval_mode, iter_batches, labels_of, logits_of, model_device
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.evaluate.outputs import accuracy
+from neuroplastic.evaluate.outputs import accuracy, collect
 from neuroplastic.forget.base import Timer, UnlearnResult, require_retain
+from neuroplastic.forget.baselines import neggrad_loss
 from neuroplastic.forget.ssd import SSD
 from neuroplastic.importance.base import ImportanceEstimator
 from neuroplastic.importance.cache import ImportanceCache
@@ -225,8 +226,9 @@ class SSDAuto(SSD):
         if not set(forget_labels.tolist()) & set(labels_of(retain).tolist()):
             return 0.0, "unseen-class", self.forget_tol
         if holdout is not None:
-            target = accuracy(model, holdout)
-            spread = target * (1 - target) * (1 / len(forget_labels) + 1 / len(labels_of(holdout)))
+            held = collect(model, holdout)  # one pass: accuracy and size
+            target = held.accuracy
+            spread = target * (1 - target) * (1 / len(forget_labels) + 1 / len(held.labels))
             return target, "holdout", max(self.forget_tol, self.holdout_z * math.sqrt(spread))
         raise NeuroplasticError(
             "ssd-auto cannot tell how well a retrained model would do on these samples: "
@@ -320,12 +322,10 @@ class SSDAuto(SSD):
             return False
 
         def batch_loss(net: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-            loss = cross_entropy(net(x), y)
             if not ascending:
-                return loss
+                return cross_entropy(net(x), y)
             counts["repair_ascent_steps"] += 1
-            x_f, y_f = next(forget_batches)
-            return self.ascent_beta * loss - (1 - self.ascent_beta) * cross_entropy(net(x_f), y_f)
+            return neggrad_loss(net, (x, y), next(forget_batches), beta=self.ascent_beta)
 
         steps = train_epochs(model, retain, epochs=self.repair_epochs, lr=self.repair_lr,
                              should_stop=check, batch_loss=batch_loss)
