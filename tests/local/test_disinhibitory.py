@@ -10,7 +10,7 @@ from torch import nn
 
 from neuroplastic import loop
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.local.disinhibitory import CircuitState, DisinhibitoryControl, DisinhibitoryMLP
+from neuroplastic.local.disinhibitory import CircuitState, DisinhibitoryControl, DisinhibitoryMLP, Scratch
 
 
 def start_at_open_loop(model: DisinhibitoryMLP, x: torch.Tensor) -> CircuitState:
@@ -86,7 +86,7 @@ def test_linear_circuit_settles_at_the_closed_form_and_updates_as_derived() -> N
     u_e = (a + c @ q) / 2
     with torch.no_grad():
         feedback = rule.feedback_weights(model, model.open_loop(x).exc)
-        torch.testing.assert_close(feedback[0], q.expand(6, 3, 5))
+        torch.testing.assert_close(feedback[0].dense(), q.expand(6, 3, 5))
         state, residual, _ = rule.closed_loop(model, x, target, feedback, start_at_open_loop(model, x))
     assert residual <= 1.0
     torch.testing.assert_close(state.out, u_o, rtol=1e-7, atol=1e-8)
@@ -97,6 +97,48 @@ def test_linear_circuit_settles_at_the_closed_form_and_updates_as_derived() -> N
     torch.testing.assert_close(grads["hidden.0.weight"], delta.T @ x / 6, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(grads["hidden.0.bias"], delta.mean(0), rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(grads["readout.weight"], -c.T @ u_e / 6, rtol=1e-6, atol=1e-8)
+
+
+def test_feedback_weights_equal_the_per_sample_jacobian_built_by_hand() -> None:
+    """The reference's Q for every sample and layer, by a slow loop of explicit matrices:
+    J_l = W_o D_L W_L ... W_(l+1) D_l (D = diag(phi_E'(u_E))), times diag(phi_I'(u_I)) with
+    u_I = phi_E(u_E), scaled to Frobenius norm 1; the factored form, with and without
+    scratch, and its c Q must all give it."""
+    torch.manual_seed(11)
+    model = DisinhibitoryMLP(7, 4, hidden=(6, 5, 3)).double()
+    x = torch.rand(4, 7, dtype=torch.double)
+    rule = DisinhibitoryControl()
+    with torch.no_grad():
+        exc = model.open_loop(x).exc
+        fresh = rule.feedback_weights(model, exc)
+        reused = rule.feedback_weights(model, exc, scratch=Scratch())
+        control = torch.randn(4, 4, dtype=torch.double)
+        phi = model.phi
+        for b in range(4):
+            chain = model.readout.weight
+            for index in reversed(range(3)):
+                d = torch.diag(phi.deriv(exc[index][b]))
+                q = chain @ d @ torch.diag(phi.deriv(phi(exc[index][b])))
+                q = q / q.norm()
+                for feedback in (fresh, reused):
+                    torch.testing.assert_close(feedback[index].dense()[b], q, rtol=1e-12, atol=1e-14)
+                    torch.testing.assert_close(feedback[index].top_down(control)[b], control[b] @ q,
+                                               rtol=1e-12, atol=1e-14)
+                if index > 0:
+                    chain = chain @ d @ model.hidden[index].weight
+
+
+def test_reused_scratch_leaves_no_trace_from_the_previous_batch() -> None:
+    torch.manual_seed(12)
+    model = DisinhibitoryMLP(9, 4, hidden=(8, 8, 8))
+    first = torch.rand(6, 9), torch.randint(0, 4, (6,))
+    second = torch.rand(6, 9), torch.randint(0, 4, (6,))
+    used = DisinhibitoryControl()
+    used.updates(model, *first)
+    again, _ = used.updates(model, *second)
+    fresh, _ = DisinhibitoryControl().updates(model, *second)
+    for name, grad in fresh.items():
+        assert torch.equal(again[name], grad), name
 
 
 def test_euler_at_the_default_step_settles_where_rk4_does() -> None:
