@@ -442,6 +442,18 @@ def rung(label: str, arch: str, shape: tuple[int, ...], *, repeats: int, quick: 
     return row
 
 
+EPOCH_SECTIONS = {"forget", "continual"}  # their figures are in epochs of the rung's own training run
+TRAINING_FIELDS = ("epoch seconds", "accuracy", "training accuracy", "training epochs")
+
+
+def merge_rung(stored: dict[str, Any], measured: dict[str, Any], sections: set[str]) -> dict[str, Any]:
+    """A rung's stored figures with a re-run's put in. The training run's fields (its epoch,
+    accuracies) are replaced only when a re-run section is measured in epochs: otherwise the
+    stored epoch-unit figures keep the epoch they were measured against."""
+    keep = bool(stored) and not sections & EPOCH_SECTIONS
+    return {**stored, **{k: v for k, v in measured.items() if not (keep and k in TRAINING_FIELDS)}}
+
+
 # ----- learn rules on their own networks -----
 def learn_images(count: int) -> tuple[TensorDataset, str]:
     """The first ``count`` Fashion-MNIST training images where the files are installed
@@ -715,8 +727,8 @@ def main() -> None:
         results = stored_results("cost")
     for label, (arch, shape) in ladder.items():
         if sections & set(MODEL_SECTIONS):
-            results["models"].setdefault(label, {}).update(
-                rung(label, arch, shape, repeats=repeats, quick=args.quick, sections=sections))
+            measured = rung(label, arch, shape, repeats=repeats, quick=args.quick, sections=sections)
+            results["models"][label] = merge_rung(results["models"].get(label, {}), measured, sections)
     if "learn" in sections:
         results["learn"], results["learn data"] = learn_costs(repeats=repeats, quick=args.quick)
     if "skills" in sections:

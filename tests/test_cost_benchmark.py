@@ -65,3 +65,20 @@ def test_peak_tensor_bytes_is_the_largest_sum_of_live_tensors():
         del third
 
     assert peak_tensor_bytes(allocate) == 6_000_000
+
+
+def test_a_merged_rerun_keeps_the_epoch_its_stored_figures_were_measured_against():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from cost import merge_rung
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    stored = {"parameters": 10, "epoch seconds": 2.0, "accuracy": 0.9, "training accuracy": 1.0,
+              "training epochs": 3, "ssd cold": 1.1, "importance extra tensor memory": 0.5}
+    rerun = {"parameters": 10, "epoch seconds": 9.0, "accuracy": 0.8, "training accuracy": 0.99,
+             "training epochs": 4, "importance extra tensor memory": 0.3}
+    memory_only = merge_rung(stored, rerun, {"memory"})
+    assert memory_only == {**stored, "importance extra tensor memory": 0.3}
+    with_forget = merge_rung(stored, {**rerun, "ssd cold": 1.4}, {"memory", "forget"})
+    assert with_forget == {**rerun, "ssd cold": 1.4}
+    assert merge_rung({}, rerun, {"memory"}) == rerun  # a new rung takes its own training run
