@@ -397,7 +397,7 @@ def fashion_markdown(results: dict) -> str:
     if long:
         dense_long, granet_long, seeds = long_accuracies(long)
         long_gap = (statistics.fmean(dense_long) - statistics.fmean(granet_long)) * 100
-        lines += ["", f"Trained {long['epochs']} epochs instead ({seeds}, the same subsets): "
+        lines += ["", f"The CNN trained {long['epochs']} epochs instead ({seeds}, the same subsets): "
                   f"dense {mean_std(dense_long)}, GraNet at 90% {mean_std(granet_long)} "
                   f"({below(long_gap)} dense)."]
     export, rg = cnn.get("export", {}), resnet["granet"]

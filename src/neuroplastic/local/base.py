@@ -46,9 +46,13 @@ class LocalRule(ABC):
 
 
 def add_grad_(param: Tensor, direction: Tensor) -> None:
-    """``param.grad += direction`` (creating ``.grad`` if absent)."""
+    """``param.grad += direction``, in place; where ``.grad`` is absent, ``direction`` itself
+    becomes it (handed over, not copied: pass a tensor nothing else holds)."""
     direction = direction.detach().to(param.dtype)
-    param.grad = direction.clone() if param.grad is None else param.grad + direction
+    if param.grad is None:
+        param.grad = direction
+    else:
+        param.grad.add_(direction)
 
 
 class LocalUpdates:
