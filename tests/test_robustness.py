@@ -69,6 +69,18 @@ def test_robustness_curve_falls_to_zero_and_raises_no_masking_warning(trained_ml
     assert keys["robust.fgsm.0.05"] == result.fgsm[0.05] and "robust.pgd.0.3" in keys
 
 
+def test_robustness_reports_progress_in_passes_over_the_data():
+    """Each measurement counts its passes over the data (a PGD one steps x restarts), so the
+    bar ends at the total and moves most where the work is."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    data = [(torch.rand(20, 4), torch.randint(0, 3, (20,)))]
+    calls: list[tuple[int, int | None]] = []
+    robustness(model, data, epsilons=(0.1, 0.2), sigmas=(0.3,), pgd_steps=3, pgd_restarts=2,
+               progress=lambda done, total: calls.append((done, total)))
+    total = 1 + 2 * (1 + 3 * 2) + 2 * 1
+    assert calls == [(1, total), (2, total), (8, total), (9, total), (15, total), (17, total)]
+
+
 def test_noise_is_seeded():
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     data = [(torch.rand(20, 4), torch.randint(0, 3, (20,)))]

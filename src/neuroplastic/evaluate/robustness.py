@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from neuroplastic.batches import eval_mode, iter_batches, logits_of, model_device
 from neuroplastic.errors import NeuroplasticError
-from neuroplastic.loop import BatchLoss
+from neuroplastic.loop import BatchLoss, ProgressFn
 from neuroplastic.types import Data
 
 Bounds = tuple[float, float] | None
@@ -155,17 +155,33 @@ class Robustness:
 
 def robustness(model: nn.Module, data: Data, *, epsilons: Sequence[float] = (0.05, 0.1, 0.2, 0.3),
                sigmas: Sequence[float] = (0.1, 0.2, 0.3, 0.5), pgd_steps: int = 20, pgd_restarts: int = 2,
-               bounds: Bounds = (0.0, 1.0), seed: int = 0) -> Robustness:
-    """Clean, FGSM, PGD (with restarts) and Gaussian / uniform noise accuracy of ``model``."""
+               bounds: Bounds = (0.0, 1.0), seed: int = 0, progress: ProgressFn | None = None) -> Robustness:
+    """Clean, FGSM, PGD (with restarts) and Gaussian / uniform noise accuracy of ``model``;
+    ``progress(done, total)`` after each of the measurements, the PGD ones weighted by their
+    passes over ``data`` (steps times restarts)."""
+    pgd_cost = pgd_steps * pgd_restarts
+    total = 1 + len(epsilons) * (1 + pgd_cost) + 2 * len(sigmas)
+    done = 0
+
+    def advance(passes: int) -> None:
+        nonlocal done
+        done += passes
+        if progress is not None:
+            progress(done, total)
+
     result = Robustness(clean=noise_accuracy(model, data, sigma=0.0, bounds=bounds))
+    advance(1)
     for eps in epsilons:
         result.fgsm[eps] = fgsm_accuracy(model, data, eps=eps, bounds=bounds)
+        advance(1)
         result.pgd[eps] = pgd_accuracy(model, data, eps=eps, steps=pgd_steps, restarts=pgd_restarts,
                                        bounds=bounds, seed=seed)
+        advance(pgd_cost)
     for sigma in sigmas:
         result.noise[sigma] = noise_accuracy(model, data, sigma=sigma, bounds=bounds, seed=seed)
         result.uniform[sigma] = noise_accuracy(model, data, sigma=sigma, kind="uniform", bounds=bounds,
                                                seed=seed)
+        advance(2)
     return result
 
 

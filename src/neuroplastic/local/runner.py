@@ -153,7 +153,8 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         run.metrics.update({"test_acc": accuracy(model, test_eval), "train_acc": accuracy(model, train_eval),
                             "seconds": seconds})
         if measure_robustness:
-            run.robustness = robustness(model, test_eval, bounds=bounds, seed=seed)
+            run.robustness = robustness(model, test_eval, bounds=bounds, seed=seed,
+                                        progress=bar(f"{name.replace('_', ' ')} robustness"))
             run.metrics.update({k: v for k, v in run.robustness.metrics().items() if k != "robust.clean"})
             notes.extend(f"{name}: {note}" for note in masking_warnings(run.robustness))
         runs[name] = run
