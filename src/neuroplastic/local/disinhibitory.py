@@ -611,7 +611,7 @@ class DisinhibitoryControl(LearnMethod):
             errors = self.local_errors(model, state, open_inh, rates)
             grads: dict[str, Tensor] = {}
             batch = len(x)
-            for index, (error, h) in enumerate(zip(errors, [x, *rates], strict=False)):
+            for index, (error, h) in enumerate(zip(errors, [x, *rates[:-1]], strict=True)):  # h: its input
                 grads[f"hidden.{index}.weight"] = error.T @ h / batch
                 grads[f"hidden.{index}.bias"] = error.mean(dim=0)
             h = rates[-1]
