@@ -480,11 +480,12 @@ def learn_costs(*, repeats: int, quick: bool = False) -> tuple[dict[str, float],
     print("learn rules:", flush=True)
     row: dict[str, float] = {}
     images, source = learn_images(500 if quick else 2000)
+    passes = 1 if quick else max(3, repeats)  # timed passes (epochs), after an untimed one
     print(f"  dis-inhibitory control on {source}", flush=True)
     for hidden in ((256,), (256, 256, 256)):
         label = "disinhibitory step (784-" + "-".join(map(str, hidden)) + "-10)"
         row[label], row[label.replace("step", "root evaluations")] = disinhibitory_ratio(hidden, images,
-                                                                                           repeats=repeats)
+                                                                                           passes=passes)
         print(f"  {label}: {row[label]:.2f}x a backprop step", flush=True)
     data = synthetic((1, 28, 28), 500, seed=2)
     # SoftHebb: Hebbian epochs (batch 10) against backprop's of the same network on the same
@@ -496,7 +497,7 @@ def learn_costs(*, repeats: int, quick: bool = False) -> tuple[dict[str, float],
     net = softhebb_mlp(784, CLASSES, width=2000)
     twin = softhebb_mlp(784, CLASSES, width=2000)
     twin_optimizer = adam(twin)
-    epochs = max(3, repeats) + 1
+    epochs = passes + 1
     hebbian = [median_seconds(lambda: hebbian_phase(net, hebb_data, epochs=1), repeats=1)
                for _ in range(epochs)]
     backprop = [median_seconds(lambda: loop.fit(twin, hebb_data, optimizer=twin_optimizer, epochs=1),
@@ -519,10 +520,10 @@ def learn_costs(*, repeats: int, quick: bool = False) -> tuple[dict[str, float],
 
 
 def disinhibitory_ratio(hidden: tuple[int, ...], data: TensorDataset, *,
-                        repeats: int) -> tuple[float, float]:
+                        passes: int) -> tuple[float, float]:
     """(a dis-inhibitory training step over a backprop step of the same network, mean root
     evaluations per batch). Two twins train on the same batches, one with each rule, for
-    ``max(3, repeats)`` passes over ``data`` (batch 100, every batch a different one: on a
+    ``passes`` timed passes over ``data`` (batch 100, every batch a different one: on a
     batch seen again and again the closed loop settles ever faster, so a fixed batch
     flatters the rule); their steps alternate batch by batch so drift hits both alike; the
     ratio is the median over passes of their summed step times, after one untimed pass."""
@@ -546,7 +547,7 @@ def disinhibitory_ratio(hidden: tuple[int, ...], data: TensorDataset, *,
         twin_optimizer.step()
 
     ratios = []
-    for epoch in range(max(3, repeats) + 1):
+    for epoch in range(passes + 1):
         seconds = [0.0, 0.0]
         for x, y in batches:
             for index, step in enumerate((rule_step, backprop_step)):
