@@ -489,9 +489,10 @@ def learn_costs(*, repeats: int, quick: bool = False) -> tuple[dict[str, float],
         print(f"  {label}: {row[label]:.2f}x a backprop step", flush=True)
     data = synthetic((1, 28, 28), 500, seed=2)
     # SoftHebb: Hebbian epochs (batch 10) against backprop's of the same network on the same
-    # batches, each run as its training runs, epoch after epoch (the median after an untimed one;
-    # with the two alternating epoch by epoch the Hebbian epochs took about twice as long, 2.2x
-    # backprop's against 1.2x, measured)
+    # batches, each run as its training runs, epoch after epoch (the median after an untimed
+    # one). The ratio moves with the allocator's state: 2.1-2.2x here, after the dis-inhibitory
+    # runs, 1.1-1.3x in a fresh process, 2.2-2.4x with the two alternating epoch by epoch
+    # (measured)
     hebb_data = loader(synthetic((1, 28, 28), 500, seed=3), batch_size=10)
     torch.manual_seed(0)
     net = softhebb_mlp(784, CLASSES, width=2000)
