@@ -470,8 +470,9 @@ def learn_images(count: int) -> tuple[TensorDataset, str]:
     return TensorDataset(images[:count], labels[:count]), f"the first {count:,} Fashion-MNIST training images"
 
 
-def learn_costs(*, repeats: int, quick: bool = False) -> tuple[dict[str, float], str]:
-    """Each learn rule's training step over backprop's on the same network; and the data the
+def learn_costs(*, repeats: int, passes: int, quick: bool = False) -> tuple[dict[str, float], str]:
+    """Each learn rule's training step over backprop's on the same network (dis-inhibitory
+    control and SoftHebb: ``passes`` timed passes after an untimed one); and the data the
     dis-inhibitory steps ran on, in words."""
     from neuroplastic.local.bidirectional import Biprop
     from neuroplastic.local.protocol import LearnContext
@@ -480,14 +481,12 @@ def learn_costs(*, repeats: int, quick: bool = False) -> tuple[dict[str, float],
     print("learn rules:", flush=True)
     row: dict[str, float] = {}
     images, source = learn_images(500 if quick else 2000)
-    passes = 1 if quick else max(3, repeats)  # timed passes (epochs), after an untimed one
     print(f"  dis-inhibitory control on {source}", flush=True)
     for hidden in ((256,), (256, 256, 256)):
         label = "disinhibitory step (784-" + "-".join(map(str, hidden)) + "-10)"
         row[label], row[label.replace("step", "root evaluations")] = disinhibitory_ratio(hidden, images,
                                                                                            passes=passes)
         print(f"  {label}: {row[label]:.2f}x a backprop step", flush=True)
-    data = synthetic((1, 28, 28), 500, seed=2)
     # SoftHebb: Hebbian epochs (batch 10) against backprop's of the same network on the same
     # batches, each run as its training runs, epoch after epoch (the median after an untimed
     # one). The ratio moves with the allocator's state: 2.1-2.2x here, after the dis-inhibitory
@@ -506,6 +505,7 @@ def learn_costs(*, repeats: int, quick: bool = False) -> tuple[dict[str, float],
     row["softhebb step (784-2000)"] = statistics.median(hebbian[1:]) / statistics.median(backprop[1:])
     print(f"  softhebb: {row['softhebb step (784-2000)']:.2f}x a backprop step", flush=True)
     # biprop: classifier + generator step against the classifier's backprop step
+    data = synthetic((1, 28, 28), 500, seed=2)
     split = DataSplit("synthetic", data, data, data, CLASSES)
     method = Biprop()
     ctx = LearnContext(split=split, epochs=1, lr=1e-3, batch_size=BATCH, seed=0,
@@ -638,9 +638,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     if results["learn"]:
         data = results.get("learn data", "synthetic images, one batch trained on again and again")
+        passes = results.get("learn passes", 3)
         lines += ["", "Learn rules (one training step over a backprop step of the same network; "
                   f"dis-inhibitory control on {data}, batch 100, two twins trained on the same batches "
-                  "with their steps alternating, the median over 3 passes after an untimed one):", ""]
+                  f"with their steps alternating, the median over {passes} passes after an untimed one):", ""]
         lines += [f"- {k}: {v:.2f}" + verdict(k, v) for k, v in results["learn"].items()]
     skills = results["skills"]
     if skills:
@@ -738,7 +739,9 @@ def main() -> None:
             measured = rung(label, arch, shape, repeats=repeats, quick=args.quick, sections=sections)
             results["models"][label] = merge_rung(results["models"].get(label, {}), measured, sections)
     if "learn" in sections:
-        results["learn"], results["learn data"] = learn_costs(repeats=repeats, quick=args.quick)
+        results["learn passes"] = 1 if args.quick else max(3, repeats)  # timed, after an untimed one
+        results["learn"], results["learn data"] = learn_costs(repeats=repeats, passes=results["learn passes"],
+                                                              quick=args.quick)
     if "skills" in sections:
         results["skills"] = skill_costs(repeats=repeats, quick=args.quick)
     seconds = time.perf_counter() - start

@@ -325,14 +325,6 @@ def fashion_long(plan: FashionSparse) -> dict:
     return out
 
 
-def long_accuracies(long: dict) -> tuple[list[float], list[float], str]:
-    """(dense, GraNet) test accuracies of the longer runs and their seeds in words (older
-    results hold one seed's floats)."""
-    if isinstance(long["dense"], list):
-        return long["dense"], long["granet"], "seeds " + ", ".join(map(str, long["seeds"]))
-    return [long["dense"]], [long["granet"]], f"seed {long['seed']}"
-
-
 def fashion_resnet(plan: FashionSparse) -> dict:
     """Dense, GraNet and RigL at ``plan.resnet_sparsity`` on ResNet-18 (one seed), and the
     export of the GraNet model."""
@@ -395,10 +387,10 @@ def fashion_markdown(results: dict) -> str:
     long = results.get("long")
     long_gap = None
     if long:
-        dense_long, granet_long, seeds = long_accuracies(long)
-        long_gap = (statistics.fmean(dense_long) - statistics.fmean(granet_long)) * 100
-        lines += ["", f"The CNN trained {long['epochs']} epochs instead ({seeds}, the same subsets): "
-                  f"dense {mean_std(dense_long)}, GraNet at 90% {mean_std(granet_long)} "
+        long_gap = (statistics.fmean(long["dense"]) - statistics.fmean(long["granet"])) * 100
+        seeds = ", ".join(map(str, long["seeds"]))
+        lines += ["", f"The CNN trained {long['epochs']} epochs instead (seeds {seeds}, the same subsets): "
+                  f"dense {mean_std(long['dense'])}, GraNet at 90% {mean_std(long['granet'])} "
                   f"({below(long_gap)} dense)."]
     export, rg = cnn.get("export", {}), resnet["granet"]
     gap = statistics.fmean(cnn["dense"]["test_acc"]) - statistics.fmean(cnn["granet"]["0.9"]["test_acc"])
