@@ -272,6 +272,9 @@ CASES = [
     (["learn", "--epochs", "0"], "--epochs must be >= 1"),
     (["learn", "--lr", "-1"], "--lr must be a number > 0"),
     (["learn", "--out", "full"], "already exists and is not empty"),
+    (["learn", "--robustness-samples", "5"],
+     "--robustness-samples: a test subset must hold between 10 and 360 samples, got 5"),
+    (["learn", "--robustness-samples", "-1"], "--robustness-samples: robustness samples must be >= 0"),
     # adapt and shift
     (["adapt", "--method", "sar"], "--method must be one of nhl, norm, source, tent"),
     (["adapt", "--corruption", "snow:2", "--epochs", "1"], "unknown corruption 'snow'"),
@@ -371,6 +374,8 @@ def interrupt(args: list[str], cwd: Path, *, ready, env: dict | None = None) -> 
     the exit code and stderr. The command must still be running when the signal is sent."""
     # a shell starts background jobs (`make test &`, nohup) with SIGINT ignored and the child
     # would inherit that: restore the default, as a terminal's foreground job has it
+    # faulthandler: a child still running long after the signal prints its stacks on SIGABRT
+    env = {**(os.environ if env is None else env), "PYTHONFAULTHANDLER": "1"}
     proc = subprocess.Popen([console_script(), *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -378,7 +383,12 @@ def interrupt(args: list[str], cwd: Path, *, ready, env: dict | None = None) -> 
         ready()
         assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=60)
+            pytest.fail(f"still running 120 s after Ctrl-C; its Python stacks:\n{err[-8000:]}")
         return proc.returncode, err
     finally:
         if proc.poll() is None:  # a failed assertion or a timeout: never leave it running
@@ -409,6 +419,38 @@ def test_ctrl_c_at_any_moment_of_start_up_exits_130(tmp_path, delay):
     assert code == 130, err
     assert [line for line in err.splitlines() if line.strip()][-1] == "interrupted", err
     assert "error" not in err and not (tmp_path / "run").exists()
+
+
+EARLY_INTERRUPT = """
+import os, signal, sys
+
+class SignalWhileImporting:  # sends Ctrl-C to this process as the command line imports typer
+    def find_spec(self, name, path, target=None):
+        if name == "typer":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, SignalWhileImporting())
+sys.argv = ["neuroplastic", "continual", "--epochs", "1000", "--out", "run"]
+from neuroplastic.__main__ import run
+run()
+"""
+
+
+def test_ctrl_c_while_the_command_line_imports_its_libraries_exits_130(tmp_path):
+    """The console script guards Ctrl-C before it imports typer and rich (a Ctrl-C in the
+    first few hundred milliseconds used to end in a KeyboardInterrupt traceback, exit -2)."""
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="neuroplastic")
+    assert script.value == "neuroplastic.__main__:run"
+    done = subprocess.run([sys.executable, "-c", EARLY_INTERRUPT], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert [line for line in done.stderr.splitlines() if line.strip()] == ["interrupted"], done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ctrl_c_in_sparse_training_keeps_only_the_resumable_checkpoint(tmp_path):

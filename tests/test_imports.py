@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 FLOORS = {
     # 0-1: the bottom
     "errors": 0, "types": 1, "targets": 1, "distributed": 1, "losses": 1, "checks": 1,
-    "params": 1, "threads": 1, "lazy": 1, "runs": 1,
+    "params": 1, "threads": 1, "lazy": 1, "runs": 1, "interrupts": 1,
     # 2
     "hooks": 2, "record": 2, "batches": 2, "io": 2, "registry": 2, "": 2,  # "": the package root
     "sharded": 2,

@@ -68,3 +68,33 @@ def test_generated_toy_data_is_what_it_says() -> None:
         assert x.shape[1] == 2 and split.num_classes == 2
         score = LogisticRegression().fit(x.numpy(), y.numpy()).score(*(t.numpy() for t in split.test.tensors))
         assert linear_at_least <= score <= linear_at_most, (name, score)
+
+
+def test_robustness_on_a_stratified_test_subset_is_the_evaluation_of_that_subset(tmp_path, capsys) -> None:
+    """--robustness-samples N: every network's robustness is that of the seeded, stratified
+    subset of N test samples (recomputed here from the trained model), accuracies still use the
+    whole test split; 0 skips the evaluation."""
+    import torch
+
+    from neuroplastic.data.splits import loader
+    from neuroplastic.evaluate.outputs import accuracy
+    from neuroplastic.evaluate.robustness import robustness
+    from neuroplastic.local.runner import input_bounds, learn
+
+    split = load_data("digits", seed=0)
+    result = learn("backprop", split, epochs=2, compare=False, robustness_samples=40)
+    trained = result.runs["backprop"]
+    subset = split.stratified_subset(test=40, seed=0).test
+    assert torch.bincount(subset.tensors[1]).tolist() == [4] * 10
+    again = robustness(trained.model, loader(subset, batch_size=512), bounds=input_bounds(split), seed=0)
+    assert trained.robustness is not None and trained.robustness.metrics() == again.metrics()
+    assert trained.metrics["robust.samples"] == 40
+    assert trained.metrics["test_acc"] == accuracy(trained.model, loader(split.test, batch_size=512))
+
+    metrics, err = run(tmp_path / "subset", capsys, "--rule", "backprop", "--epochs", "1",
+                       "--robustness-samples", "40")
+    assert metrics["robust.samples"] == 40 and "robust.pgd.0.2" in metrics
+    assert "robustness measured on 40 of the 360 test samples" in " ".join(err.split())
+    metrics, _ = run(tmp_path / "none", capsys, "--rule", "backprop", "--epochs", "1",
+                     "--robustness-samples", "0")
+    assert not any(k.startswith("robust.") for k in metrics) and "test_acc" in metrics

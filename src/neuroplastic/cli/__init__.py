@@ -72,9 +72,9 @@ def interrupted(hint: str | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app and turns every failure into one line and an exit code."""
     from neuroplastic.cli.group import Ended, first_failure, torchrun_group
-    from neuroplastic.cli.interrupts import interrupts_outside_imports
     from neuroplastic.cli.output import take_interrupt_hint
     from neuroplastic.cli.threads import start_threads, take_threads
+    from neuroplastic.interrupts import interrupts_outside_imports
 
     try:
         argv = take_threads(list(sys.argv[1:] if argv is None else argv))
@@ -101,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console-script wrapper around :func:`main` (the current folder is importable, as with
-    ``python -m``, so ``--model-factory mymodels:build`` finds ``./mymodels.py``)."""
+    """:func:`main` with its exit (the console script, :func:`neuroplastic.__main__.run`, calls
+    this under the Ctrl-C guard; the current folder is importable, as with ``python -m``, so
+    ``--model-factory mymodels:build`` finds ``./mymodels.py``)."""
     from neuroplastic.cli.group import end_process
 
     try:

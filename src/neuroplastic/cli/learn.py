@@ -32,6 +32,7 @@ from neuroplastic.errors import NeuroplasticError
 from neuroplastic.runs import run_dir  # light: no torch
 
 if TYPE_CHECKING:
+    from neuroplastic.data.splits import DataSplit
     from neuroplastic.evaluate.report import Report
     from neuroplastic.local.runner import LearnResult
 
@@ -56,6 +57,10 @@ def learn(
     param: list[str] = typer.Option([], help="A hyperparameter of the rule, name=value; repeatable "
                                     "(e.g. variant=lin-thresh, solver=rk4, dt=0.001, horizon=2)."),
     compare: bool = typer.Option(True, help="Also train the same network by backprop."),
+    robustness_samples: int | None = typer.Option(
+        None, help="Test samples of the robustness evaluation (FGSM, PGD, noise): a class-"
+        "stratified subset drawn with --seed (default: the whole test split; 0 skips it). "
+        "Accuracies use the whole test split either way."),
     model_factory: str | None = typer.Option(None, help=FACTORY_HELP + " biprop/han/backprop only."),
     model_arch: str | None = typer.Option(None, help=ARCH_HELP),
     standardize: bool = typer.Option(False, help=STANDARDIZE_HELP),
@@ -86,6 +91,7 @@ def learn(
     from neuroplastic.local.runner import learn as run_learn
 
     split = load_split(data, seed=seed, standardize=standardize)
+    check_robustness_samples(split, robustness_samples, seed=seed)
     factory = None
     if model_factory is not None or model_arch is not None:
         from neuroplastic.cli.common import resolve_factory
@@ -96,9 +102,12 @@ def learn(
     with progress_tasks() as start:
         result = run_learn(rule, split, hidden=widths, epochs=epochs, lr=lr, batch_size=batch_size,
                            seed=seed, params=params, compare=compare, device=device, factory=factory,
-                           progress=start)
+                           robustness_samples=robustness_samples, progress=start)
     metrics: dict[str, Any] = {"rule": rule, "data": split.name, **result.metrics()}
     print_summary(result)
+    if robustness_samples not in (None, 0, len(split.test)):
+        console.print(f"robustness measured on {robustness_samples} of the {len(split.test)} test samples "
+                      f"(class-stratified, seed {seed})", highlight=False)
     chance = 1 / split.num_classes
     console.print(learn_verdict(result, chance))
     for note in result.notes:
@@ -115,6 +124,20 @@ def learn(
                                   params=params),
               model=result.runs[rule].model, json_out=json_out, health=health,
               notes=result.notes)
+
+
+def check_robustness_samples(split: DataSplit, samples: int | None, *, seed: int) -> None:
+    """Before any training: ``--robustness-samples`` fits the test split.
+
+    Raises:
+        NeuroplasticError: naming the option, if it does not.
+    """
+    from neuroplastic.local.runner import robustness_data
+
+    try:
+        robustness_data(split, samples, seed=seed)
+    except NeuroplasticError as err:
+        raise NeuroplasticError(f"--robustness-samples: {err}") from None
 
 
 def print_summary(result: LearnResult) -> None:

@@ -80,6 +80,23 @@ def input_bounds(split: DataSplit) -> tuple[float, float] | None:
     return (0.0, 1.0) if float(x.min()) >= 0 and float(x.max()) <= 1 else None
 
 
+def robustness_data(split: DataSplit, samples: int | None, *, seed: int) -> DataLoader | None:
+    """The test data the robustness evaluation runs on: the whole test split (``None``), a
+    class-stratified subset of ``samples`` of it drawn with ``seed``, or nothing (0).
+
+    Raises:
+        NeuroplasticError: if ``samples`` is negative, or positive and not between the class
+            count and the test split's size.
+    """
+    if samples is None or samples == len(split.test):
+        return loader(split.test, batch_size=512)
+    if samples < 0:
+        raise NeuroplasticError(f"robustness samples must be >= 0 (0 skips the evaluation), got {samples}")
+    if samples == 0:
+        return None
+    return loader(split.stratified_subset(test=samples, seed=seed).test, batch_size=512)
+
+
 def build_network(rule: str, split: DataSplit, hidden: tuple[int, ...], **params: Any) -> nn.Module:
     """The network registered method ``rule`` (built with ``params``) trains by default; its
     backprop twin is the same."""
@@ -91,6 +108,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
           lr: float | None = None, batch_size: int | None = None, seed: int = 0,
           params: dict[str, Any] | None = None, compare: bool = True, device: str = "cpu",
           factory: Callable[[], nn.Module] | None = None, measure_robustness: bool = True,
+          robustness_samples: int | None = None,
           progress: Callable[[str], ProgressFn | None] | None = None) -> LearnResult:
     """Train with ``rule`` (and, with ``compare``, the same architecture by backprop), then
     measure train/test accuracy per epoch, robustness, and for dis-inhibitory control the
@@ -106,6 +124,11 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         params: the method's own hyperparameters (see its docstring).
         factory: builds the classifier instead of the method's network (not for methods that
             train their own layer types, ``own_network``).
+        measure_robustness: measure every network's robustness (FGSM, PGD, noise) on the test
+            split after training.
+        robustness_samples: measure it on a class-stratified, seeded subset of this many test
+            samples instead of the whole test split (PGD's 40 passes over it are most of a short
+            run on a large test split); 0 skips it. Accuracies use the whole test split either way.
         progress: ``progress(label)`` returns a ``progress(done, total)`` callback or None.
     """
     entry = registry.entry(rule, kind="learn")  # an unknown rule: one line naming the registered ones
@@ -119,6 +142,7 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         raise NeuroplasticError(f"{rule} trains its own network type (E/I pairs, Hebbian blocks); "
                                 "--model-factory applies only to methods that train any network")
     make = factory or (lambda: method.network(split, hidden))
+    robust_eval = robustness_data(split, robustness_samples, seed=seed) if measure_robustness else None
 
     def batches(size: int = batch_size) -> DataLoader:
         """A fresh shuffling loader per run: every network sees the same batch order."""
@@ -152,10 +176,11 @@ def learn(rule: str, split: DataSplit, *, hidden: tuple[int, ...] | None = None,
         model.eval()
         run.metrics.update({"test_acc": accuracy(model, test_eval), "train_acc": accuracy(model, train_eval),
                             "seconds": seconds})
-        if measure_robustness:
-            run.robustness = robustness(model, test_eval, bounds=bounds, seed=seed,
+        if robust_eval is not None:
+            run.robustness = robustness(model, robust_eval, bounds=bounds, seed=seed,
                                         progress=bar(f"{name.replace('_', ' ')} robustness"))
             run.metrics.update({k: v for k, v in run.robustness.metrics().items() if k != "robust.clean"})
+            run.metrics["robust.samples"] = float(len(robust_eval.dataset))  # type: ignore[arg-type]
             notes.extend(f"{name}: {note}" for note in masking_warnings(run.robustness))
         runs[name] = run
 
