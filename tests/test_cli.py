@@ -36,11 +36,19 @@ def test_list_prints_the_registry_one_line_per_method(capsys):
     assert "unknown kind 'bogus'" in capsys.readouterr().err
 
 
-def test_forget_class_writes_a_complete_run_folder(tmp_path, capsys):
+def test_forget_class_writes_a_complete_run_folder(tmp_path, capsys, monkeypatch):
+    from rich.status import Status
+
+    shown: list[str] = []  # the console's status line, message by message
+    monkeypatch.setattr(Status, "update", lambda self, status=None, **_: shown.append(str(status)))
     out = tmp_path / "run"
     code = main(["forget", "--forget-class", "3", *QUICK, "--compare", "ssd", "--out", str(out),
                  "--json"])
     assert code == 0
+    for line in ("unlearning with ssd-auto: full importance", "unlearning with ssd-auto: search",
+                 "comparing with ssd: full importance", "comparing with ssd: dampen"):
+        assert line in shown, shown
+    assert any(m.startswith("retraining from scratch on the retain set: step ") for m in shown)
     printed = json.loads(capsys.readouterr().out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert printed == metrics

@@ -388,3 +388,41 @@ def test_where_dampening_again_cannot_hold_the_goal_the_repair_ascends_the_forge
     model = copy.deepcopy(trained_mlp)
     metrics = method._guarded_repair(model, forget, retain, 0.5, redampen=lambda: None, ascend=False)
     assert metrics["repair_ascent_steps"] == 0.0 and metrics["repair_redampened"] == 1.0
+
+
+def test_a_shown_request_announces_each_timed_phase_and_counts_its_repair_steps(trained_mlp, class3):
+    """``announce`` names every phase as it starts, in the order its ``<phase>_seconds``
+    metrics were written; ``progress`` counts the repair's optimizer steps out of its budget
+    (the console's status line: ``unlearning with ssd-auto: repair step 12/86``)."""
+    method = SSDAuto(alpha_range=(0.05, 0.1), repair_epochs=1, cache=ImportanceCache())
+    phases: list[str] = []
+    steps: list[tuple[int, int | None]] = []
+    method.announce = phases.append
+    method.progress = lambda done, total: steps.append((done, total))
+    result = method.unlearn(copy.deepcopy(trained_mlp), class3["forget"], class3["retain"],
+                            full=class3["full"])
+    timed = [k.removesuffix("_seconds") for k in result.metrics if k.endswith("_seconds") and k != "seconds"]
+    assert result.metrics["repaired"] == 1.0 and "repair" in phases
+    assert phases[0] == "full_importance" and phases[-1] == "repair"
+    assert list(dict.fromkeys(phases)) == timed
+    budget = len(class3["retain"])  # one epoch of the retain loader's batches
+    assert [done for done, _ in steps] == list(range(1, int(result.metrics["repair_steps"]) + 1))
+    assert {total for _, total in steps} == {budget}
+
+
+def test_a_large_forget_set_is_checked_every_half_its_batch_count(trained_mlp, digits_data, monkeypatch):
+    """The repair's forget-set checks (each a pass over the whole forget set) come every
+    max(repair_check_every, ceil(batches / 2)) steps: 24 forget batches, 30 repair steps ->
+    checks after steps 12 and 24 and the final one (at every 5 steps it would be 7 passes)."""
+    from neuroplastic.forget import ssd_auto
+
+    passes = []
+    monkeypatch.setattr(ssd_auto, "accuracy", lambda model, data: passes.append(len(data)) or 0.0)
+    x, y = digits_data.train.tensors
+    retain = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 240, 8)]
+    forget = [(x[i:i + 1], y[i:i + 1]) for i in range(300, 324)]
+    method = SSDAuto(repair_check_every=5)
+    assert [method.check_interval(n) for n in (1, 10, 11, 24, 86)] == [5, 5, 6, 12, 43]
+    metrics = method._guarded_repair(copy.deepcopy(trained_mlp), forget, retain, 0.5,
+                                     redampen=lambda: None, ascend=False)
+    assert metrics["repair_steps"] == 30.0 and passes == [24, 24, 24]

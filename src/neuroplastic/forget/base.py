@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +45,14 @@ class Unlearner(ABC):
     builds_published_d: bool = False
 
     #: ``progress(done, total)`` after every training step of a method that trains for
-    #: long (retraining); set by whoever shows it, not a hyperparameter.
+    #: long (retraining, a baseline's finetuning, ssd-auto's repair); set by whoever shows
+    #: it, not a hyperparameter.
     progress: ProgressFn | None = None
+
+    #: ``announce(phase)`` as each timed phase starts (``full_importance``, ``search``,
+    #: ``repair``, ...: the names of its ``<phase>_seconds`` metrics); set by whoever shows
+    #: it, not a hyperparameter.
+    announce: Callable[[str], None] | None = None
 
     name: str = "unlearner"
 
@@ -116,20 +123,23 @@ def require_retain(retain: Data | None, method: str) -> Data:
 
 
 class Timer:
-    """Collects wall-clock seconds of named phases into a metrics dict."""
+    """Collects wall-clock seconds of named phases into a metrics dict; ``announce(name)``,
+    if given, as each phase starts."""
 
-    def __init__(self, metrics: dict[str, Any]) -> None:
-        self.metrics = metrics
+    def __init__(self, metrics: dict[str, Any], *, announce: Callable[[str], None] | None = None) -> None:
+        self.metrics, self.announce = metrics, announce
 
     def phase(self, name: str) -> _Phase:
-        return _Phase(self.metrics, f"{name}_seconds")
+        return _Phase(self.metrics, name, self.announce)
 
 
 class _Phase:
-    def __init__(self, metrics: dict[str, Any], key: str) -> None:
-        self.metrics, self.key = metrics, key
+    def __init__(self, metrics: dict[str, Any], name: str, announce: Callable[[str], None] | None) -> None:
+        self.metrics, self.name, self.key, self.announce = metrics, name, f"{name}_seconds", announce
 
     def __enter__(self) -> None:
+        if self.announce is not None:
+            self.announce(self.name)
         self.start = time.perf_counter()
 
     def __exit__(self, *exc: object) -> None:

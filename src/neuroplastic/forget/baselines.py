@@ -50,7 +50,7 @@ class Retrain(Unlearner):
                  full: Data | None, holdout: Data | None) -> UnlearnResult:
         retain = require_retain(retain, self.name)
         result = UnlearnResult()
-        with Timer(result.metrics).phase("train"):
+        with Timer(result.metrics, announce=self.announce).phase("train"):
             if self.factory is None:
                 reinitialize_(model, seed=self.seed)
             else:
@@ -76,8 +76,8 @@ class Finetune(Unlearner):
                  full: Data | None, holdout: Data | None) -> UnlearnResult:
         retain = require_retain(retain, self.name)
         result = UnlearnResult(metrics={"epochs": self.epochs})
-        with Timer(result.metrics).phase("train"):
-            train_epochs(model, retain, epochs=self.epochs, lr=self.lr)
+        with Timer(result.metrics, announce=self.announce).phase("train"):
+            train_epochs(model, retain, epochs=self.epochs, lr=self.lr, progress=self.progress)
         return result
 
 
@@ -104,8 +104,9 @@ class _PairedUnlearner(Unlearner):
         def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return self.pair_loss(model, (x, y), next(forget_batches), generator)
 
-        with Timer(result.metrics).phase("train"):
-            train_epochs(model, retain, epochs=self.epochs, lr=self.lr, batch_loss=batch_loss)
+        with Timer(result.metrics, announce=self.announce).phase("train"):
+            train_epochs(model, retain, epochs=self.epochs, lr=self.lr, batch_loss=batch_loss,
+                         progress=self.progress)
         return result
 
 

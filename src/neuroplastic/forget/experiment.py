@@ -172,6 +172,7 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     metrics["mia_informative"] = float(auc == auc and auc >= INFORMATIVE_AUC)
 
     say(f"unlearning with {method}")
+    show_phases(unlearner, say, f"unlearning with {method}")
     unlearned = copy.deepcopy(model)
     full = options.full_for(method, train_loader)
     with seeded_rng(config.seed, model_device(model)):
@@ -281,6 +282,7 @@ def compare_method(name: str, model: nn.Module, scenario: ForgetScenario, *, ful
     holdout = loader(scenario.data.val, batch_size=256)
     copied = copy.deepcopy(model)
     method = cold_method(name, scenario, {})
+    show_phases(method, say, f"comparing with {name}")
     with seeded_rng(config.seed, model_device(model)):
         result = method.unlearn(copied, forget, retain, full=full, holdout=holdout)
     evaluated = evaluate_forgetting(copied, scenario, nonmembers=options.nonmembers)
@@ -371,11 +373,26 @@ def shadow_unlearner(method: str | None, scenario: ForgetScenario, *, config: Tr
     return unlearn
 
 
+def show_phases(unlearner: Unlearner, say: Callable[[str], Any], label: str) -> None:
+    """Have ``unlearner`` tell ``say`` each phase it starts and, in a phase that trains, its
+    steps: ``<label>: search``, ``<label>: repair step 12/86``."""
+    current = [""]
+
+    def announce(phase: str) -> None:
+        current[0] = phase.replace("_", " ")
+        say(f"{label}: {current[0]}")
+
+    unlearner.announce = announce
+    unlearner.progress = lambda done, total: say(f"{label}: {current[0]} step {done}/{total or '?'}")
+
+
 def cached_request_seconds(unlearner: Unlearner, model: nn.Module, forget: Any, retain: Any,
                            full: Any, holdout: Any, say: Callable[[str], Any]) -> float:
     """Seconds of the same request again on a fresh copy (full-data importance now cached),
     without any repair step (reported separately)."""
-    say(f"repeating the {unlearner.name} request with the full-data importance cached")
+    label = f"repeating the {unlearner.name} request with the full-data importance cached"
+    say(label)
+    show_phases(unlearner, say, label)
     with seeded_rng(0, model_device(model)):
         again = unlearner.unlearn(copy.deepcopy(model), forget, retain, full=full, holdout=holdout)
     return again.metrics["seconds"] - again.metrics.get("repair_seconds", 0.0)

@@ -96,7 +96,7 @@ class SSD(Unlearner):
     def _unlearn(self, model: nn.Module, forget: Data, retain: Data | None, *,
                  full: Data | None, holdout: Data | None) -> UnlearnResult:
         result = UnlearnResult(metrics={"alpha": self.alpha, "lam": self.lam})
-        timer = Timer(result.metrics)
+        timer = Timer(result.metrics, announce=self.announce)
         i_f, i_d = self.importances(model, forget, retain, full, timer)
         with timer.phase("dampen"):
             mask = select.ratio(i_f, i_d, alpha=self.alpha)
