@@ -52,4 +52,3 @@ def interrupts_outside_imports() -> Iterator[None]:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGALRM, previous_alarm)
-
