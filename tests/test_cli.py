@@ -46,7 +46,9 @@ def test_forget_class_writes_a_complete_run_folder(tmp_path, capsys, monkeypatch
                  "--json"])
     assert code == 0
     for line in ("unlearning with ssd-auto: full importance", "unlearning with ssd-auto: search",
-                 "comparing with ssd: full importance", "comparing with ssd: dampen"):
+                 "comparing with ssd: full importance", "comparing with ssd: dampen",
+                 "evaluating the unlearned model", "evaluating the retrained model",
+                 "evaluating ssd's model"):
         assert line in shown, shown
     assert any(m.startswith("retraining from scratch on the retain set: step ") for m in shown)
     printed = json.loads(capsys.readouterr().out)

@@ -177,6 +177,7 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     full = options.full_for(method, train_loader)
     with seeded_rng(config.seed, model_device(model)):
         result = unlearner.unlearn(unlearned, forget, retain, full=full, holdout=holdout)
+    say("evaluating the unlearned model")
     unlearned_eval = evaluate(unlearned)
     metrics.update(flat("unlearned", unlearned_eval))
     metrics.update(flat("unlearned", {k: v for k, v in result.metrics.items()
@@ -199,6 +200,7 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
             f"retraining from scratch on the retain set: step {done}/{total or '?'}")
         with seeded_rng(config.seed, model_device(model)):
             retrain_result = retrainer.unlearn(retrained, forget, retain)
+        say("evaluating the retrained model")
         retrain_eval = evaluate(retrained)
         metrics.update(flat("retrain", retrain_eval))
         metrics["retrain.seconds"] = retrain_result.metrics["seconds"]
@@ -285,6 +287,7 @@ def compare_method(name: str, model: nn.Module, scenario: ForgetScenario, *, ful
     show_phases(method, say, f"comparing with {name}")
     with seeded_rng(config.seed, model_device(model)):
         result = method.unlearn(copied, forget, retain, full=full, holdout=holdout)
+    say(f"evaluating {name}'s model")
     evaluated = evaluate_forgetting(copied, scenario, nonmembers=options.nonmembers)
     metrics = flat(label, {**evaluated, "seconds": result.metrics["seconds"]})
     if isinstance(method, SSD):
