@@ -467,3 +467,20 @@ def test_ctrl_c_in_sparse_training_keeps_only_the_resumable_checkpoint(tmp_path)
     assert len(lines) == 1 and "checkpoint in run is kept" in lines[0] and "--resume" in lines[0], err
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.safetensors"]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
+def test_ctrl_c_in_the_first_epoch_of_sparse_training_promises_no_checkpoint(tmp_path, monkeypatch, capsys):
+    """Ctrl-C before any epoch finished (a ResNet-18 epoch on Fashion-MNIST is a quarter of an
+    hour): no checkpoint exists, so none is offered for --resume (the hint used to name one)."""
+    from neuroplastic.sparse import experiment
+
+    def interrupted_in_the_first_epoch(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "run_sparse", interrupted_in_the_first_epoch)
+    code = main(["sparse", "train", "--epochs", "1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 130
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "interrupted; no epoch had finished, so there is no checkpoint to resume from"], err
+    assert list(tmp_path.iterdir()) == []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.markup import escape
 
 console = Console(stderr=True)
-_interrupt_hint: list[str] = []
+_interrupt_hint: list[Callable[[], str | None]] = []
 
 
 def say_error(message: str, code: int) -> int:
@@ -18,18 +20,20 @@ def say_error(message: str, code: int) -> int:
     return code
 
 
-def set_interrupt_hint(hint: str | None) -> None:
-    """What to tell the user if Ctrl-C arrives now (e.g. where a resumable checkpoint is)."""
+def set_interrupt_hint(hint: Callable[[], str | None] | None) -> None:
+    """What to tell the user if Ctrl-C arrives now (e.g. where a resumable checkpoint is):
+    ``hint()`` is asked once the interrupted work has unwound, so it can look at what was
+    actually left (a checkpoint that was never written is not promised)."""
     _interrupt_hint.clear()
-    if hint:
+    if hint is not None:
         _interrupt_hint.append(hint)
 
 
 def take_interrupt_hint() -> str | None:
-    """The hint set by :func:`set_interrupt_hint`, cleared."""
+    """The hint set by :func:`set_interrupt_hint`, asked now and cleared."""
     hint = _interrupt_hint[0] if _interrupt_hint else None
     _interrupt_hint.clear()
-    return hint
+    return hint() if hint is not None else None
 
 
 def warn(message: str) -> None:

@@ -191,11 +191,13 @@ def train(
     options = {**options_of(ctx.params), "data": absolute_data(data),
                "model_factory": absolute_factory(model_factory)}
     # the one file kept on Ctrl-C: the per-epoch checkpoint, so the run can resume
-    set_interrupt_hint(f"the checkpoint in {folder} is kept: continue with "
-                       f"`neuroplastic sparse train --out {folder} --resume` and the same options")
+    checkpoint = folder / "checkpoint.safetensors"
+    set_interrupt_hint(lambda: f"the checkpoint in {folder} is kept: continue with `neuroplastic sparse "
+                       f"train --out {folder} --resume` and the same options" if checkpoint.is_file()
+                       else "no epoch had finished, so there is no checkpoint to resume from")
     with progress_bar(f"{method} {sparsity:.0%}") as progress:
         run = run_sparse(split, recipe, factory, device=device, dense_baseline=dense_baseline,
-                         checkpoint=folder / "checkpoint.safetensors", resume=resume,
+                         checkpoint=checkpoint, resume=resume,
                          progress=progress)
     set_interrupt_hint(None)
     finish(folder, run, command="sparse train", options=options, recipe=recipe,
