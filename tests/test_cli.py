@@ -360,3 +360,19 @@ def test_sparse_train_takes_typed_params(tmp_path):
                  "masking=parametrize", "--epochs", "1", "--out", str(out)]) == 0
     recipe = json.loads((out / "config.json").read_text())["recipe"]
     assert recipe["method_kwargs"] == {"death_rate": 0.3, "masking": "parametrize"}
+
+
+def test_a_method_without_an_importance_cache_is_run_once(tmp_path, capsys, monkeypatch):
+    """finetune has no cache to time a second request against: it runs once, and no "cached
+    request" figure is reported for it."""
+    from neuroplastic.forget import baselines
+
+    runs = []
+    original = baselines.Finetune._unlearn
+    monkeypatch.setattr(baselines.Finetune, "_unlearn",
+                        lambda self, *a, **k: runs.append(1) or original(self, *a, **k))
+    code = main(["forget", "--forget-class", "3", *QUICK, "--method", "finetune", "--out",
+                 str(tmp_path / "run"), "--json"])
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert runs == [1] and "cached_request_seconds" not in metrics

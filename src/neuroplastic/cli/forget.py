@@ -405,8 +405,9 @@ def forget(
     columns = ["original", "unlearned", *(["retrain"] if retrain else []), *compare]
     console.print(metrics_table(run.metrics, columns))
     if "speedup_vs_retrain" in run.metrics:
-        console.print(f"speed-up vs retrain: {run.metrics['speedup_vs_retrain']:.1f}x; "
-                      f"cached request: {run.metrics['cached_request_seconds']:.3f}s")
+        cached = run.metrics.get("cached_request_seconds")
+        console.print(f"speed-up vs retrain: {run.metrics['speedup_vs_retrain']:.1f}x"
+                      + (f"; cached request: {cached:.3f}s" if cached is not None else ""))
     notes = run.warnings
     for note in notes:
         warn(note)

@@ -133,8 +133,8 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     the unlearned and (optionally) a retrained model, and time each.
 
     The first request runs with an empty importance cache (an honest cold
-    start); a second identical request on another copy measures the cost with
-    the full-data importance cached (``cached_request_seconds``, repair excluded).
+    start); for an SSD method a second identical request on another copy measures the cost
+    with the full-data importance cached (``cached_request_seconds``, repair excluded).
     Each ``compare`` method runs the same request from a cold cache too; its
     numbers are stored under ``<name>.*``. The entropy attack's power on the original
     model is ``original.mia_auc`` and ``mia_informative`` (1 if >= 0.6); with
@@ -185,8 +185,9 @@ def run_forget(scenario: ForgetScenario, model: nn.Module, *, method: str,
     metrics.update(flat("choice", {k: v for k, v in result.metrics.items()
                                    if not k.endswith("_seconds") and k != "seconds"}))
 
-    metrics["cached_request_seconds"] = cached_request_seconds(unlearner, model, forget, retain,
-                                                               full, holdout, say)
+    if isinstance(unlearner, SSD):  # the importance cache is SSD's; other methods have none
+        metrics["cached_request_seconds"] = cached_request_seconds(unlearner, model, forget, retain,
+                                                                   full, holdout, say)
     run = ForgetRun(metrics=metrics, unlearned=unlearned, trace=result.trace)
     run.class_acc = {"original": original_eval["class_acc"],
                      "unlearned": unlearned_eval["class_acc"]}
